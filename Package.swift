@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+// ActorVMM: a KVM virtual machine monitor whose devices are actors on epoll executors.
+// Toolchain libraries only (Glibc, Synchronization, Swift Testing): no package dependencies.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "ActorVmm",
+    products: [
+        .executable(name: "actor-vmm", targets: ["Cli"]),
+        .executable(name: "actor-vmm-bench", targets: ["Benchmarks"]),
+    ],
+    targets: [
+        // <linux/kvm.h>, epoll, eventfd, termios helpers and ioctl wrappers (ioctl is variadic).
+        .target(name: "CKvm", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "EpollLoop", dependencies: ["CKvm"], swiftSettings: strict),
+        .target(name: "ActorVmm", dependencies: ["CKvm", "EpollLoop"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["ActorVmm", "EpollLoop", "CKvm"], swiftSettings: strict),
+        .target(name: "Boot", dependencies: ["ActorVmm", "CKvm"], swiftSettings: strict),
+        .executableTarget(
+            name: "Cli",
+            dependencies: ["ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+        ),
+        .executableTarget(
+            name: "Benchmarks",
+            dependencies: ["ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
+            path: "Benchmarks",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "EpollLoopTests", dependencies: ["EpollLoop"], swiftSettings: strict),
+        .testTarget(name: "ActorVmmTests", dependencies: ["ActorVmm", "EpollLoop"], swiftSettings: strict),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "ActorVmm", "EpollLoop"], swiftSettings: strict),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "ActorVmm", "CKvm"], swiftSettings: strict),
+        .testTarget(name: "CliTests", dependencies: ["Cli", "ActorVmm"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: [], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,94 @@
+// CKvm: the few C declarations Swift cannot import on its own.
+//
+// ioctl(2) is variadic and the KVM_* request numbers are function-like macros, so each request used by
+// ActorVMM is exported as a constant and called through `ckvm_ioctl*`. epoll and eventfd headers are not
+// part of Glibc's Swift module map. Everything here is a thin, side-effect-free wrapper.
+#ifndef CKVM_H
+#define CKVM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdint.h>
+#include <stddef.h>
+#include <errno.h>
+#include <signal.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <sched.h>
+#include <termios.h>
+#include <sys/ioctl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/timerfd.h>
+#include <sys/syscall.h>
+#include <linux/kvm.h>
+#include <asm/bootparam.h>
+
+// MARK: ioctl request numbers (macros Swift cannot import)
+static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const unsigned long CKVM_IRQFD = KVM_IRQFD;
+static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long CKVM_RUN = KVM_RUN;
+static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
+static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
+static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+
+// MARK: ioctl wrappers
+static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }
+static inline int ckvm_ioctl_arg(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+
+// MARK: thread names (pthread_setname_np needs _GNU_SOURCE, which Glibc's module does not set)
+static inline int ckvm_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+
+// MARK: errno (a thread-local macro)
+static inline int ckvm_errno(void) { return errno; }
+
+// MARK: a signal used to kick vCPU threads out of KVM_RUN (SIGRTMIN is a macro calling a function)
+static inline int ckvm_sigrtmin(void) { return SIGRTMIN; }
+
+// MARK: acquire/release accesses for memory shared with the guest
+static inline uint16_t ckvm_load_acquire_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
+static inline void ckvm_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
+static inline void ckvm_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+// MARK: immediate_exit is written by another thread while the vCPU may be in KVM_RUN
+static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t v) { __atomic_store_n(&run->immediate_exit, v, __ATOMIC_SEQ_CST); }
+
+// MARK: layout helpers for tests (offsetof is a macro)
+#define CKVM_OFFSET(type, field) ((size_t)offsetof(type, field))
+static inline size_t ckvm_boot_params_cmd_line_ptr_offset(void) { return offsetof(struct boot_params, hdr.cmd_line_ptr); }
+static inline size_t ckvm_boot_params_e820_entries_offset(void) { return offsetof(struct boot_params, e820_entries); }
+static inline size_t ckvm_boot_params_e820_table_offset(void) { return offsetof(struct boot_params, e820_table); }
+static inline size_t ckvm_boot_params_hdr_offset(void) { return offsetof(struct boot_params, hdr); }
+static inline size_t ckvm_boot_params_type_of_loader_offset(void) { return offsetof(struct boot_params, hdr.type_of_loader); }
+static inline size_t ckvm_boot_params_boot_flag_offset(void) { return offsetof(struct boot_params, hdr.boot_flag); }
+static inline size_t ckvm_boot_params_header_offset(void) { return offsetof(struct boot_params, hdr.header); }
+static inline size_t ckvm_boot_params_cmdline_size_offset(void) { return offsetof(struct boot_params, hdr.cmdline_size); }
+static inline size_t ckvm_boot_params_ext_cmd_line_ptr_offset(void) { return offsetof(struct boot_params, ext_cmd_line_ptr); }
+static inline size_t ckvm_boot_params_loadflags_offset(void) { return offsetof(struct boot_params, hdr.loadflags); }
+static inline size_t ckvm_boot_params_size(void) { return sizeof(struct boot_params); }
+
+#endif
