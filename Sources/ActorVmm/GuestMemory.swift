@@ -1,0 +1,174 @@
+import Glibc
+
+/// A guest-physical address. Arithmetic that could overflow is explicit (`checkedAdding`).
+public struct GuestAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+
+    /// `self + offset`, or nil if that overflows 64 bits.
+    public func checkedAdding(_ offset: UInt64) -> GuestAddress? {
+        let (sum, overflow) = rawValue.addingReportingOverflow(offset)
+        return overflow ? nil : GuestAddress(sum)
+    }
+
+    public static func < (a: GuestAddress, b: GuestAddress) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "0x" + String(rawValue, radix: 16) }
+}
+
+/// Why a guest-memory access was refused.
+public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The range [address, address+count) is not entirely inside one RAM region.
+    case outOfRange(GuestAddress, count: Int)
+    /// The host could not allocate guest RAM.
+    case allocationFailed(size: UInt64, errno: Int32)
+    /// Regions overlap, are empty, or are not page-aligned.
+    case invalidLayout(String)
+
+    public var description: String {
+        switch self {
+        case .outOfRange(let address, let count):
+            return "guest memory access of \(count) bytes at \(address) is outside guest RAM"
+        case .allocationFailed(let size, let errno):
+            return "cannot allocate \(size >> 20) MiB of guest RAM: \(Errno(rawValue: errno))"
+        case .invalidLayout(let why):
+            return "invalid guest memory layout: \(why)"
+        }
+    }
+}
+
+import EpollLoop
+
+/// Guest RAM: anonymous host mappings, one per region, and bounds-checked access to them.
+///
+/// Device and boot code see only `read`/`write` on guest addresses, never a host pointer: every access is
+/// checked to lie entirely within one region, so a hostile guest-supplied address is an error for that
+/// request, never a host access outside guest RAM. The guest writes this memory concurrently; callers copy
+/// what they need once and validate the copy.
+public final class GuestMemory: @unchecked Sendable {
+    // SAFETY (@unchecked Sendable): `regions` is immutable after init; every byte access goes through the
+    // bounds checks below, and the mappings live until deinit, when no reference (and no vCPU) remains.
+
+    public struct Region: Sendable {
+        public let start: GuestAddress
+        public let size: UInt64
+        /// Host address of the mapping; for registering the region with KVM only (package access).
+        package let hostAddress: UInt
+
+        public var end: UInt64 { start.rawValue + size }
+    }
+
+    public let regions: [Region]
+
+    /// Total RAM in bytes.
+    public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    /// Maps `layout` (start, size) regions of zero-filled RAM. Sizes and starts must be 4 KiB aligned,
+    /// non-empty and non-overlapping.
+    public init(layout: [(start: GuestAddress, size: UInt64)]) throws(GuestMemoryError) {
+        var regions: [Region] = []
+        let sorted = layout.sorted { $0.start < $1.start }
+        var previousEnd: UInt64 = 0
+        for (index, (start, size)) in sorted.enumerated() {
+            guard size > 0, size & 0xFFF == 0, start.rawValue & 0xFFF == 0 else {
+                throw .invalidLayout("region at \(start) of \(size) bytes is empty or not 4 KiB aligned")
+            }
+            guard start.checkedAdding(size) != nil else { throw .invalidLayout("region at \(start) overflows") }
+            guard index == 0 || start.rawValue >= previousEnd else {
+                throw .invalidLayout("region at \(start) overlaps the previous one")
+            }
+            previousEnd = start.rawValue + size
+            let mapping = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let mapping, mapping != MAP_FAILED else {
+                let error = Errno.current.rawValue
+                for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
+                throw .allocationFailed(size: size, errno: error)
+            }
+            regions.append(Region(start: start, size: size, hostAddress: UInt(bitPattern: mapping)))
+        }
+        self.regions = regions
+    }
+
+    deinit {
+        for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
+    }
+
+    /// The host pointer for [address, address+count) if it lies within one region.
+    @inline(__always)
+    func hostPointer(_ address: GuestAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        guard count >= 0 else { throw .outOfRange(address, count: count) }
+        let a = address.rawValue
+        for region in regions where a >= region.start.rawValue {
+            let offset = a - region.start.rawValue
+            guard offset < region.size || (offset == region.size && count == 0) else { continue }
+            guard UInt64(count) <= region.size - offset else { break }
+            // SAFETY: offset + count <= region.size, checked just above.
+            return UnsafeMutableRawPointer(bitPattern: region.hostAddress)! + Int(offset)
+        }
+        throw .outOfRange(address, count: count)
+    }
+
+    /// True if [address, address+count) lies within one RAM region.
+    public func contains(_ address: GuestAddress, count: Int) -> Bool {
+        (try? hostPointer(address, count)) != nil
+    }
+
+    /// Reads a little-endian integer.
+    @inline(__always)
+    public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
+        let pointer = try hostPointer(address, MemoryLayout<T>.size)
+        return T(littleEndian: pointer.loadUnaligned(as: T.self))
+    }
+
+    /// Writes a little-endian integer.
+    @inline(__always)
+    public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        let pointer = try hostPointer(address, MemoryLayout<T>.size)
+        pointer.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Copies `count` bytes out of guest memory.
+    public func readBytes(at address: GuestAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        let pointer = try hostPointer(address, count)
+        return [UInt8](UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    /// Copies guest bytes into `buffer`.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestAddress) throws(GuestMemoryError) {
+        let pointer = try hostPointer(address, buffer.count)
+        if let base = buffer.baseAddress { base.copyMemory(from: pointer, byteCount: buffer.count) }
+    }
+
+    /// Copies `bytes` into guest memory.
+    public func write(bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws(GuestMemoryError) {
+        let pointer = try hostPointer(address, bytes.count)
+        if let base = bytes.baseAddress { pointer.copyMemory(from: base, byteCount: bytes.count) }
+    }
+
+    /// Copies `bytes` into guest memory.
+    public func write(bytes: [UInt8], at address: GuestAddress) throws(GuestMemoryError) {
+        let pointer = try hostPointer(address, bytes.count)
+        bytes.withUnsafeBytes { buffer in
+            if let base = buffer.baseAddress { pointer.copyMemory(from: base, byteCount: buffer.count) }
+        }
+    }
+
+    /// Sets `count` bytes to zero.
+    public func zero(at address: GuestAddress, count: Int) throws(GuestMemoryError) {
+        let pointer = try hostPointer(address, count)
+        memset(pointer, 0, count)
+    }
+
+    /// Reads a NUL-terminated string of at most `limit` bytes (without the NUL).
+    public func readCString(at address: GuestAddress, limit: Int) throws(GuestMemoryError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var cursor = address
+        while bytes.count < limit {
+            let byte: UInt8 = try read(at: cursor)
+            if byte == 0 { break }
+            bytes.append(byte)
+            guard let next = cursor.checkedAdding(1) else { break }
+            cursor = next
+        }
+        return bytes
+    }
+}

@@ -1,0 +1,171 @@
+import CKvm
+import EpollLoop
+import Glibc
+import Synchronization
+
+/// Owns the vCPU threads: starts them, pauses and resumes them, and stops and joins them.
+///
+/// An actor on its own ``EventLoop``. Each vCPU runs `KVM_RUN` on a dedicated pthread; the manager talks to
+/// a running thread only through its ``Vcpu/requested`` state and a kick (`immediate_exit` + a signal that
+/// interrupts `KVM_RUN`), never by touching the thread's `kvm_run` page otherwise.
+public actor VcpuManager {
+    public nonisolated let loop: EventLoop
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+
+    let contexts: [VcpuThreadContext]
+    var threads: [pthread_t] = []
+    public private(set) var state: VcpuRunState = .paused  // not started yet counts as paused
+
+    public init(loop: EventLoop, vcpus: [Vcpu], buses: IoBuses, stopLatch: StopLatch,
+                strategy: HandoffStrategy = .inlineIfIdle) {
+        self.loop = loop
+        contexts = vcpus.map {
+            VcpuThreadContext(vcpu: $0, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch)
+        }
+    }
+
+    /// Starts one thread per vCPU (named `vcpu<N>`).
+    public func start() throws(Errno) {
+        precondition(threads.isEmpty, "vCPUs already started")
+        installKickHandler()
+        for context in contexts {
+            var thread = pthread_t()
+            let argument = Unmanaged.passRetained(context).toOpaque()
+            let result = pthread_create(&thread, nil, vcpuThreadEntry, argument)
+            guard result == 0 else {
+                Unmanaged<VcpuThreadContext>.fromOpaque(argument).release()
+                stopThreads()
+                throw Errno(rawValue: result)
+            }
+            threads.append(thread)
+        }
+        state = .running
+    }
+
+    /// Takes every vCPU out of the guest and parks it; returns once all are parked. A pending PIO/MMIO
+    /// access is completed first (KVM finishes it when re-entered with `immediate_exit` set).
+    public func pause() {
+        guard state == .running else { return }
+        for (context, thread) in zip(contexts, threads) {
+            context.request(.paused, thread: thread)
+        }
+        // A thread that has exited (the VM is stopping) acknowledges once on its way out.
+        for context in contexts where !context.exited.load(ordering: .acquiring) { context.pausedAck.wait() }
+        state = .paused
+    }
+
+    /// Lets parked vCPUs run again.
+    public func resume() {
+        guard state == .paused, !threads.isEmpty else { return }
+        for context in contexts {
+            context.vcpu.requested.store(VcpuRunState.running.rawValue, ordering: .sequentiallyConsistent)
+            context.resumeParker.signal()
+        }
+        state = .running
+    }
+
+    /// Stops and joins every vCPU thread. Idempotent.
+    public func stop() {
+        stopThreads()
+        state = .stopped
+    }
+
+    private func stopThreads() {
+        for (context, thread) in zip(contexts, threads) {
+            context.request(.stopped, thread: thread)
+            context.resumeParker.signal()  // in case it is parked
+        }
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
+    }
+
+    /// Number of exits each vCPU has handled (for tests and counters).
+    public nonisolated func exitCounts() -> [Int] { contexts.map { $0.exits.load(ordering: .relaxed) } }
+}
+
+/// Everything one vCPU thread needs. Shared between the thread and the manager.
+final class VcpuThreadContext: Sendable {
+    let vcpu: Vcpu
+    let buses: IoBuses
+    let handoff: ExitHandoff
+    let stopLatch: StopLatch
+    let pausedAck = ThreadParker()
+    let resumeParker = ThreadParker()
+    let exits = Atomic<Int>(0)
+    let exited = Atomic<Bool>(false)
+
+    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch) {
+        self.vcpu = vcpu; self.buses = buses; self.handoff = handoff; self.stopLatch = stopLatch
+    }
+
+    /// Asks the thread to change state and kicks it out of `KVM_RUN`: state first, then `immediate_exit`,
+    /// then the signal, so whichever the thread sees first leads it to read the new state.
+    func request(_ state: VcpuRunState, thread: pthread_t) {
+        vcpu.requested.store(state.rawValue, ordering: .sequentiallyConsistent)
+        vcpu.setImmediateExit(true)
+        pthread_kill(thread, ckvm_sigrtmin())
+    }
+
+    /// The vCPU thread's loop.
+    func runLoop() {
+        let name = "vcpu\(vcpu.id)"
+        _ = ckvm_set_thread_name(name)
+        unblockKickSignal()
+        while true {
+            switch VcpuRunState(rawValue: vcpu.requested.load(ordering: .sequentiallyConsistent)) ?? .stopped {
+            case .stopped:
+                return
+            case .paused:
+                pausedAck.signal()
+                resumeParker.wait()
+                continue
+            case .running:
+                break
+            }
+            let result = ckvm_ioctl(vcpu.fd, CKVM_RUN)
+            if result < 0 {
+                let error = Errno.current
+                if error == .interrupted || error == .wouldBlock {
+                    vcpu.setImmediateExit(false)
+                    continue
+                }
+                stopLatch.requestStop(.hostError("KVM_RUN on vcpu\(vcpu.id) failed: \(error)"))
+                return
+            }
+            exits.add(1, ordering: .relaxed)
+            let outcome = handleExit(vcpu.run, runSize: vcpu.runSize, buses: buses, handoff: handoff,
+                                     rip: { vcpu.currentRIP() })
+            if case .stop(let reason) = outcome {
+                stopLatch.requestStop(reason)
+                return
+            }
+        }
+    }
+}
+
+private func vcpuThreadEntry(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    // SAFETY: `argument` is the context retained by `VcpuManager.start`; released here when the thread ends.
+    let context = Unmanaged<VcpuThreadContext>.fromOpaque(argument!).takeRetainedValue()
+    context.runLoop()
+    context.exited.store(true, ordering: .releasing)
+    context.pausedAck.signal()
+    return nil
+}
+
+/// The kick signal's handler does nothing: its only job is to make `KVM_RUN` return with EINTR.
+private func vcpuKickHandler(_: Int32) {}
+
+private func installKickHandler() {
+    var action = sigaction()
+    action.__sigaction_handler.sa_handler = vcpuKickHandler
+    sigemptyset(&action.sa_mask)
+    action.sa_flags = 0  // no SA_RESTART: KVM_RUN must return EINTR
+    sigaction(ckvm_sigrtmin(), &action, nil)
+}
+
+private func unblockKickSignal() {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, ckvm_sigrtmin())
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
+}
