@@ -24,6 +24,8 @@
 #include <sys/mman.h>
 #include <sys/timerfd.h>
 #include <sys/syscall.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <linux/kvm.h>
 #include <asm/bootparam.h>
 

@@ -1,0 +1,84 @@
+import ActorVmm
+
+/// One E820 memory-map entry.
+public struct E820Entry: Equatable, Sendable {
+    public enum Kind: UInt32, Sendable { case ram = 1, reserved = 2, acpi = 3 }
+    public let address: UInt64
+    public let size: UInt64
+    public let kind: Kind
+    public init(address: UInt64, size: UInt64, kind: Kind) {
+        self.address = address; self.size = size; self.kind = kind
+    }
+}
+
+/// Builds the Linux `boot_params` zero page (Documentation/arch/x86/boot.rst, "The Linux/x86 Boot Protocol")
+/// as 4096 bytes. Offsets are those of `struct boot_params` in <asm/bootparam.h>; unit tests compare them
+/// with the C header's `offsetof`.
+public struct BootParams: Equatable, Sendable {
+    public static let size = 4096
+    // Field offsets in struct boot_params.
+    public static let extCmdLinePtrOffset = 0x0C8
+    public static let e820EntriesOffset = 0x1E8
+    public static let bootFlagOffset = 0x1FE
+    public static let headerOffset = 0x202
+    public static let typeOfLoaderOffset = 0x210
+    public static let loadFlagsOffset = 0x211
+    public static let cmdLinePtrOffset = 0x228
+    public static let kernelAlignmentOffset = 0x230
+    public static let cmdlineSizeOffset = 0x238
+    public static let e820TableOffset = 0x2D0
+    public static let e820MaxEntries = 128
+
+    public private(set) var bytes = [UInt8](repeating: 0, count: size)
+
+    public init() {
+        set(UInt16(0xAA55), at: Self.bootFlagOffset)
+        set(UInt32(0x5372_6448), at: Self.headerOffset)  // "HdrS"
+        bytes[Self.typeOfLoaderOffset] = 0xFF            // "other" boot loader
+        set(UInt32(0x0100_0000), at: Self.kernelAlignmentOffset)
+    }
+
+    /// Points the kernel at its command line (`cmd_line_ptr`, `ext_cmd_line_ptr`, `cmdline_size`).
+    public mutating func setCommandLine(at address: GuestAddress, size: Int) {
+        set(UInt32(truncatingIfNeeded: address.rawValue), at: Self.cmdLinePtrOffset)
+        set(UInt32(truncatingIfNeeded: address.rawValue >> 32), at: Self.extCmdLinePtrOffset)
+        set(UInt32(size), at: Self.cmdlineSizeOffset)
+    }
+
+    /// Writes the E820 map. Fails if it has more entries than the zero page holds.
+    public mutating func setE820(_ entries: [E820Entry]) throws(BootError) {
+        guard entries.count <= Self.e820MaxEntries else {
+            throw .memory(.invalidLayout("\(entries.count) E820 entries, at most \(Self.e820MaxEntries)"))
+        }
+        bytes[Self.e820EntriesOffset] = UInt8(entries.count)
+        for (index, entry) in entries.enumerated() {
+            let base = Self.e820TableOffset + index * 20
+            set(entry.address, at: base)
+            set(entry.size, at: base + 8)
+            set(entry.kind.rawValue, at: base + 16)
+        }
+    }
+
+    mutating func set<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        withUnsafeBytes(of: value.littleEndian) { raw in
+            for (i, byte) in raw.enumerated() { bytes[offset + i] = byte }
+        }
+    }
+
+    /// The E820 map for guest RAM regions: low RAM split around the EBDA/BIOS area, then everything else.
+    public static func e820Map(for memory: GuestMemory) -> [E820Entry] {
+        var map: [E820Entry] = []
+        for region in memory.regions {
+            let start = region.start.rawValue, end = region.end
+            if start < Layout.highMemoryStart {
+                map.append(E820Entry(address: start, size: min(end, Layout.ebdaStart) - start, kind: .ram))
+                if end > Layout.highMemoryStart {
+                    map.append(E820Entry(address: Layout.highMemoryStart, size: end - Layout.highMemoryStart, kind: .ram))
+                }
+            } else {
+                map.append(E820Entry(address: start, size: region.size, kind: .ram))
+            }
+        }
+        return map
+    }
+}

@@ -1,0 +1,21 @@
+import Glibc
+
+/// Reads a whole regular file (kernel, initramfs) without Foundation.
+func readWholeFile(_ path: String) throws(BootError) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
+    guard (info.st_mode & S_IFMT) == S_IFREG else { throw .unreadable(path: path, reason: "not a regular file") }
+    let size = Int(info.st_size)
+    var bytes = [UInt8](repeating: 0, count: size)
+    var done = 0
+    while done < size {
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { throw .unreadable(path: path, reason: n == 0 ? "file shrank while reading" : String(cString: strerror(errno))) }
+        done += n
+    }
+    return bytes
+}

@@ -1,0 +1,45 @@
+import ActorVmm
+
+/// Where things live in guest-physical memory on x86-64, grouped by range. Every fixed address is here.
+public enum Layout {
+    // MARK: Low memory: boot structures (below 1 MiB)
+
+    /// The boot GDT (null, null, code 0x10, data 0x18, TSS 0x20 — the selectors Linux's 64-bit boot uses).
+    public static let gdt = GuestAddress(0x500)
+    /// The boot IDT (empty: the guest installs its own before enabling interrupts).
+    public static let idt = GuestAddress(0x520)
+    /// The initial stack pointer for the boot vCPU.
+    public static let bootStack = GuestAddress(0x8FF0)
+    /// The Linux `boot_params` "zero page"; its address goes in RSI.
+    public static let zeroPage = GuestAddress(0x7000)
+    /// Identity page tables: PML4, one PDPT, then four page directories of 2 MiB pages (the first 4 GiB).
+    public static let pml4 = GuestAddress(0x9000)
+    public static let pdpt = GuestAddress(0xA000)
+    public static let pageDirectories = GuestAddress(0xB000)
+    public static let identityMappedGiB: UInt64 = 4
+    /// The kernel command line (NUL-terminated).
+    public static let cmdline = GuestAddress(0x20000)
+    /// Longest command line, including the terminating NUL (Linux's x86 COMMAND_LINE_SIZE).
+    public static let cmdlineCapacity = 2048
+    /// Start of the extended BIOS data area: RAM below it is usable, [EBDA, 1 MiB) is reserved.
+    public static let ebdaStart: UInt64 = 0x9FC00
+    /// Kernels load at or above 1 MiB.
+    public static let highMemoryStart: UInt64 = 0x10_0000
+
+    // MARK: The 32-bit device hole [3 GiB, 4 GiB)
+
+    /// RAM below 4 GiB ends here; larger guests continue at 4 GiB.
+    public static let lowRamEnd: UInt64 = 0xC000_0000
+    /// The ActorVMM test device's MMIO page (see Devices/TestDevice).
+    public static let testDeviceMmio: UInt64 = 0xFEA0_0000
+    public static let ioapic: UInt64 = 0xFEC0_0000
+    public static let lapic: UInt64 = 0xFEE0_0000
+    /// High RAM (for guests larger than 3 GiB) starts at 4 GiB.
+    public static let highRamStart: UInt64 = 0x1_0000_0000
+
+    /// The RAM regions for a guest of `size` bytes: one region below the device hole, a second above 4 GiB.
+    public static func ramRegions(size: UInt64) -> [(start: GuestAddress, size: UInt64)] {
+        if size <= lowRamEnd { return [(GuestAddress(0), size)] }
+        return [(GuestAddress(0), lowRamEnd), (GuestAddress(highRamStart), size - lowRamEnd)]
+    }
+}

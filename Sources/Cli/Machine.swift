@@ -1,0 +1,183 @@
+import ActorVmm
+import Boot
+import CKvm
+import Devices
+import EpollLoop
+import Glibc
+import Synchronization
+
+/// A running VM and everything that must be torn down with it, in order.
+struct Machine {
+    let vm: Vm
+    let manager: VcpuManager
+    let deviceLoop: EventLoop
+    let controlLoop: EventLoop
+    let stopLatch: StopLatch
+    let serial: Uart8250?
+    let signals: SignalWatcher
+
+    /// Builds the VM described by `options` on top of already-loaded `memory`. Host failures here are VMM
+    /// faults (exit code 1); all user-input checks happened before.
+    static func build(options: VmmOptions, memory: GuestMemory, boot: BootSetup,
+                      serialOutput: (any SerialOutput)?) throws -> Machine {
+        let kvm = try Kvm()
+        let vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: true))
+        let stopLatch = StopLatch()
+        let deviceLoop = try EventLoop(name: "vmm-devices")
+        let controlLoop = try EventLoop(name: "vmm-control")
+
+        var pio = Bus(), mmio = Bus()
+        var serial: Uart8250?
+        if let serialOutput {
+            let uart = Uart8250(loop: deviceLoop, interrupt: try IrqFdLine(vm: vm, gsi: 4), output: serialOutput)
+            pio = try pio.inserting(name: "serial (8250)", base: 0x3F8, size: 8, .device(uart))
+            serial = uart
+        }
+        pio = try pio.inserting(name: "i8042", base: I8042.port, size: I8042.size,
+                                .device(I8042(loop: deviceLoop, power: stopLatch)))
+        pio = try pio.inserting(name: "debug port", base: DebugPort.port, size: DebugPort.size,
+                                .device(DebugPort(loop: deviceLoop)))
+        pio = try pio.inserting(name: "acpi power", base: AcpiPowerDevice.port, size: AcpiPowerDevice.size,
+                                .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
+        if options.testDevice {
+            let testDevice = TestDevice(loop: deviceLoop)
+            pio = try pio.inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, .device(testDevice))
+            mmio = try mmio.inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, .device(testDevice))
+        }
+
+        let supportedCPUID = try kvm.supportedCPUID()
+        var vcpus: [Vcpu] = []
+        for id in 0..<options.bootVcpus {
+            let vcpu = try vm.createVcpu(id: id)
+            try vcpu.setCPUID(supportedCPUID)
+            if id == 0 { try vcpu.setBootState(boot.bootState) }
+            vcpus.append(vcpu)
+        }
+        let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: IoBuses(pio: pio, mmio: mmio),
+                                  stopLatch: stopLatch, strategy: options.handoff)
+        let signals = try SignalWatcher(loop: controlLoop, stopLatch: stopLatch)
+        return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
+                       stopLatch: stopLatch, serial: serial, signals: signals)
+    }
+
+    /// Starts the vCPUs and, for `--serial tty`, terminal input; returns when the VM has stopped and
+    /// everything is torn down.
+    func run(serialInput: Bool) async throws -> VmStopReason {
+        var stdin: StdinPump?
+        if serialInput, let serial {
+            Terminal.enterRawMode()
+            do {
+                stdin = try StdinPump(fd: 0, loop: deviceLoop, uart: serial)
+            } catch let error as Errno where error.rawValue == EPERM {
+                Log.info("serial input disabled: stdin cannot be polled (a regular file or /dev/null)")
+            }
+        }
+        try await manager.start()
+        Log.info("started \(manager.exitCounts().count) vCPU(s)")
+        let reason = stopLatch.wait()
+        await manager.stop()
+        stdin?.stop()
+        signals.stop()
+        deviceLoop.shutdown()
+        controlLoop.shutdown()
+        Terminal.restore()
+        return reason
+    }
+}
+
+/// Turns SIGINT, SIGTERM and SIGHUP into a clean stop, through a signalfd on the control loop. The signals
+/// are blocked in every thread (the mask is set before any thread starts), so only the signalfd sees them.
+final class SignalWatcher: Sendable {
+    let fd: Int32
+    let registration: Registration
+    let loop: EventLoop
+
+    static func blockStopSignals() {
+        var set = stopSignalSet()
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    static func stopSignalSet() -> sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, signal) }
+        return set
+    }
+
+    init(loop: EventLoop, stopLatch: StopLatch) throws {
+        var set = Self.stopSignalSet()
+        let fd = try syscallValue { signalfd(-1, &set, Int32(SFD_NONBLOCK | SFD_CLOEXEC)) }
+        self.fd = fd
+        self.loop = loop
+        registration = try loop.register(fd: fd) { _ in
+            var info = signalfd_siginfo()
+            let n = read(fd, &info, MemoryLayout<signalfd_siginfo>.size)
+            guard n == MemoryLayout<signalfd_siginfo>.size else { return }
+            let name = switch Int32(info.ssi_signo) {
+            case SIGINT: "SIGINT"
+            case SIGTERM: "SIGTERM"
+            default: "SIGHUP"
+            }
+            stopLatch.requestStop(.stopRequested("received \(name)"))
+        }
+    }
+
+    func stop() {
+        loop.deregister(registration)
+        close(fd)
+    }
+}
+
+/// Feeds terminal input to the UART on the device loop. When the UART's receive buffer is full it stops
+/// watching stdin and looks again a little later, so input waits in the terminal instead of being dropped.
+final class StdinPump: Sendable {
+    let fd: Int32
+    let loop: EventLoop
+    let uart: Uart8250
+    let state = Mutex<(registration: Registration?, stopped: Bool)>((registration: nil, stopped: false))
+
+    init(fd: Int32, loop: EventLoop, uart: Uart8250) throws {
+        self.fd = fd
+        self.loop = loop
+        self.uart = uart
+        try watch()
+    }
+
+    private func watch() throws(Errno) {
+        let registration = try loop.register(fd: fd) { [self] _ in readable() }
+        state.withLock { $0.registration = registration }
+    }
+
+    /// Runs on the device loop, which is the UART's executor.
+    private func readable() {
+        let space = uart.assumeIsolated { $0.inputSpace }
+        guard space > 0 else {
+            pause()
+            loop.schedule(after: .milliseconds(5)) { [self] in
+                if !state.withLock({ $0.stopped }) { try? watch() }
+            }
+            return
+        }
+        var buffer = [UInt8](repeating: 0, count: min(space, 256))
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else {
+            if n == 0 || (errno != EINTR && errno != EAGAIN) { pause() }  // EOF or error: stop reading
+            return
+        }
+        uart.assumeIsolated { $0.enqueueInput(buffer[0..<n]) }
+    }
+
+    private func pause() {
+        if let registration = state.withLock({ state -> Registration? in
+            defer { state.registration = nil }
+            return state.registration
+        }) {
+            loop.deregister(registration)
+        }
+    }
+
+    func stop() {
+        state.withLock { $0.stopped = true }
+        pause()
+    }
+}

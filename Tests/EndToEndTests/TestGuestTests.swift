@@ -1,0 +1,147 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The project's own test guest, run by the real VMM on /dev/kvm. Each check is a driver in the guest
+/// that prints `TEST <name> PASS|FAIL <detail>`; these tests assert on those lines and on the exit code.
+@Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"), .serialized)
+struct TestGuestTests {
+    @Test func serialCmdlinePioAndMmioPass() {
+        let result = Harness.runGuest(tests: "serial,cmdline,pio,mmio")
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(!result.timedOut)
+        let lines = result.lines
+        #expect(lines.contains("TESTGUEST DONE pass=4 fail=0"), "stdout: \(result.stdout)")
+        for name in ["serial", "cmdline", "pio", "mmio"] {
+            #expect(lines.contains { $0.hasPrefix("TEST \(name) PASS") }, "\(name): \(result.stdout)")
+        }
+        #expect(lines.contains("TEST cmdline PASS tests=serial,cmdline,pio,mmio"))
+        #expect(lines.contains { $0.hasPrefix("TEST pio PASS n=10000") })
+        #expect(lines.contains { $0.hasPrefix("TEST mmio PASS n=10000") })
+    }
+
+    /// The slow paths must be just as correct: every access still reaches the actor in order.
+    @Test(arguments: ["enqueue", "task"])
+    func otherHandoffStrategiesAreCorrectToo(strategy: String) {
+        let result = Harness.runGuest(tests: "pio,mmio", ["--handoff", strategy])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.lines.contains("TESTGUEST DONE pass=2 fail=0"), "stdout: \(result.stdout)")
+    }
+
+    @Test func failingCheckIsReportedAndUnknownTestFails() {
+        let result = Harness.runGuest(tests: "serial,nosuchtest")
+        #expect(result.status == 0)
+        #expect(result.lines.contains("TEST nosuchtest FAIL unknown test"))
+        #expect(result.lines.contains("TESTGUEST DONE pass=1 fail=1"))
+    }
+
+    @Test func withoutTheTestDeviceTheGuestSeesAllOnes() {
+        let result = Harness.runGuest(tests: "pio", ["--test-device", "off"])
+        #expect(result.status == 0)
+        #expect(result.lines.contains { $0.hasPrefix("TEST pio FAIL") }, "stdout: \(result.stdout)")
+    }
+
+    @Test func serialToFile() throws {
+        let path = NSTemporaryDirectory() + "actor-vmm-serial-\(getpid()).log"
+        unlink(path)
+        defer { unlink(path) }
+        let result = Harness.run(Harness.vmmPath, ["--kernel", Harness.guestPath, "--cmdline", "tests=cmdline",
+                                                   "--memory", "size=64M", "--serial", "file=\(path)"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.isEmpty)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.contains("TEST cmdline PASS tests=cmdline"))
+        #expect(text.contains("TESTGUEST DONE pass=1 fail=0"))
+    }
+
+    @Test func twoVcpusBootAndStopCleanly() {
+        let result = Harness.run(Harness.vmmPath, ["--kernel", Harness.guestPath, "--cmdline", "tests=serial",
+                                                   "--memory", "size=64M", "--cpus", "boot=2", "--serial", "tty"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.lines.contains("TESTGUEST DONE pass=1 fail=0"))
+    }
+
+    @Test func bootProgressCodesAreLoggedAtVerbose() {
+        // 0x80 writes: `mov al, 0x42; out 0x80, al; mov al, 0x34; mov dx, 0x600; out dx, al; jmp $`
+        let kernel = Harness.writeTinyKernel("post", code: [0xB0, 0x42, 0xE6, 0x80, 0xB0, 0x34, 0x66, 0xBA, 0x00, 0x06, 0xEE, 0xEB, 0xFE])
+        defer { unlink(kernel) }
+        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "-v"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("boot progress code 0x42"), "stderr: \(result.stderr)")
+    }
+}
+
+/// What the VMM does with guests that go wrong, and with signals: one line, a defined exit code, no hang.
+@Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"), .serialized)
+struct GuestFaultTests {
+    @Test func tripleFaultIsOneLineAndExitCode1() {
+        // ud2 with an empty IDT: #UD → #GP → #DF → triple fault.
+        let kernel = Harness.writeTinyKernel("ud2", code: [0x0F, 0x0B])
+        defer { unlink(kernel) }
+        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M"], timeout: 60)
+        #expect(result.status == 1)
+        #expect(!result.timedOut)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("triple-faulted (KVM_EXIT_SHUTDOWN) at RIP 0x"), "stderr: \(result.stderr)")
+    }
+
+    @Test func sigtermStopsASpinningGuestCleanly() {
+        let kernel = Harness.writeTinyKernel("spin", code: [0xEB, 0xFE])  // jmp $
+        defer { unlink(kernel) }
+        let start = Date()
+        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "--cpus", "boot=2"],
+                                 timeout: 60) { pid in
+            usleep(500_000)
+            kill(pid, SIGTERM)
+        }
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(!result.timedOut)
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+
+    @Test func i8042ResetStopsTheVm() {
+        // mov al, 0xfe; out 0x64, al; jmp $
+        let kernel = Harness.writeTinyKernel("reset", code: [0xB0, 0xFE, 0xE6, 0x64, 0xEB, 0xFE])
+        defer { unlink(kernel) }
+        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "-v"], timeout: 60)
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("i8042 reset command 0xFE"))
+    }
+}
+
+/// Bad input: one line on stderr naming the option, exit code 2, and no VM (runs without /dev/kvm too).
+@Suite struct BadInputTests {
+    func expectRejected(_ arguments: [String], _ fragment: String) {
+        let result = Harness.run(Harness.vmmPath, arguments, timeout: 30)
+        #expect(result.status == 2, "\(arguments): \(result.stderr)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.hasPrefix("actor-vmm: error: "))
+        #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test func missingKernelFile() { expectRejected(["--kernel", "/nonexistent/vmlinux"], "--kernel /nonexistent/vmlinux: cannot read: No such file or directory") }
+    @Test func kernelIsADirectory() { expectRejected(["--kernel", "/tmp"], "--kernel /tmp: cannot read: not a regular file") }
+    @Test func kernelIsNotElf() {
+        let path = NSTemporaryDirectory() + "actor-vmm-notelf-\(getpid())"
+        _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x41, count: 4096))
+        defer { unlink(path) }
+        expectRejected(["--kernel", path], "not an ELF64 x86-64 kernel: no ELF magic")
+    }
+    @Test func memoryZero() { expectRejected(["--kernel", "/bin/true", "--memory", "size=0"], "--memory size=0: must be at least 4M") }
+    @Test func memoryMalformed() { expectRejected(["--kernel", "/bin/true", "--memory", "size=lots"], "--memory size=lots: expected a size") }
+    @Test func memoryTooLarge() { expectRejected(["--kernel", "/bin/true", "--memory", "size=64T"], "more than the host's") }
+    @Test func unknownOption() { expectRejected(["--kernel", "/bin/true", "--disk-image", "x"], "unknown option '--disk-image'") }
+    @Test func unknownKey() { expectRejected(["--kernel", "/bin/true", "--cpus", "count=2"], "--cpus: unknown key 'count'") }
+    @Test func valueOutOfRange() { expectRejected(["--kernel", "/bin/true", "--cpus", "boot=999"], "--cpus boot=999: expected an integer from 1 to 254") }
+    @Test func hostElfIsNotAKernel() { expectRejected(["--kernel", "/bin/true"], "--kernel /bin/true: not an ELF64 x86-64 kernel: e_type 3, expected 2 (ET_EXEC)") }
+    @Test func kernelThatDoesNotFit() {
+        let kernel = Harness.writeTinyKernel("fit", code: [0xEB, 0xFE])
+        defer { unlink(kernel) }
+        // Loads at 2 MiB: fine in 4 MiB of RAM. A 2047-byte command line is fine, 2048 is not.
+        expectRejected(["--kernel", kernel, "--memory", "size=4M", "--cmdline", String(repeating: "x", count: 2048)],
+                       "--cmdline: 2048 bytes is too long (at most 2047 bytes)")
+    }
+}
