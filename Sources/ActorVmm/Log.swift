@@ -32,7 +32,9 @@ public enum Log {
 
     /// Seconds since the process started, for timestamps ("[   0.001234]").
     public static func timestamp() -> String {
-        let us = (monotonicNanoseconds() - start) / 1000
+        let origin = start  // initialised on first use: read it before taking "now"
+        let now = monotonicNanoseconds()
+        let us = (now > origin ? now - origin : 0) / 1000
         let frac = String(us % 1_000_000)
         let secs = String(us / 1_000_000)
         return "[" + String(repeating: " ", count: max(0, 4 - secs.count)) + secs + "."

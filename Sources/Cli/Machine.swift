@@ -85,47 +85,51 @@ struct Machine {
     }
 }
 
-/// Turns SIGINT, SIGTERM and SIGHUP into a clean stop, through a signalfd on the control loop. The signals
-/// are blocked in every thread (the mask is set before any thread starts), so only the signalfd sees them.
+/// Turns SIGINT, SIGTERM and SIGHUP into a clean stop. The handler (which may run on any thread) only
+/// records the signal and writes an eventfd; the control loop watches that eventfd and asks the VM to stop.
 final class SignalWatcher: Sendable {
-    let fd: Int32
+    let wake: EventFD
     let registration: Registration
     let loop: EventLoop
 
-    static func blockStopSignals() {
-        var set = stopSignalSet()
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-    }
-
-    static func stopSignalSet() -> sigset_t {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, signal) }
-        return set
-    }
+    /// The eventfd and the last signal, in static storage the async-signal-safe handler can reach.
+    nonisolated(unsafe) static var wakeFD: Int32 = -1
+    // SAFETY (nonisolated(unsafe)): set once in init, before the handlers are installed; read-only after.
+    static let lastSignal = Atomic<Int32>(0)
 
     init(loop: EventLoop, stopLatch: StopLatch) throws {
-        var set = Self.stopSignalSet()
-        let fd = try syscallValue { signalfd(-1, &set, Int32(SFD_NONBLOCK | SFD_CLOEXEC)) }
-        self.fd = fd
+        let wake = try EventFD()
+        let raw = wake.rawValue
+        self.wake = wake
         self.loop = loop
-        registration = try loop.register(fd: fd) { _ in
-            var info = signalfd_siginfo()
-            let n = read(fd, &info, MemoryLayout<signalfd_siginfo>.size)
-            guard n == MemoryLayout<signalfd_siginfo>.size else { return }
-            let name = switch Int32(info.ssi_signo) {
+        registration = try loop.register(fd: raw) { _ in
+            EventFD.drainRaw(raw)
+            let name = switch SignalWatcher.lastSignal.load(ordering: .relaxed) {
             case SIGINT: "SIGINT"
             case SIGTERM: "SIGTERM"
             default: "SIGHUP"
             }
             stopLatch.requestStop(.stopRequested("received \(name)"))
         }
+        Self.wakeFD = raw
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = stopSignalHandler
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = Int32(SA_RESTART)
+            sigaction(signal, &action, nil)
+        }
     }
 
     func stop() {
         loop.deregister(registration)
-        close(fd)
     }
+}
+
+/// Async-signal-safe: an atomic store and a write(2).
+private func stopSignalHandler(_ signal: Int32) {
+    SignalWatcher.lastSignal.store(signal, ordering: .relaxed)
+    EventFD.signalRaw(SignalWatcher.wakeFD)
 }
 
 /// Feeds terminal input to the UART on the device loop. When the UART's receive buffer is full it stops

@@ -20,7 +20,6 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 signal(SIGPIPE, SIG_IGN)
-SignalWatcher.blockStopSignals()  // before any thread starts, so every thread inherits the mask
 
 let options: VmmOptions
 do {
