@@ -6,21 +6,21 @@ import Synchronization
 import Testing
 
 /// Counts interrupt edges; `trigger()` may come from the loop thread or a vCPU thread, hence the atomic.
-final class CountingInterrupt: InterruptSink {
+private final class CountingInterrupt: InterruptSink {
     private let edges = Atomic<Int>(0)
     func trigger() { edges.add(1, ordering: .relaxed) }
     var count: Int { edges.load(ordering: .relaxed) }
 }
 
 /// Captures everything the UART transmits.
-final class CapturingOutput: SerialOutput {
+private final class CapturingOutput: SerialOutput {
     private let captured = Mutex<[UInt8]>([])
     func write(_ bytes: UnsafeRawBufferPointer) { captured.withLock { $0.append(contentsOf: bytes) } }
     var bytes: [UInt8] { captured.withLock { $0 } }
 }
 
 /// Register offsets as a driver spells them (deliberately not the device's own constants).
-enum Reg {
+private enum Reg {
     static let data: UInt64 = 0, ier: UInt64 = 1, iir: UInt64 = 2, fcr: UInt64 = 2, lcr: UInt64 = 3
     static let mcr: UInt64 = 4, lsr: UInt64 = 5, msr: UInt64 = 6, scr: UInt64 = 7
     static let dll: UInt64 = 0, dlm: UInt64 = 1
@@ -28,12 +28,12 @@ enum Reg {
 
 extension Uart8250 {
     /// One-byte port accesses, like a driver's `inb`/`outb`.
-    func inb(_ offset: UInt64) -> UInt8 { UInt8(read(offset: offset, width: 1)) }
-    func outb(_ offset: UInt64, _ value: UInt8) { write(offset: offset, width: 1, value: UInt64(value)) }
+    fileprivate func inb(_ offset: UInt64) -> UInt8 { UInt8(read(offset: offset, width: 1)) }
+    fileprivate func outb(_ offset: UInt64, _ value: UInt8) { write(offset: offset, width: 1, value: UInt64(value)) }
 }
 
 @Suite struct Uart8250Tests {
-    func makeUart(_ loop: EventLoop, receiveCapacity: Int = Uart8250.defaultReceiveCapacity)
+    private func makeUart(_ loop: EventLoop, receiveCapacity: Int = Uart8250.defaultReceiveCapacity)
         -> (Uart8250, CountingInterrupt, CapturingOutput) {
         let irq = CountingInterrupt(), out = CapturingOutput()
         let uart = Uart8250(loop: loop, interrupt: irq, output: out, receiveCapacity: receiveCapacity)

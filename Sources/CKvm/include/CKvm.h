@@ -6,10 +6,6 @@
 #ifndef CKVM_H
 #define CKVM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
 #include <stdint.h>
 #include <stddef.h>
 #include <errno.h>
@@ -62,8 +58,9 @@ static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, r
 static inline int ckvm_ioctl_arg(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 
-// MARK: thread names (pthread_setname_np needs _GNU_SOURCE, which Glibc's module does not set)
-static inline int ckvm_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+// MARK: thread names (pthread_setname_np needs _GNU_SOURCE; defining it here would make this module's view
+// of libc differ from Glibc's, so the wrapper lives in shim.c, which the target compiles with _GNU_SOURCE)
+int ckvm_set_thread_name(const char *name);
 
 // MARK: errno (a thread-local macro)
 static inline int ckvm_errno(void) { return errno; }

@@ -100,7 +100,8 @@ public actor Uart8250: BusDevice {
     public var canAcceptInput: Bool { inputSpace > 0 }
 
     /// Appends host input to the receive buffer and raises the received-data interrupt if it is enabled.
-    /// Bytes beyond ``inputSpace`` are lost: they set LSR's overrun bit and count in ``counters``.
+    /// Bytes beyond ``inputSpace`` are lost: they set LSR's overrun bit and count as overruns in ``counters``
+    /// (in loopback mode every input byte is lost and counted, but LSR is untouched: the line is not heard).
     public func enqueueInput(_ bytes: some Sequence<UInt8>) {
         let before = activeSources
         for byte in bytes {
