@@ -1,7 +1,26 @@
 /// What a bus range leads to.
 public enum BusTarget: Sendable {
+    /// An actor device, reached through the exit hand-off.
     case device(any BusDevice)
+    /// A thread-safe handler called directly on the vCPU thread (the benchmarks' floor).
     case raw(any RawBusDevice)
+    /// An indirection that picks the target per access (PCI configuration mechanism #1).
+    case router(any BusRouter)
+}
+
+/// Resolves an access to another target, or handles it itself. Runs on the vCPU thread, so it must be
+/// thread-safe on its own (atomics, immutable tables).
+public protocol BusRouter: Sendable {
+    /// `write` is the value for a write, nil for a read.
+    func resolve(offset: UInt64, width: Int, write: UInt64?) -> BusRoute
+}
+
+/// What a ``BusRouter`` decided for one access.
+public enum BusRoute: Sendable {
+    /// Handled; for a read, this is the value.
+    case handled(UInt64)
+    /// Forward to `target` at `offset` (not to another router).
+    case forward(BusTarget, offset: UInt64)
 }
 
 /// Errors building a bus.

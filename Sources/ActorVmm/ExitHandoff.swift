@@ -19,6 +19,12 @@ public final class ExitHandoff: @unchecked Sendable {
         switch target {
         case .raw(let raw):
             return raw.read(offset: offset, width: width)
+        case .router(let router):
+            switch router.resolve(offset: offset, width: width, write: nil) {
+            case .handled(let value): return value
+            case .forward(.router, _): return ~0  // routers do not chain
+            case .forward(let next, let nextOffset): return read(next, offset: nextOffset, width: width)
+            }
         case .device(let device):
             let loop = device.loop
             if strategy == .inlineIfIdle,
@@ -47,6 +53,11 @@ public final class ExitHandoff: @unchecked Sendable {
         switch target {
         case .raw(let raw):
             raw.write(offset: offset, width: width, value: value)
+        case .router(let router):
+            switch router.resolve(offset: offset, width: width, write: value) {
+            case .handled, .forward(.router, _): return
+            case .forward(let next, let nextOffset): write(next, offset: nextOffset, width: width, value: value)
+            }
         case .device(let device):
             let loop = device.loop
             if strategy == .inlineIfIdle,

@@ -36,6 +36,7 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     }
 }
 
+import CKvm
 import EpollLoop
 
 /// Guest RAM: anonymous host mappings, one per region, and bounds-checked access to them.
@@ -156,6 +157,31 @@ public final class GuestMemory: @unchecked Sendable {
     public func zero(at address: GuestAddress, count: Int) throws(GuestMemoryError) {
         let pointer = try hostPointer(address, count)
         memset(pointer, 0, count)
+    }
+
+    /// Reads a 16-bit value with acquire ordering: later reads of guest memory are not reordered before it.
+    /// For ring indices the guest publishes (virtio `avail.idx`).
+    public func loadAcquire16(at address: GuestAddress) throws(GuestMemoryError) -> UInt16 {
+        guard address.rawValue & 1 == 0 else { throw .outOfRange(address, count: 2) }
+        return UInt16(littleEndian: ckvm_load_acquire_u16(try hostPointer(address, 2)))
+    }
+
+    /// Writes a 16-bit value with release ordering: earlier writes to guest memory are visible before it.
+    /// For ring indices the device publishes (virtio `used.idx`).
+    public func storeRelease16(_ value: UInt16, at address: GuestAddress) throws(GuestMemoryError) {
+        guard address.rawValue & 1 == 0 else { throw .outOfRange(address, count: 2) }
+        ckvm_store_release_u16(try hostPointer(address, 2), value.littleEndian)
+    }
+
+    /// A full memory fence (between publishing used entries and reading the driver's event index).
+    public func fence() { ckvm_fence_seq_cst() }
+
+    /// Gives `body` a host view of [address, address+count) for one system call (pread/pwrite/readv).
+    /// The view must not escape `body`; the range is checked first.
+    package func withHostBytes<R>(at address: GuestAddress, count: Int,
+                                  _ body: (UnsafeMutableRawBufferPointer) -> R) throws(GuestMemoryError) -> R {
+        let pointer = try hostPointer(address, count)
+        return body(UnsafeMutableRawBufferPointer(start: pointer, count: count))
     }
 
     /// Reads a NUL-terminated string of at most `limit` bytes (without the NUL).

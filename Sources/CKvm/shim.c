@@ -4,3 +4,66 @@
 #include <pthread.h>
 
 int ckvm_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+#include <fcntl.h>
+
+int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fallocate(fd, mode, offset, length); }
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+
+int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size) {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    int header = 12;  /* struct virtio_net_hdr_v1 (with num_buffers) */
+    if (ioctl(fd, TUNSETVNETHDRSZ, &header) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    if (ioctl(fd, TUNSETOFFLOAD, 0) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    if (actual_name && actual_name_size > 0) {
+        strncpy(actual_name, ifr.ifr_name, actual_name_size - 1);
+        actual_name[actual_name_size - 1] = 0;
+    }
+    return fd;
+}
+
+int ckvm_if_configure(const char *name, uint32_t address_be, uint32_t netmask_be, int set_address) {
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return -1;
+    struct ifreq ifr;
+    int result = -1;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (set_address) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = address_be;
+        if (ioctl(sock, SIOCSIFADDR, &ifr) < 0) goto out;
+        sin->sin_addr.s_addr = netmask_be;
+        if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0) goto out;
+    }
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) goto out;
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) goto out;
+    result = 0;
+out:
+    { int e = errno; close(sock); errno = e; }
+    return result;
+}
+
+int ckvm_open_pty(char *path, size_t path_size) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -1;
+    if (grantpt(fd) < 0 || unlockpt(fd) < 0 || ptsname_r(fd, path, path_size) != 0) {
+        int e = errno; close(fd); errno = e; return -1;
+    }
+    return fd;
+}

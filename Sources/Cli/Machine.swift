@@ -12,14 +12,21 @@ struct Machine {
     let manager: VcpuManager
     let deviceLoop: EventLoop
     let controlLoop: EventLoop
+    /// Loops of their own for virtio devices (`--event-loops per-device`); empty when shared.
+    let extraLoops: [EventLoop]
     let stopLatch: StopLatch
     let serial: Uart8250?
+    let virtio: [VirtioPciDevice]
     let signals: SignalWatcher
 
-    /// Builds the VM described by `options` on top of already-loaded `memory`. Host failures here are VMM
-    /// faults (exit code 1); all user-input checks happened before.
+    /// Where guest-visible PCI resources go (docs/devices.md).
+    static let mmconfigBase: UInt64 = 0xE800_0000
+    static let pciBarWindow: UInt64 = 0xC000_0000
+
+    /// Builds the VM described by `options` on top of already-loaded `memory` and already-opened device
+    /// backends. Host failures here are VMM faults (exit code 1); all user-input checks happened before.
     static func build(options: VmmOptions, memory: GuestMemory, boot: BootSetup,
-                      serialOutput: (any SerialOutput)?) throws -> Machine {
+                      devices: consuming PreparedDevices) async throws -> Machine {
         let kvm = try Kvm()
         let vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: true))
         let stopLatch = StopLatch()
@@ -28,9 +35,9 @@ struct Machine {
 
         var pio = Bus(), mmio = Bus()
         var serial: Uart8250?
-        if let serialOutput {
+        if let serialOutput = devices.serialOutput {
             let uart = Uart8250(loop: deviceLoop, interrupt: try IrqFdLine(vm: vm, gsi: 4), output: serialOutput)
-            pio = try pio.inserting(name: "serial (8250)", base: 0x3F8, size: 8, .device(uart))
+            pio = try pio.inserting(name: "serial (8250)", base: Uart8250.port, size: Uart8250.size, .device(uart))
             serial = uart
         }
         pio = try pio.inserting(name: "i8042", base: I8042.port, size: I8042.size,
@@ -45,6 +52,44 @@ struct Machine {
             mmio = try mmio.inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, .device(testDevice))
         }
 
+        // PCI: the host bridge in slot 0, virtio devices from slot 1 (docs/devices.md).
+        let router = GsiRouter(vm: vm)
+        var functions = [BusTarget?](repeating: nil, count: 32)
+        func addFunction(slot: Int, _ device: any PciDevice) throws {
+            let window = BusTarget.device(PciConfigWindow(device: device))
+            functions[slot] = window
+            mmio = try mmio.inserting(name: "mmconfig 00:\(slot).0", base: mmconfigBase + UInt64(slot) << 15, size: 0x1000, window)
+        }
+        try addFunction(slot: 0, PciHostBridge(loop: deviceLoop))
+        var virtio: [VirtioPciDevice] = []
+        var extraLoops: [EventLoop] = []
+        for (index, prepared) in devices.virtio.enumerated() {
+            let slot = index + 1
+            let loop: EventLoop
+            if options.placement == .perDevice {
+                loop = try EventLoop(name: "vmm-\(prepared.name)")
+                extraLoops.append(loop)
+            } else {
+                loop = deviceLoop
+            }
+            let barAddress = pciBarWindow + UInt64(index) * VirtioPciDevice.barSize
+            let backend = prepared.makeBackend()
+            let queueCount = backend.queueCount, type = backend.deviceType
+            let vectors = try router.allocate(count: queueCount + 1)
+            let device = try VirtioPciDevice(name: prepared.name, loop: loop, memory: memory, backend: backend,
+                                             barAddress: barAddress, vectors: vectors, msiController: router)
+            try await device.watchDoorbells()
+            for queue in 0..<queueCount {
+                try registerDoorbell(vm: vm, fd: device.notifyFDs[queue], address: device.notifyAddress(queue: queue))
+            }
+            mmio = try mmio.inserting(name: "\(prepared.name) BAR0", base: barAddress, size: VirtioPciDevice.barSize, .device(device))
+            try addFunction(slot: slot, device)
+            virtio.append(device)
+            Log.info("PCI 00:\(slot).0: virtio \(type) '\(prepared.name)', BAR0 \(hex(barAddress)), loop \(loop.name)")
+        }
+        pio = try pio.inserting(name: "pci config ports", base: PciConfigPorts.port, size: PciConfigPorts.size,
+                                .router(PciConfigPorts(functions: functions)))
+
         let supportedCPUID = try kvm.supportedCPUID()
         var vcpus: [Vcpu] = []
         for id in 0..<options.bootVcpus {
@@ -57,15 +102,25 @@ struct Machine {
                                   stopLatch: stopLatch, strategy: options.handoff)
         let signals = try SignalWatcher(loop: controlLoop, stopLatch: stopLatch)
         return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                       stopLatch: stopLatch, serial: serial, signals: signals)
+                       extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, signals: signals)
     }
 
-    /// Starts the vCPUs and, for `--serial tty`, terminal input; returns when the VM has stopped and
-    /// everything is torn down.
-    func run(serialInput: Bool) async throws -> VmStopReason {
+    /// A doorbell as a `KVM_IOEVENTFD` matching any write width; hosts without that capability get one
+    /// ioeventfd per width a driver uses (2 and 4 bytes).
+    static func registerDoorbell(vm: Vm, fd: Int32, address: UInt64) throws {
+        if vm.kvm.checkExtension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 {
+            try vm.registerIoeventfd(eventFD: fd, address: address, length: 0)
+        } else {
+            try vm.registerIoeventfd(eventFD: fd, address: address, length: 2)
+            try vm.registerIoeventfd(eventFD: fd, address: address, length: 4)
+        }
+    }
+
+    /// Starts the vCPUs and terminal input; returns when the VM has stopped and everything is torn down.
+    func run(serialInput: Bool, usesTerminal: Bool) async throws -> VmStopReason {
         var stdin: StdinPump?
+        if usesTerminal { Terminal.enterRawMode() }
         if serialInput, let serial {
-            Terminal.enterRawMode()
             do {
                 stdin = try StdinPump(fd: 0, loop: deviceLoop, uart: serial)
             } catch let error as Errno where error.rawValue == EPERM {
@@ -77,8 +132,10 @@ struct Machine {
         let reason = stopLatch.wait()
         await manager.stop()
         stdin?.stop()
+        for device in virtio { await device.stop() }
         signals.stop()
         deviceLoop.shutdown()
+        for loop in extraLoops { loop.shutdown() }
         controlLoop.shutdown()
         Terminal.restore()
         return reason

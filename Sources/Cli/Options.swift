@@ -1,4 +1,5 @@
 import ActorVmm
+import Devices
 
 /// Where a serial port or console goes (`off|null|tty|file=PATH`).
 enum ConsoleMode: Equatable {
@@ -10,6 +11,8 @@ enum ConsoleMode: Equatable {
     case tty
     /// Output appended to a file.
     case file(String)
+    /// A new pseudo-terminal (virtio-console only); its path is logged at start.
+    case pty
 
     static func parse(option: String, _ text: String) throws(CliError) -> ConsoleMode {
         let list = try KeyValueList(option: option, text: text, allowedKeys: ["file"], allowsBareWord: true)
@@ -21,7 +24,9 @@ enum ConsoleMode: Equatable {
         case "off": return .off
         case "null": return .null
         case "tty": return .tty
-        default: throw CliError("\(option) \(text): expected off, null, tty or file=PATH")
+        case "pty" where option == "--console": return .pty
+        default:
+            throw CliError("\(option) \(text): expected off, null, tty\(option == "--console" ? ", pty" : "") or file=PATH")
         }
     }
 }
@@ -34,8 +39,12 @@ struct VmmOptions: Equatable {
     var bootVcpus = 1
     var maxVcpus = 1
     var memorySize: UInt64 = 512 << 20
-    var serial = ConsoleMode.tty
-    var console = ConsoleMode.off
+    var serial = ConsoleMode.null
+    var console = ConsoleMode.tty
+    var disks: [BlockBackend.Options] = []
+    var nets: [NetOptions] = []
+    var rng: String?
+    var placement = Placement.shared
     var verbosity = 0
     var logFile: String?
     var handoff = HandoffStrategy.inlineIfIdle
@@ -72,7 +81,17 @@ struct VmmOptions: Equatable {
                 index += 1
                 continue
             }
-            if argument.hasPrefix("--") {
+            /// Repeatable options also take several values after one flag, as Cloud Hypervisor's do
+            /// (`--disk path=a path=b`).
+            func takeValues() throws(CliError) -> [String] {
+                var values = [try take()]
+                while inlineValue == nil, index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-") {
+                    index += 1
+                    values.append(arguments[index])
+                }
+                return values
+            }
+            if argument.hasPrefix("--") && !["--disk", "--net"].contains(argument) {
                 guard !seen.contains(argument) else { throw CliError("\(argument): given more than once") }
                 seen.insert(argument)
             }
@@ -103,12 +122,24 @@ struct VmmOptions: Equatable {
                 guard size % 4096 == 0 else { throw CliError("--memory size=\(sizeText): must be a multiple of 4K") }
                 options.memorySize = size
             case "--serial": options.serial = try ConsoleMode.parse(option: "--serial", try take())
-            case "--console":
-                let mode = try ConsoleMode.parse(option: "--console", try take())
-                guard mode == .off else {
-                    throw CliError("--console \(mode == .null ? "null" : "tty/file"): virtio-console is not available yet; use --console off and --serial")
+            case "--console": options.console = try ConsoleMode.parse(option: "--console", try take())
+            case "--disk":
+                for value in try takeValues() { options.disks.append(try parseDisk(value)) }
+            case "--net":
+                for value in try takeValues() { options.nets.append(try NetOptions.parse(value)) }
+            case "--rng":
+                var value = inlineValue
+                if value == nil, index + 1 < arguments.count, arguments[index + 1].hasPrefix("src=") {
+                    index += 1
+                    value = arguments[index]
                 }
-                options.console = mode
+                options.rng = try parseRng(value)
+            case "--event-loops":
+                let text = try take()
+                guard let placement = Placement(rawValue: text) else {
+                    throw CliError("--event-loops \(text): expected shared or per-device")
+                }
+                options.placement = placement
             case "--log-file":
                 let path = try take()
                 guard !path.isEmpty else { throw CliError("--log-file: expected a path") }
@@ -131,6 +162,8 @@ struct VmmOptions: Equatable {
             }
             index += 1
         }
+        let pciDevices = options.disks.count + options.nets.count + (options.rng == nil ? 0 : 1) + (options.console == .off ? 0 : 1)
+        guard pciDevices <= 31 else { throw CliError("too many PCI devices (\(pciDevices)); bus 0 holds at most 31") }
         if options.serial == .tty && options.console == .tty {
             throw CliError("--serial tty and --console tty: only one of them can use the terminal")
         }
@@ -153,8 +186,12 @@ let usage = """
       --cpus boot=N[,max=M]      vCPUs at boot (1-254; default 1); max >= boot
       --memory size=SIZE         guest RAM, e.g. 512M or 1G (default 512M; at least 4M)
     Devices:
-      --serial off|null|tty|file=PATH    8250 UART at 0x3f8, IRQ 4 (default tty)
-      --console off                      virtio-console (not available yet; default off)
+      --serial off|null|tty|file=PATH    8250 UART at 0x3f8, IRQ 4 (default null)
+      --console off|null|tty|file=PATH|pty   virtio-console, hvc0 (default tty)
+      --disk path=FILE[,readonly=on][,direct=on][,id=ID] [path=…]   virtio-blk on a raw image (repeatable)
+      --net tap=NAME[,mac=MAC][,ip=IP,mask=MASK][,id=ID] [tap=…]    virtio-net on a TAP interface (repeatable)
+      --rng [src=PATH]                   virtio-rng from PATH (default /dev/urandom)
+      --event-loops shared|per-device    device actors on one event loop, or one per virtio device (default shared)
       --test-device on|off               ActorVMM test device at ports 0xa00-0xa0f and MMIO 0xfea00000 (default on)
     Tuning and diagnostics:
       --handoff inline|enqueue|task      how vCPU threads hand exits to device actors (default inline)

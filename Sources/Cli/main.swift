@@ -54,14 +54,9 @@ do {
 } catch {
     fail(error.description, code: 2)
 }
-let serialOutput: (any SerialOutput)?
+let devices: PreparedDevices
 do {
-    switch options.serial {
-    case .off: serialOutput = nil
-    case .null: serialOutput = DiscardOutput()
-    case .tty: serialOutput = FileOutput(fd: 1, owned: false)
-    case .file(let path): serialOutput = try FileOutput(path: path, option: "--serial")
-    }
+    devices = try PreparedDevices.open(options)
 } catch {
     fail(error.description, code: 2)
 }
@@ -69,13 +64,13 @@ Log.info("kernel \(options.kernel!) loaded, entry \(hex(bootSetup.bootState.rip)
 
 let machine: Machine
 do {
-    machine = try Machine.build(options: options, memory: memory, boot: bootSetup, serialOutput: serialOutput)
+    machine = try await Machine.build(options: options, memory: memory, boot: bootSetup, devices: devices)
 } catch {
     fail("cannot create the VM: \(error)", code: 1)
 }
 let reason: VmStopReason
 do {
-    reason = try await machine.run(serialInput: options.serial == .tty)
+    reason = try await machine.run(serialInput: options.serial == .tty, usesTerminal: devices.usesTerminal)
 } catch {
     fail("cannot start the VM: \(error)", code: 1)
 }

@@ -52,6 +52,10 @@ static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+
+static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
+static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
 
 // MARK: ioctl wrappers
 static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }
@@ -61,6 +65,19 @@ static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { ret
 // MARK: thread names (pthread_setname_np needs _GNU_SOURCE; defining it here would make this module's view
 // of libc differ from Glibc's, so the wrapper lives in shim.c, which the target compiles with _GNU_SOURCE)
 int ckvm_set_thread_name(const char *name);
+
+// fallocate(2) (punch hole, zero range) also needs _GNU_SOURCE; implemented in shim.c.
+int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length);
+static const int CKVM_FALLOC_KEEP_SIZE = 0x01, CKVM_FALLOC_PUNCH_HOLE = 0x02, CKVM_FALLOC_ZERO_RANGE = 0x10;
+static const int CKVM_O_DIRECT = 040000;
+
+// TAP and pty set-up (struct ifreq's unions are awkward from Swift); implemented in shim.c.
+/// Opens or creates TAP `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, 12-byte header, no offloads); returns the fd.
+int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size);
+/// Optionally sets an IPv4 address and netmask (network byte order), then brings the interface up.
+int ckvm_if_configure(const char *name, uint32_t address_be, uint32_t netmask_be, int set_address);
+/// Opens a new pseudo-terminal master (non-blocking); writes the slave's path.
+int ckvm_open_pty(char *path, size_t path_size);
 
 // MARK: errno (a thread-local macro)
 static inline int ckvm_errno(void) { return errno; }

@@ -1,0 +1,82 @@
+import Devices
+import Glibc
+
+/// `--net tap=NAME,mac=MAC,ip=IP,mask=MASK,id=ID`, parsed.
+struct NetOptions: Equatable {
+    var tap: String
+    var mac: [UInt8]
+    var ip: String?
+    var mask: String?
+    var id: String?
+
+    static func parse(_ text: String) throws(CliError) -> NetOptions {
+        let list = try KeyValueList(option: "--net", text: text, allowedKeys: ["tap", "mac", "ip", "mask", "id"])
+        guard let tap = list["tap"], !tap.isEmpty else { throw CliError("--net \(text): expected tap=NAME") }
+        guard tap.utf8.count <= 15 else { throw CliError("--net tap=\(tap): interface names have at most 15 bytes") }
+        var mac = randomLocalMac()
+        if let text = list["mac"] {
+            guard let parsed = parseMac(text) else { throw CliError("--net mac=\(text): expected six hex bytes like 52:54:00:12:34:56") }
+            guard parsed[0] & 1 == 0 else { throw CliError("--net mac=\(text): a multicast address cannot be a NIC's address") }
+            mac = parsed
+        }
+        for key in ["ip", "mask"] {
+            if let value = list[key], parseIPv4(value) == nil {
+                throw CliError("--net \(key)=\(value): expected a dotted IPv4 address")
+            }
+        }
+        guard (list["ip"] == nil) == (list["mask"] == nil) else { throw CliError("--net \(text): give ip= and mask= together") }
+        return NetOptions(tap: tap, mac: mac, ip: list["ip"], mask: list["mask"], id: list["id"])
+    }
+
+    var backendOptions: NetBackend.Options {
+        let ipv4 = ip.flatMap { a in mask.flatMap { m in parseIPv4(a).flatMap { ia in parseIPv4(m).map { (ia, $0) } } } }
+        return NetBackend.Options(tap: tap, mac: mac, ipv4: ipv4.map { (address: $0.0, mask: $0.1) }, id: id)
+    }
+}
+
+/// `--disk path=FILE,readonly=on,direct=on,id=ID`, parsed.
+func parseDisk(_ text: String) throws(CliError) -> BlockBackend.Options {
+    let list = try KeyValueList(option: "--disk", text: text, allowedKeys: ["path", "readonly", "direct", "id"])
+    guard let path = list["path"], !path.isEmpty else { throw CliError("--disk \(text): expected path=FILE") }
+    if let id = list["id"], id.utf8.count > 20 { throw CliError("--disk id=\(id): at most 20 bytes (virtio-blk serial)") }
+    return BlockBackend.Options(path: path, readonly: try list.bool("readonly") ?? false,
+                                direct: try list.bool("direct") ?? false, id: list["id"])
+}
+
+/// `--rng src=PATH` (the value is optional: `--rng` alone uses /dev/urandom).
+func parseRng(_ text: String?) throws(CliError) -> String {
+    guard let text else { return "/dev/urandom" }
+    let list = try KeyValueList(option: "--rng", text: text, allowedKeys: ["src"])
+    guard let path = list["src"], !path.isEmpty else { throw CliError("--rng \(text): expected src=PATH") }
+    return path
+}
+
+/// Where device actors run: all on one loop, or one loop per virtio device.
+enum Placement: String, Equatable {
+    case shared
+    case perDevice = "per-device"
+}
+
+func parseMac(_ text: String) -> [UInt8]? {
+    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+    guard parts.count == 6 else { return nil }
+    var bytes: [UInt8] = []
+    for part in parts {
+        guard part.count == 2, let byte = UInt8(part, radix: 16) else { return nil }
+        bytes.append(byte)
+    }
+    return bytes
+}
+
+/// An IPv4 address in network byte order.
+func parseIPv4(_ text: String) -> UInt32? {
+    var address = in_addr()
+    return inet_pton(AF_INET, text, &address) == 1 ? address.s_addr : nil
+}
+
+/// A random locally administered unicast MAC (as Cloud Hypervisor makes when none is given).
+func randomLocalMac() -> [UInt8] {
+    var bytes = (0..<6).map { _ in UInt8.random(in: 0...255) }
+    bytes[0] = (bytes[0] & 0xFE) | 0x02
+    return bytes
+}

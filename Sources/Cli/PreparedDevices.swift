@@ -1,0 +1,81 @@
+import ActorVmm
+import CKvm
+import Devices
+import EpollLoop
+import Glibc
+
+/// The host side of every configured device, opened before the VM exists: a missing disk, a TAP that
+/// cannot be created or an unwritable output file is a configuration error (exit 2), and no VM is created.
+struct PreparedDevices {
+    /// A virtio device's name (for logs and the API) and its opened host side, in PCI slot order.
+    struct Virtio: Sendable {
+        enum Opened: Sendable {
+            case block(BlockBackend.Opened)
+            case net(NetBackend.Opened)
+            case rng(RngBackend.Opened)
+            case console(output: any SerialOutput, inputFD: Int32?)
+        }
+        let name: String
+        let opened: Opened
+
+        /// A new backend for the device actor (a fresh, unshared object, so it can be sent to the actor).
+        func makeBackend() -> any VirtioBackend {
+            switch opened {
+            case .block(let o): BlockBackend(o)
+            case .net(let o): NetBackend(o)
+            case .rng(let o): RngBackend(o)
+            case .console(let output, let inputFD): ConsoleBackend(output: output, inputFD: inputFD)
+            }
+        }
+    }
+
+    var serialOutput: (any SerialOutput)?
+    var virtio: [Virtio] = []
+    /// The terminal is shared with the guest (serial or console on `tty`).
+    var usesTerminal = false
+
+    static func open(_ options: VmmOptions) throws(CliError) -> PreparedDevices {
+        var prepared = PreparedDevices()
+        switch options.serial {
+        case .off, .pty: prepared.serialOutput = nil
+        case .null: prepared.serialOutput = DiscardOutput()
+        case .tty: prepared.serialOutput = FileOutput(fd: 1, owned: false)
+        case .file(let path): prepared.serialOutput = try FileOutput(path: path, option: "--serial")
+        }
+        do {
+            for (index, disk) in options.disks.enumerated() {
+                prepared.virtio.append(Virtio(name: disk.id ?? "disk\(index)", opened: .block(try BlockBackend.open(disk))))
+            }
+            for (index, net) in options.nets.enumerated() {
+                prepared.virtio.append(Virtio(name: net.id ?? "net\(index)", opened: .net(try NetBackend.open(net.backendOptions))))
+            }
+            if let source = options.rng {
+                prepared.virtio.append(Virtio(name: "rng", opened: .rng(try RngBackend.open(path: source))))
+            }
+        } catch {
+            throw CliError(error.message)
+        }
+        if let console = try consoleEnds(options.console) {
+            prepared.virtio.append(Virtio(name: "console", opened: .console(output: console.output, inputFD: console.input)))
+        }
+        prepared.usesTerminal = options.serial == .tty || options.console == .tty
+        return prepared
+    }
+
+    /// The console's output and input descriptor for `mode`.
+    private static func consoleEnds(_ mode: ConsoleMode) throws(CliError) -> (output: any SerialOutput, input: Int32?)? {
+        switch mode {
+        case .off: return nil
+        case .null: return (DiscardOutput(), nil)
+        case .tty: return (FileOutput(fd: 1, owned: false), 0)
+        case .file(let path): return (try FileOutput(path: path, option: "--console"), nil)
+        case .pty:
+            var path = [CChar](repeating: 0, count: 128)
+            let fd = ckvm_open_pty(&path, path.count)
+            guard fd >= 0 else { throw CliError("--console pty: cannot open a pseudo-terminal: \(Errno.current)") }
+            let name = String(decoding: path.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            Log.warning("virtio-console is on pty \(name)")
+            return (FileOutput(fd: fd, owned: true), fd)
+        }
+    }
+}

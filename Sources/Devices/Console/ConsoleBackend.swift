@@ -1,0 +1,105 @@
+import ActorVmm
+import EpollLoop
+import Glibc
+
+/// virtio-console (virtio 1.2 §5.3) with one port, hvc0: transmitq0 goes to `output`; bytes readable on
+/// `inputFD` (a terminal or a pty master) go to receiveq0.
+///
+/// Back-pressure: when the guest has posted no receive buffer, the device stops watching `inputFD` (input
+/// waits in the host's terminal or pty) and watches it again when the guest posts buffers.
+public final class ConsoleBackend: VirtioBackend {
+    static let receiveQueue = 0, transmitQueue = 1
+    static let maxTransmit = 64 * 1024
+
+    public let deviceType = VirtioDeviceType.console
+    public let queueCount = 2
+    public let deviceFeatures: UInt64 = 0
+    public let configSize = 12
+    let output: any SerialOutput
+    let inputFD: Int32?
+    var inputRegistration: Registration?
+    var inputEnded = false
+    public private(set) var bytesOut: UInt64 = 0
+
+    public init(output: any SerialOutput, inputFD: Int32?) {
+        self.output = output
+        self.inputFD = inputFD
+    }
+
+    public func readConfig(offset: Int, width: Int) -> UInt64 {
+        var c: [UInt8] = []
+        appendLE(&c, UInt16(0))  // cols
+        appendLE(&c, UInt16(0))  // rows
+        appendLE(&c, UInt32(1))  // max_nr_ports
+        appendLE(&c, UInt32(0))  // emerg_wr
+        return readLE(c, offset: offset, width: width)
+    }
+
+    public func activate(device: isolated VirtioPciDevice) throws(VirtioError) {
+        watchInput(device: device)
+    }
+
+    public func reset(device: isolated VirtioPciDevice) {
+        if let inputRegistration { device.loop.deregister(inputRegistration) }
+        inputRegistration = nil
+    }
+
+    public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
+        if index == Self.transmitQueue {
+            device.drain(queue: Self.transmitQueue) { chain in
+                let length = min(chain.readableLength, Self.maxTransmit)
+                if let bytes = try? chain.readBytes(count: length, memory: device.memory) {
+                    bytes.withUnsafeBytes { output.write($0) }
+                    bytesOut &+= UInt64(bytes.count)
+                    device.countRead(bytes.count)
+                } else {
+                    device.countError()
+                }
+                device.complete(chain, queue: Self.transmitQueue, written: 0)
+                return true
+            }
+        } else {
+            watchInput(device: device)  // the guest posted receive buffers
+            receive(device: device)
+        }
+    }
+
+    public func hostEvent(_ token: Int, device: isolated VirtioPciDevice) {
+        receive(device: device)
+    }
+
+    private func watchInput(device: isolated VirtioPciDevice) {
+        guard let inputFD, inputRegistration == nil, !inputEnded else { return }
+        inputRegistration = try? device.watch(fd: inputFD, token: 0)
+    }
+
+    /// Moves pending input into receive buffers until either runs out.
+    private func receive(device: isolated VirtioPciDevice) {
+        guard let inputFD, inputRegistration != nil else { return }
+        var delivered = false
+        while true {
+            guard let chain = device.popRequest(queue: Self.receiveQueue) else {
+                // No buffer: stop watching until the guest posts some.
+                if let inputRegistration { device.loop.deregister(inputRegistration) }
+                inputRegistration = nil
+                break
+            }
+            var buffer = [UInt8](repeating: 0, count: min(chain.writableLength, 4096))
+            let n = buffer.withUnsafeMutableBytes { read(inputFD, $0.baseAddress, $0.count) }
+            if n <= 0 {
+                device.putBack(chain, queue: Self.receiveQueue)
+                if n == 0 || (errno != EAGAIN && errno != EINTR) {
+                    // End of input (or a closed pty): stop watching for good.
+                    if let inputRegistration { device.loop.deregister(inputRegistration) }
+                    inputRegistration = nil
+                    inputEnded = n == 0
+                }
+                break
+            }
+            let written = (try? chain.writeBytes(Array(buffer[0..<n]), memory: device.memory)) ?? 0
+            device.complete(chain, queue: Self.receiveQueue, written: UInt32(written))
+            delivered = true
+        }
+        if delivered { device.interruptIfNeeded(queue: Self.receiveQueue) }
+    }
+}

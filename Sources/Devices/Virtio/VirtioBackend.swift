@@ -1,0 +1,85 @@
+import ActorVmm
+
+/// Virtio device types (virtio 1.2 §5) that ActorVMM implements.
+public enum VirtioDeviceType: UInt16, Sendable {
+    case net = 1, block = 2, console = 3, entropy = 4
+
+    /// PCI class, subclass for the configuration header.
+    var pciClass: (UInt8, UInt8) {
+        switch self {
+        case .net: (0x02, 0x00)
+        case .block: (0x01, 0x80)
+        case .console: (0x07, 0x80)
+        case .entropy: (0x00, 0xFF)
+        }
+    }
+}
+
+/// Feature bits common to all devices (virtio 1.2 §6).
+public enum VirtioFeature {
+    public static let ringIndirectDescriptors: UInt64 = 1 << 28
+    public static let ringEventIndex: UInt64 = 1 << 29
+    public static let version1: UInt64 = 1 << 32
+}
+
+/// What one kind of virtio device does; the transport (``VirtioPciDevice``) does the rest.
+///
+/// A backend is not `Sendable`: it lives inside its device actor and every method is called with that
+/// actor's isolation, receiving the actor as an `isolated` parameter so it can pop and complete requests,
+/// raise interrupts and register host descriptors on the device's loop — all synchronously, without locks.
+public protocol VirtioBackend: AnyObject {
+    var deviceType: VirtioDeviceType { get }
+    var queueCount: Int { get }
+    /// Device-specific feature bits (the transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX).
+    var deviceFeatures: UInt64 { get }
+    /// Bytes of device configuration space.
+    var configSize: Int { get }
+    func readConfig(offset: Int, width: Int) -> UInt64
+    func writeConfig(offset: Int, width: Int, value: UInt64)
+    /// DRIVER_OK: start serving. Throwing sets DEVICE_NEEDS_RESET.
+    func activate(device: isolated VirtioPciDevice) throws(VirtioError)
+    /// The driver notified queue `index` (a doorbell).
+    func queueNotified(_ index: Int, device: isolated VirtioPciDevice)
+    /// A host descriptor the backend registered became ready (`token` is the backend's own).
+    func hostEvent(_ token: Int, device: isolated VirtioPciDevice)
+    /// Device reset: stop serving, drop host registrations, forget driver state.
+    func reset(device: isolated VirtioPciDevice)
+}
+
+extension VirtioBackend {
+    public func writeConfig(offset: Int, width: Int, value: UInt64) {}
+    public func hostEvent(_ token: Int, device: isolated VirtioPciDevice) {}
+}
+
+/// Host-side failures of a virtio device (the guest sees DEVICE_NEEDS_RESET or an I/O error status).
+public struct VirtioError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Per-device counters (the API's `vm.counters`).
+public struct VirtioCounters: Sendable, Equatable {
+    public var notifications: UInt64 = 0
+    public var requests: UInt64 = 0
+    public var bytesRead: UInt64 = 0     // bytes the device read from the guest (transmitted, written to disk)
+    public var bytesWritten: UInt64 = 0  // bytes the device wrote into the guest
+    public var errors: UInt64 = 0
+    public var interrupts: UInt64 = 0
+    public var dropped: UInt64 = 0
+    public init() {}
+}
+
+/// Little-endian reads from a byte image, for device configuration spaces.
+func readLE(_ bytes: [UInt8], offset: Int, width: Int) -> UInt64 {
+    var value: UInt64 = 0
+    for i in 0..<width where offset + i >= 0 && offset + i < bytes.count {
+        value |= UInt64(bytes[offset + i]) << (8 * i)
+    }
+    return value
+}
+
+/// Appends `value` as `width` little-endian bytes.
+func appendLE<T: FixedWidthInteger>(_ bytes: inout [UInt8], _ value: T) {
+    withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
+}

@@ -1,0 +1,296 @@
+import ActorVmm
+import CKvm
+import EpollLoop
+import Glibc
+
+/// A virtio device on PCI (virtio 1.2 §4.1, modern only): the transport around a ``VirtioBackend``.
+///
+/// One actor per device, on its event loop. Register accesses (BAR0 and configuration space) arrive from
+/// vCPU threads through the exit hand-off; doorbells arrive as ioeventfds watched by the loop; interrupts
+/// leave as MSI-X irqfd writes. The layout of BAR0 and the capabilities is in docs/devices.md.
+public actor VirtioPciDevice: PciDevice {
+    // BAR0 layout.
+    public static let barSize: UInt64 = 0x8000
+    static let commonOffset: UInt64 = 0x0000, commonLength: UInt64 = 0x38
+    static let isrOffset: UInt64 = 0x1000
+    static let deviceConfigOffset: UInt64 = 0x2000
+    static let notifyOffset: UInt64 = 0x3000, notifyMultiplier: UInt32 = 4
+    static let msixTableOffset: UInt64 = 0x4000
+    static let msixPbaOffset: UInt64 = 0x5000
+    static let noVector: UInt16 = 0xFFFF
+
+    // Device status bits (§2.1).
+    static let acknowledge: UInt8 = 1, driver: UInt8 = 2, driverOK: UInt8 = 4, featuresOK: UInt8 = 8
+    static let needsReset: UInt8 = 0x40, failed: UInt8 = 0x80
+
+    public nonisolated let loop: EventLoop
+    public nonisolated let name: String
+    public nonisolated let barAddress: UInt64
+    public let memory: GuestMemory
+    let backend: any VirtioBackend
+
+    var config: PciConfigSpace
+    var msix: Msix
+    let msixCapability: Int
+    public internal(set) var queues: [SplitQueue]
+    public internal(set) var status: UInt8 = 0
+    public internal(set) var counters = VirtioCounters()
+    var offeredFeatures: UInt64
+    var acceptedFeatures: UInt64 = 0
+    var deviceFeatureSelect: UInt32 = 0
+    var driverFeatureSelect: UInt32 = 0
+    var queueSelect: UInt16 = 0
+    var configVector: UInt16 = noVector
+    var configGeneration: UInt8 = 0
+    var isr: UInt8 = 0
+    var warnedAboutBarMove = false
+
+    /// One eventfd per queue, for `KVM_IOEVENTFD` on the queue's notify address (closed in deinit).
+    public nonisolated let notifyFDs: [Int32]
+    var notifyRegistrations: [Registration] = []
+
+    /// Creates the device with `backend`, placing BAR0 at `barAddress`. `vectors` must hold
+    /// `backend.queueCount + 1` MSI targets (one per queue, one for configuration changes).
+    public init(name: String, loop: EventLoop, memory: GuestMemory, backend: sending any VirtioBackend,
+                barAddress: UInt64, vectors: [any MsiTarget], msiController: any MsiController) throws(Errno) {
+        precondition(vectors.count == backend.queueCount + 1, "one MSI-X vector per queue plus one for config")
+        self.name = name
+        self.loop = loop
+        self.memory = memory
+        self.barAddress = barAddress
+        self.backend = backend
+        offeredFeatures = backend.deviceFeatures | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
+            | VirtioFeature.ringEventIndex
+        queues = Array(repeating: SplitQueue(), count: backend.queueCount)
+        msix = Msix(targets: vectors, controller: msiController)
+
+        let type = backend.deviceType
+        var space = PciConfigSpace(.init(
+            vendor: 0x1AF4, device: 0x1040 + type.rawValue, revision: 1, classCode: type.pciClass.0,
+            subclass: type.pciClass.1, subsystemVendor: 0x1AF4, subsystemID: 0x40))
+        space.addMemoryBar64(index: 0, size: Self.barSize, address: barAddress)
+        let msixBody = Msix.capabilityBody(vectors: vectors.count, bar: 0, tableOffset: UInt32(Self.msixTableOffset),
+                                           pbaOffset: UInt32(Self.msixPbaOffset))
+        msixCapability = space.addCapability(id: 0x11, body: msixBody.body, writable: msixBody.writable)
+        func virtioCap(_ type: UInt8, offset: UInt64, length: UInt32, extra: [UInt8] = []) -> [UInt8] {
+            // cap_len, cfg_type, bar, id, padding[2], offset, length (+ notify_off_multiplier)
+            var body: [UInt8] = [UInt8(16 + extra.count), type, 0, 0, 0, 0]
+            appendLE(&body, UInt32(offset))
+            appendLE(&body, length)
+            return body + extra
+        }
+        var multiplier: [UInt8] = []
+        appendLE(&multiplier, Self.notifyMultiplier)
+        space.addCapability(id: 0x09, body: virtioCap(1, offset: Self.commonOffset, length: UInt32(Self.commonLength)))
+        space.addCapability(id: 0x09, body: virtioCap(2, offset: Self.notifyOffset, length: 0x1000, extra: multiplier))
+        space.addCapability(id: 0x09, body: virtioCap(3, offset: Self.isrOffset, length: 1))
+        space.addCapability(id: 0x09, body: virtioCap(4, offset: Self.deviceConfigOffset, length: UInt32(max(backend.configSize, 1))))
+        config = space
+
+        var fds: [Int32] = []
+        for _ in 0..<backend.queueCount {
+            do {
+                fds.append(try syscallValue { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) })
+            } catch {
+                for fd in fds { close(fd) }
+                throw error
+            }
+        }
+        notifyFDs = fds
+    }
+
+    /// Starts watching the doorbell eventfds on the device's loop (after init: the handlers capture the
+    /// actor). A doorbell then runs ``queueNotified(_:)`` on the loop thread, inside this actor.
+    public func watchDoorbells() throws(Errno) {
+        for (index, fd) in notifyFDs.enumerated() {
+            notifyRegistrations.append(try loop.register(fd: fd) { [weak self] _ in
+                EventFD.drainRaw(fd)
+                self?.assumeIsolated { $0.queueNotified(index) }
+            })
+        }
+    }
+
+    /// Stops watching doorbells and host descriptors (before the VM is torn down).
+    public func stop() {
+        for registration in notifyRegistrations { loop.deregister(registration) }
+        notifyRegistrations.removeAll()
+        backend.reset(device: self)
+    }
+
+    deinit {
+        for fd in notifyFDs { close(fd) }
+    }
+
+    /// The guest-physical address a write to which notifies queue `index` (for `KVM_IOEVENTFD`).
+    public nonisolated func notifyAddress(queue index: Int) -> UInt64 {
+        barAddress + Self.notifyOffset + UInt64(index) * UInt64(Self.notifyMultiplier)
+    }
+
+    public var isActive: Bool { status & Self.driverOK != 0 && status & Self.needsReset == 0 }
+    public var negotiatedFeatures: UInt64 { acceptedFeatures }
+
+    // MARK: - Configuration space
+
+    public func configRead(offset: UInt64, width: Int) -> UInt64 {
+        config.read(offset: Int(offset), width: width)
+    }
+
+    public func configWrite(offset: UInt64, width: Int, value: UInt64) {
+        config.write(offset: Int(offset), width: width, value: value)
+        let controlHigh = msixCapability + 3
+        if Int(offset) <= controlHigh && controlHigh < Int(offset) + width {
+            msix.setControl(highByte: config.bytes[controlHigh])
+        }
+        // BAR sizing happens with decoding off; a different address with decoding on is a move we do not
+        // follow (the bus table is fixed): say so once.
+        if config.memoryDecoding, config.barAddress(0) != barAddress, !warnedAboutBarMove {
+            warnedAboutBarMove = true
+            Log.warning("\(name): guest moved BAR0 to \(hex(config.barAddress(0))); BAR relocation is not supported, it stays at \(hex(barAddress))")
+        }
+    }
+
+    // MARK: - BAR0
+
+    public func read(offset: UInt64, width: Int) -> UInt64 {
+        guard config.memoryDecoding else { return ~0 }
+        switch offset {
+        case Self.commonOffset..<(Self.commonOffset + Self.commonLength):
+            return readCommon(offset: offset - Self.commonOffset, width: width)
+        case Self.isrOffset:
+            let value = isr
+            isr = 0  // reading ISR clears it (§4.1.4.5)
+            return UInt64(value)
+        case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
+            return backend.readConfig(offset: Int(offset - Self.deviceConfigOffset), width: width)
+        case Self.msixTableOffset..<(Self.msixTableOffset + 0x1000):
+            return msix.readTable(offset: offset - Self.msixTableOffset, width: width)
+        case Self.msixPbaOffset..<(Self.msixPbaOffset + 0x1000):
+            return msix.readPba(offset: offset - Self.msixPbaOffset, width: width)
+        default:
+            return 0
+        }
+    }
+
+    public func write(offset: UInt64, width: Int, value: UInt64) {
+        guard config.memoryDecoding else { return }
+        switch offset {
+        case Self.commonOffset..<(Self.commonOffset + Self.commonLength):
+            writeCommon(offset: offset - Self.commonOffset, width: width, value: value)
+        case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
+            backend.writeConfig(offset: Int(offset - Self.deviceConfigOffset), width: width, value: value)
+        case Self.notifyOffset..<(Self.notifyOffset + 0x1000):
+            // Reached only when the ioeventfd did not match (e.g. an unusual width): same effect.
+            queueNotified(Int((offset - Self.notifyOffset) / UInt64(Self.notifyMultiplier)))
+        case Self.msixTableOffset..<(Self.msixTableOffset + 0x1000):
+            msix.writeTable(offset: offset - Self.msixTableOffset, width: width, value: value)
+        default:
+            break
+        }
+    }
+
+    // MARK: - Doorbells and interrupts
+
+    /// The driver notified queue `index`.
+    public func queueNotified(_ index: Int) {
+        counters.notifications &+= 1
+        guard isActive, index < queues.count, queues[index].ready else { return }
+        backend.queueNotified(index, device: self)
+    }
+
+    /// Pops the next request of queue `index`, or nil. A corrupt ring sets DEVICE_NEEDS_RESET; a bad
+    /// request is counted and skipped (its head cannot be trusted, so it is not returned to the driver).
+    public func popRequest(queue index: Int) -> DescriptorChain? {
+        while isActive {
+            do {
+                guard let chain = try queues[index].pop(memory: memory) else { return nil }
+                counters.requests &+= 1
+                return chain
+            } catch {
+                counters.errors &+= 1
+                Log.warning("\(name): queue \(index): \(error)")
+                if error.breaksTheRing {
+                    failDevice()
+                    return nil
+                }
+            }
+        }
+        return nil
+    }
+
+    /// Serves queue `index` until it is empty: `serve` gets each request and completes it (or puts it back
+    /// and returns false to stop early). With EVENT_IDX the driver is asked to notify again, and the queue is
+    /// checked once more after that, so a request published meanwhile is not left waiting. One interrupt
+    /// covers the whole batch.
+    public func drain(queue index: Int, _ serve: (consuming DescriptorChain) -> Bool) {
+        var served = false
+        serving: repeat {
+            while let chain = popRequest(queue: index) {
+                served = true
+                guard serve(chain) else { break serving }
+            }
+            requestNotification(queue: index)
+        } while hasPendingRequests(queue: index)
+        if served { interruptIfNeeded(queue: index) }
+    }
+
+    /// Returns a request with `written` bytes to the driver (no interrupt yet: see ``interruptIfNeeded``).
+    public func complete(_ chain: consuming DescriptorChain, queue index: Int, written: UInt32) {
+        counters.bytesWritten &+= UInt64(written)
+        do {
+            try queues[index].complete(chain, written: written, memory: memory)
+        } catch {
+            counters.errors &+= 1
+            failDevice()
+        }
+    }
+
+    /// Puts a popped request back (the host side has no room for it yet).
+    public func putBack(_ chain: consuming DescriptorChain, queue index: Int) {
+        counters.requests &-= 1
+        queues[index].undoPop(chain)
+    }
+
+    /// Sends queue `index`'s interrupt if the driver wants one for what was completed.
+    public func interruptIfNeeded(queue index: Int) {
+        guard queues[index].needsInterrupt(memory: memory) else { return }
+        raise(vector: queues[index].msixVector, isrBit: 1)
+    }
+
+    /// Asks the driver (EVENT_IDX) to notify again when it adds requests to queue `index`.
+    public func requestNotification(queue index: Int) {
+        queues[index].requestNotification(memory: memory)
+    }
+
+    /// True if queue `index` has requests we have not popped.
+    public func hasPendingRequests(queue index: Int) -> Bool {
+        isActive && queues[index].hasPending(memory: memory)
+    }
+
+    /// Counts bytes the device read from guest buffers.
+    public func countRead(_ bytes: Int) { counters.bytesRead &+= UInt64(bytes) }
+    /// Counts a request that failed or data that was dropped.
+    public func countError() { counters.errors &+= 1 }
+    public func countDropped() { counters.dropped &+= 1 }
+
+    func raise(vector: UInt16, isrBit: UInt8) {
+        counters.interrupts &+= 1
+        if !msix.enabled { isr |= isrBit }
+        msix.signal(Int(vector))
+    }
+
+    /// DEVICE_NEEDS_RESET (§2.1.2): the driver must reset the device; a configuration interrupt tells it.
+    func failDevice() {
+        guard status & Self.needsReset == 0 else { return }
+        status |= Self.needsReset
+        configGeneration &+= 1
+        raise(vector: configVector, isrBit: 2)
+    }
+
+    /// Lets a backend register a host descriptor on this device's loop; readiness calls
+    /// `backend.hostEvent(token)` under this actor's isolation.
+    public func watch(fd: Int32, events: IOEvents = .readable, token: Int) throws(Errno) -> Registration {
+        try loop.register(fd: fd, events: events) { [weak self] _ in
+            self?.assumeIsolated { $0.backend.hostEvent(token, device: $0) }
+        }
+    }
+}
