@@ -21,6 +21,8 @@
 #include <sys/timerfd.h>
 #include <sys/syscall.h>
 #include <sys/signalfd.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
 #include <unistd.h>
 #include <linux/kvm.h>
 #include <asm/bootparam.h>

@@ -23,7 +23,7 @@ public final class PciConfigPorts: BusRouter {
     public func resolve(offset: UInt64, width: Int, write: UInt64?) -> BusRoute {
         if offset < 4 {
             // CONFIG_ADDRESS: only whole-register accesses mean anything.
-            guard offset == 0, width == 4 else { return .handled(write == nil ? ~0 : 0) }
+            guard offset == 0, width == 4 else { return .handled(write == nil ? allOnes(width) : 0) }
             if let value = write {
                 address.store(UInt32(truncatingIfNeeded: value) & 0x80FF_FFFC, ordering: .relaxed)
                 return .handled(0)
@@ -34,9 +34,12 @@ public final class PciConfigPorts: BusRouter {
         let bus = (config >> 16) & 0xFF, device = Int((config >> 11) & 0x1F), function = (config >> 8) & 0x7
         guard config & 0x8000_0000 != 0, bus == 0, function == 0, device < functions.count,
               let target = functions[device] else {
-            return .handled(write == nil ? ~0 : 0)  // no such function: reads all-ones
+            return .handled(write == nil ? allOnes(width) : 0)  // no such function: reads all-ones
         }
         let register = UInt64(config & 0xFC) + (offset - 4)
         return .forward(target, offset: register)
     }
 }
+
+/// All-ones in the low `width` bytes (what a PC bus returns when nobody answers).
+func allOnes(_ width: Int) -> UInt64 { width >= 8 ? ~0 : (1 << (UInt64(width) * 8)) - 1 }
