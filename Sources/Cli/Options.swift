@@ -129,7 +129,7 @@ struct VmmOptions: Equatable {
                 for value in try takeValues() { options.nets.append(try NetOptions.parse(value)) }
             case "--rng":
                 var value = inlineValue
-                if value == nil, index + 1 < arguments.count, arguments[index + 1].hasPrefix("src=") {
+                if value == nil, index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-"), arguments[index + 1].contains("=") {
                     index += 1
                     value = arguments[index]
                 }
@@ -165,7 +165,7 @@ struct VmmOptions: Equatable {
         let pciDevices = options.disks.count + options.nets.count + (options.rng == nil ? 0 : 1) + (options.console == .off ? 0 : 1)
         guard pciDevices <= 31 else { throw CliError("too many PCI devices (\(pciDevices)); bus 0 holds at most 31") }
         if options.serial == .tty && options.console == .tty {
-            throw CliError("--serial tty and --console tty: only one of them can use the terminal")
+            throw CliError("--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another")
         }
         if !options.showHelp && !options.showVersion && options.kernel == nil {
             throw CliError("--kernel: missing (a payload is required; see --help)")

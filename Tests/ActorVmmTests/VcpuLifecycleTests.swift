@@ -1,4 +1,5 @@
 @testable import ActorVmm
+import CKvm
 import Boot
 import EpollLoop
 import Glibc
@@ -100,5 +101,21 @@ struct VcpuLifecycleTests {
         let after = kvmResources()
         #expect(after.threads == before.threads, "vCPU and loop threads are gone")
         #expect(after.fds == before.fds, "every KVM descriptor is closed")
+    }
+}
+
+@Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"))
+struct InterruptPlumbingTests {
+    @Test func msiRoutesAndIoeventfdsAreAccepted() throws {
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
+        let kvm = try Kvm()
+        let vm = try Vm(kvm: kvm, memory: memory)
+        let router = GsiRouter(vm: vm)
+        let vectors = try router.allocate(count: 3)
+        #expect(vectors.map(\.gsi) == [24, 25, 26])
+        try router.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)])
+        let fd = try EventFD()
+        try vm.registerIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
+        vm.unregisterIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
     }
 }

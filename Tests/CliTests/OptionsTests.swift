@@ -26,7 +26,8 @@ import Testing
         let o = try VmmOptions.parse(["--kernel", "k"])
         #expect(o.bootVcpus == 1 && o.maxVcpus == 1)
         #expect(o.memorySize == 512 << 20)
-        #expect(o.serial == .tty && o.console == .off)
+        #expect(o.serial == .null && o.console == .tty)  // Cloud Hypervisor's defaults
+        #expect(o.disks.isEmpty && o.nets.isEmpty && o.rng == nil && o.placement == .shared)
         #expect(o.handoff == .inlineIfIdle && o.testDevice)
     }
 
@@ -55,7 +56,6 @@ import Testing
         (["--kernel", "k", "--cpus", "boot=300"], "--cpus boot=300: expected an integer from 1 to 254"),
         (["--kernel", "k", "--cpus", "boot=4,max=2"], "--cpus boot=4,max=2: max (2) must be at least boot (4)"),
         (["--kernel", "k", "--cpus", "boot=x"], "--cpus boot=x: expected an integer from 1 to 254"),
-        (["--kernel", "k", "--serial", "pty"], "--serial pty: expected off, null, tty or file=PATH"),
         (["--kernel", "k", "--frobnicate"], "unknown option '--frobnicate' (see --help)"),
         (["--kernel"], "--kernel: missing value"),
         (["--cmdline", "x"], "--kernel: missing (a payload is required; see --help)"),
@@ -64,6 +64,41 @@ import Testing
         (["--kernel", "k", "--memory", "size=1G,size=2G"], "--memory: key 'size' given twice"),
     ])
     func rejectsBadInput(arguments: [String], message: String) {
+        #expect(throws: CliError(message)) { try VmmOptions.parse(arguments) }
+    }
+
+    @Test func deviceOptions() throws {
+        let o = try VmmOptions.parse([
+            "--kernel", "k", "--disk", "path=a.raw", "path=b.raw,readonly=on,id=b", "--disk", "path=c.raw,direct=on",
+            "--net", "tap=tap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0", "--rng",
+            "--console", "pty", "--serial", "tty", "--event-loops", "per-device",
+        ])
+        #expect(o.disks.map(\.path) == ["a.raw", "b.raw", "c.raw"])
+        #expect(o.disks.map(\.readonly) == [false, true, false] && o.disks[1].id == "b" && o.disks[2].direct)
+        #expect(o.nets == [NetOptions(tap: "tap0", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], ip: "192.168.249.1", mask: "255.255.255.0", id: nil)])
+        #expect(o.rng == "/dev/urandom" && o.console == .pty && o.placement == .perDevice)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--rng", "src=/dev/random"]).rng == "/dev/random")
+        let random = try VmmOptions.parse(["--kernel", "k", "--net", "tap=t"]).nets[0].mac
+        #expect(random[0] & 0x03 == 0x02, "locally administered unicast")
+    }
+
+    @Test(arguments: [
+        (["--kernel", "k", "--disk", "readonly=on"], "--disk readonly=on: expected path=FILE"),
+        (["--kernel", "k", "--disk", "path=a,readonly=yes"], "--disk readonly=yes: expected on or off"),
+        (["--kernel", "k", "--disk", "path=a,cache=off"], "--disk: unknown key 'cache' (expected one of: direct, id, path, readonly)"),
+        (["--kernel", "k", "--net", "mac=52:54:00:12:34:56"], "--net mac=52:54:00:12:34:56: expected tap=NAME"),
+        (["--kernel", "k", "--net", "tap=t,mac=52:54:00:12:34"], "--net mac=52:54:00:12:34: expected six hex bytes like 52:54:00:12:34:56"),
+        (["--kernel", "k", "--net", "tap=t,mac=01:00:00:00:00:01"], "--net mac=01:00:00:00:00:01: a multicast address cannot be a NIC's address"),
+        (["--kernel", "k", "--net", "tap=t,ip=300.1.1.1,mask=255.0.0.0"], "--net ip=300.1.1.1: expected a dotted IPv4 address"),
+        (["--kernel", "k", "--net", "tap=t,ip=10.0.0.1"], "--net tap=t,ip=10.0.0.1: give ip= and mask= together"),
+        (["--kernel", "k", "--net", "tap=a-very-long-interface-name"], "--net tap=a-very-long-interface-name: interface names have at most 15 bytes"),
+        (["--kernel", "k", "--rng", "source=/dev/random"], "--rng: unknown key 'source' (expected one of: src)"),
+        (["--kernel", "k", "--console", "socket"], "--console socket: expected off, null, tty, pty or file=PATH"),
+        (["--kernel", "k", "--serial", "pty"], "--serial pty: expected off, null, tty or file=PATH"),
+        (["--kernel", "k", "--event-loops", "many"], "--event-loops many: expected shared or per-device"),
+        (["--kernel", "k", "--serial", "tty"], "--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another"),
+    ])
+    func rejectsBadDeviceOptions(arguments: [String], message: String) {
         #expect(throws: CliError(message)) { try VmmOptions.parse(arguments) }
     }
 

@@ -56,7 +56,7 @@ struct TestGuestTests {
 
     @Test func twoVcpusBootAndStopCleanly() {
         let result = Harness.run(Harness.vmmPath, ["--kernel", Harness.guestPath, "--cmdline", "tests=serial",
-                                                   "--memory", "size=64M", "--cpus", "boot=2", "--serial", "tty"])
+                                                   "--memory", "size=64M", "--cpus", "boot=2", "--serial", "tty", "--console", "off"])
         #expect(result.status == 0, "stderr: \(result.stderr)")
         #expect(result.lines.contains("TESTGUEST DONE pass=1 fail=0"))
     }
