@@ -28,6 +28,10 @@ public struct BootParams: Equatable, Sendable {
     public static let cmdlineSizeOffset = 0x238
     public static let e820TableOffset = 0x2D0
     public static let e820MaxEntries = 128
+    public static let acpiRsdpAddrOffset = 0x070
+    public static let extRamdiskImageOffset = 0x0C0, extRamdiskSizeOffset = 0x0C4
+    public static let setupHeaderOffset = 0x1F1
+    public static let ramdiskImageOffset = 0x218, ramdiskSizeOffset = 0x21C
 
     public private(set) var bytes = [UInt8](repeating: 0, count: size)
 
@@ -42,7 +46,31 @@ public struct BootParams: Equatable, Sendable {
     public mutating func setCommandLine(at address: GuestAddress, size: Int) {
         set(UInt32(truncatingIfNeeded: address.rawValue), at: Self.cmdLinePtrOffset)
         set(UInt32(truncatingIfNeeded: address.rawValue >> 32), at: Self.extCmdLinePtrOffset)
-        set(UInt32(size), at: Self.cmdlineSizeOffset)
+        // A bzImage's header already holds its limit here (a kernel → loader field): keep it.
+        if bytes[Self.cmdlineSizeOffset..<(Self.cmdlineSizeOffset + 4)].allSatisfy({ $0 == 0 }) {
+            set(UInt32(size), at: Self.cmdlineSizeOffset)
+        }
+    }
+
+    /// Copies a bzImage's setup header into `hdr`, then re-applies the fields a boot loader must set.
+    public mutating func copySetupHeader(_ header: [UInt8]) {
+        for (index, byte) in header.prefix(Self.size - Self.setupHeaderOffset).enumerated() {
+            bytes[Self.setupHeaderOffset + index] = byte
+        }
+        bytes[Self.typeOfLoaderOffset] = 0xFF
+    }
+
+    /// Tells the kernel where the initramfs is (`ramdisk_image`/`ramdisk_size` and their high halves).
+    public mutating func setInitramfs(address: UInt64, size: UInt64) {
+        set(UInt32(truncatingIfNeeded: address), at: Self.ramdiskImageOffset)
+        set(UInt32(truncatingIfNeeded: size), at: Self.ramdiskSizeOffset)
+        set(UInt32(truncatingIfNeeded: address >> 32), at: Self.extRamdiskImageOffset)
+        set(UInt32(truncatingIfNeeded: size >> 32), at: Self.extRamdiskSizeOffset)
+    }
+
+    /// Tells the kernel where the ACPI RSDP is (`acpi_rsdp_addr`, boot protocol 2.14).
+    public mutating func setRsdp(_ address: UInt64) {
+        set(address, at: Self.acpiRsdpAddrOffset)
     }
 
     /// Writes the E820 map. Fails if it has more entries than the zero page holds.

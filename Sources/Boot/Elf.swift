@@ -11,6 +11,9 @@ public struct Elf64Image: Equatable, Sendable {
 
     public let entry: UInt64
     public let segments: [Segment]
+    /// The PVH entry point (`XEN_ELFNOTE_PHYS32_ENTRY`), if the image has one: a 32-bit protected-mode
+    /// entry that takes an `hvm_start_info` in EBX.
+    public let pvhEntry: UInt32?
 
     static let maxProgramHeaders = 256
 
@@ -38,8 +41,17 @@ public struct Elf64Image: Equatable, Sendable {
             throw ElfError("program headers at offset \(phoff) run past the end of the file")
         }
         var segments: [Segment] = []
+        var pvhEntry: UInt32?
         for index in 0..<phnum {
             let h = Int(phoff) + index * phentsize
+            if u32(h) == 4 {  // PT_NOTE
+                let offset = u64(h + 8), size = u64(h + 32)
+                guard offset <= UInt64(bytes.count), UInt64(bytes.count) - offset >= size else {
+                    throw ElfError("note segment \(index) runs past the end of the file")
+                }
+                pvhEntry = pvhEntry ?? Self.findPvhEntry(bytes, from: Int(offset), to: Int(offset + size))
+                continue
+            }
             guard u32(h) == 1 else { continue }  // PT_LOAD only
             let offset = u64(h + 8), paddr = u64(h + 24), filesz = u64(h + 32), memsz = u64(h + 40)
             guard filesz <= memsz else { throw ElfError("segment \(index): p_filesz \(filesz) > p_memsz \(memsz)") }
@@ -53,6 +65,27 @@ public struct Elf64Image: Equatable, Sendable {
         }
         guard !segments.isEmpty else { throw ElfError("no PT_LOAD segment") }
         self.segments = segments
+        self.pvhEntry = pvhEntry
+    }
+
+    /// Scans ELF notes in [start, end) for Xen's PHYS32_ENTRY (name "Xen", type 18). Malformed notes end
+    /// the scan (the image is then simply not PVH-capable).
+    static func findPvhEntry(_ bytes: [UInt8], from start: Int, to end: Int) -> UInt32? {
+        func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * $1) } }
+        var cursor = start
+        while cursor + 12 <= end {
+            let nameSize = Int(u32(cursor)), descSize = Int(u32(cursor + 4)), type = u32(cursor + 8)
+            let name = cursor + 12
+            let desc = name + ((nameSize + 3) & ~3)
+            let next = desc + ((descSize + 3) & ~3)
+            guard nameSize <= 256, descSize <= 4096, next <= end, next > cursor else { return nil }
+            if type == 18, nameSize == 4, bytes[name] == 0x58, bytes[name + 1] == 0x65, bytes[name + 2] == 0x6E,
+               descSize >= 4 {
+                return u32(desc)  // the low 32 bits (Linux emits a .quad)
+            }
+            cursor = next
+        }
+        return nil
     }
 }
 

@@ -36,6 +36,7 @@ enum ConsoleMode: Equatable {
 struct VmmOptions: Equatable {
     var kernel: String?
     var cmdline = ""
+    var initramfs: String?
     var bootVcpus = 1
     var maxVcpus = 1
     var memorySize: UInt64 = 512 << 20
@@ -103,6 +104,10 @@ struct VmmOptions: Equatable {
                 guard !path.isEmpty else { throw CliError("--kernel: expected a path") }
                 options.kernel = path
             case "--cmdline": options.cmdline = try take()
+            case "--initramfs":
+                let path = try take()
+                guard !path.isEmpty else { throw CliError("--initramfs: expected a path") }
+                options.initramfs = path
             case "--cpus":
                 let text = try take()
                 let list = try KeyValueList(option: "--cpus", text: text, allowedKeys: ["boot", "max"])
@@ -180,7 +185,8 @@ let usage = """
     Runs a 64-bit guest on /dev/kvm. Devices are Swift actors on epoll event loops.
 
     Payload:
-      --kernel PATH              ELF64 kernel (vmlinux or the ActorVMM test guest), entered in 64-bit mode
+      --kernel PATH              bzImage, ELF vmlinux (PVH when it has the note) or ELF64 (e.g. the test guest)
+      --initramfs PATH           initramfs (cpio), placed at the top of low RAM
       --cmdline STRING           kernel command line (at most 2047 bytes)
     Machine:
       --cpus boot=N[,max=M]      vCPUs at boot (1-254; default 1); max >= boot

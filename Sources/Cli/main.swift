@@ -50,7 +50,8 @@ do {
 }
 let bootSetup: BootSetup
 do {
-    bootSetup = try KernelLoader.loadElfKernel(path: options.kernel!, cmdline: options.cmdline, memory: memory)
+    bootSetup = try KernelLoader.load(
+        .init(kernelPath: options.kernel!, initramfsPath: options.initramfs, cmdline: options.cmdline), memory: memory)
 } catch {
     fail(error.description, code: 2)
 }
@@ -60,7 +61,10 @@ do {
 } catch {
     fail(error.description, code: 2)
 }
-Log.info("kernel \(options.kernel!) loaded, entry \(hex(bootSetup.bootState.rip)), \(options.memorySize >> 20) MiB, \(options.bootVcpus) vCPU(s)")
+Log.info("kernel \(options.kernel!) loaded (\(bootSetup.bootProtocol.rawValue)), entry \(hex(bootSetup.bootState.rip)), \(options.memorySize >> 20) MiB, \(options.bootVcpus) vCPU(s)")
+if let initramfs = bootSetup.initramfs {
+    Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
+}
 
 let machine: Machine
 do {

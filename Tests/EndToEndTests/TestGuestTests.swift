@@ -128,7 +128,7 @@ struct GuestFaultTests {
         let path = NSTemporaryDirectory() + "actor-vmm-notelf-\(getpid())"
         _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x41, count: 4096))
         defer { unlink(path) }
-        expectRejected(["--kernel", path], "not an ELF64 x86-64 kernel: no ELF magic")
+        expectRejected(["--kernel", path], "not a kernel ActorVMM can boot: no ELF magic (expected an ELF64 vmlinux or a bzImage)")
     }
     @Test func memoryZero() { expectRejected(["--kernel", "/bin/true", "--memory", "size=0"], "--memory size=0: must be at least 4M") }
     @Test func memoryMalformed() { expectRejected(["--kernel", "/bin/true", "--memory", "size=lots"], "--memory size=lots: expected a size") }
@@ -136,7 +136,12 @@ struct GuestFaultTests {
     @Test func unknownOption() { expectRejected(["--kernel", "/bin/true", "--disk-image", "x"], "unknown option '--disk-image'") }
     @Test func unknownKey() { expectRejected(["--kernel", "/bin/true", "--cpus", "count=2"], "--cpus: unknown key 'count'") }
     @Test func valueOutOfRange() { expectRejected(["--kernel", "/bin/true", "--cpus", "boot=999"], "--cpus boot=999: expected an integer from 1 to 254") }
-    @Test func hostElfIsNotAKernel() { expectRejected(["--kernel", "/bin/true"], "--kernel /bin/true: not an ELF64 x86-64 kernel: e_type 3, expected 2 (ET_EXEC)") }
+    @Test func hostElfIsNotAKernel() { expectRejected(["--kernel", "/bin/true"], "--kernel /bin/true: not a kernel ActorVMM can boot: e_type 3, expected 2 (ET_EXEC)") }
+    @Test func missingInitramfs() {
+        let kernel = Harness.writeTinyKernel("initrd", code: [0xEB, 0xFE])
+        defer { unlink(kernel) }
+        expectRejected(["--kernel", kernel, "--initramfs", "/nonexistent.cpio"], "--initramfs /nonexistent.cpio: cannot read: No such file or directory")
+    }
     @Test func kernelThatDoesNotFit() {
         let kernel = Harness.writeTinyKernel("fit", code: [0xEB, 0xFE])
         defer { unlink(kernel) }
