@@ -11,6 +11,8 @@
 func guestMain(bootParams: UInt) -> Never {
     var console = Serial.com1
     console.write("TESTGUEST START\n")
+    // Exceptions print a line instead of triple-faulting; MSI-X vectors get counted.
+    Interrupts.install()
 
     let boot = BootParams(address: bootParams)
     var passed = 0

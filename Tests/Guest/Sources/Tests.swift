@@ -22,6 +22,11 @@ let allTests: [GuestTest] = [
     GuestTest(name: "cmdline", run: commandLineTest),
     GuestTest(name: "pio", run: portTestDeviceTest),
     GuestTest(name: "mmio", run: mmioTestDeviceTest),
+    GuestTest(name: "pci", run: pciTest),
+    GuestTest(name: "blk", run: blkTest),
+    GuestTest(name: "rng", run: rngTest),
+    GuestTest(name: "console", run: consoleTest),
+    GuestTest(name: "net", run: netTest),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.

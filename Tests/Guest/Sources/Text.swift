@@ -43,6 +43,17 @@ extension TextSink {
     }
 }
 
+extension TextSink {
+    /// Writes `0x` and the value in hex without leading zeros: `0x0`, `0xfee00000`.
+    mutating func write(hex value: some BinaryInteger) {
+        let bits = UInt64(truncatingIfNeeded: value)
+        var digits = 1
+        while digits < 16 && bits >> UInt64(digits * 4) != 0 { digits += 1 }
+        write("0x")
+        write(hex: bits, digits: digits)
+    }
+}
+
 /// A line of text assembled in place (fixed capacity, no heap), e.g. the detail of a test
 /// result, which is only printed once the test knows whether it passed. Bytes beyond the
 /// capacity (the size of Linux's x86 command line buffer) are dropped.

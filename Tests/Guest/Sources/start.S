@@ -44,4 +44,13 @@ guest_stack_bottom:
     .skip   64 * 1024
 guest_stack_top:
 
+// Memory for device DMA (virtqueue rings and buffers): 1 MiB in .bss, page-aligned.
+// The guest's addresses are guest-physical (identity mapping), so this is what devices see.
+// Its size is DMA_ARENA_SIZE in Hardware.h.
+    .section .bss.dma, "aw", @nobits
+    .balign 4096
+    .globl dma_arena
+dma_arena:
+    .skip   1024 * 1024
+
     .section .note.GNU-stack, "", @progbits
