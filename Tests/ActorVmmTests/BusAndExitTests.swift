@@ -58,17 +58,19 @@ actor EchoDevice: BusDevice {
         let handoff = ExitHandoff(strategy: strategy)
         // Run the accesses on a plain thread, as a vCPU would.
         let ok = Atomic<Bool>(true)
-        let done = ThreadParker()
+        let done = Atomic<Bool>(false)
         let thread = TestThread {
             for i in 0..<500 {
                 handoff.write(.device(device), offset: 0, width: 4, value: UInt64(i))
                 if handoff.read(.device(device), offset: 3, width: 4) != UInt64(i + 3) { ok.store(false, ordering: .relaxed) }
             }
-            done.signal()
+            done.store(true, ordering: .releasing)
         }
         // Keep the loop busy at times so the inline path must fall back to enqueue-and-wait.
         for _ in 0..<20 { loop.execute { for _ in 0..<1000 { _ = monotonicNanoseconds() } } }
-        done.wait()
+        // Poll instead of blocking: the `task` strategy needs a free thread in Swift's cooperative pool,
+        // which is where this test itself runs.
+        while !done.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(1)) }
         thread.join()
         let allMatched = ok.load(ordering: .relaxed)
         #expect(allMatched)
