@@ -173,6 +173,25 @@ public final class GuestMemory: @unchecked Sendable {
         ckvm_store_release_u16(try hostPointer(address, 2), value.littleEndian)
     }
 
+    /// Atomically compares the 16 bytes at `address` (16-byte aligned) with `expected` (low, high quadword)
+    /// and, if equal, replaces them with `desired`; returns whether it did and the value found. A host
+    /// `lock cmpxchg16b`: atomic against every vCPU and device touching the same memory, as the guest's own
+    /// instruction would be. For emulating `cmpxchg16b`. A misaligned address is refused.
+    public func compareExchange128(at address: GuestAddress, expected: (UInt64, UInt64),
+                                   desired: (UInt64, UInt64)) throws(GuestMemoryError) -> (exchanged: Bool, found: (UInt64, UInt64)) {
+        guard address.rawValue & 15 == 0 else { throw .outOfRange(address, count: 16) }
+        let pointer = try hostPointer(address, 16)
+        var compare: (UInt64, UInt64) = (expected.0.littleEndian, expected.1.littleEndian)
+        var replace: (UInt64, UInt64) = (desired.0.littleEndian, desired.1.littleEndian)
+        let exchanged = withUnsafeMutableBytes(of: &compare) { compareBytes in
+            withUnsafeMutableBytes(of: &replace) { replaceBytes in
+                ckvm_cmpxchg16b(pointer, compareBytes.baseAddress!.assumingMemoryBound(to: UInt64.self),
+                                replaceBytes.baseAddress!.assumingMemoryBound(to: UInt64.self)) != 0
+            }
+        }
+        return (exchanged, (UInt64(littleEndian: compare.0), UInt64(littleEndian: compare.1)))
+    }
+
     /// A full memory fence (between publishing used entries and reading the driver's event index).
     public func fence() { ckvm_fence_seq_cst() }
 

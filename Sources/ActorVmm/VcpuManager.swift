@@ -16,13 +16,23 @@ public actor VcpuManager {
     var threads: [pthread_t] = []
     public private(set) var state: VcpuRunState = .paused  // not started yet counts as paused
 
+    /// Host compatibility mode's instruction emulator (docs/compat.md), or nil when the mode is off.
+    public nonisolated let emulator: InstructionEmulator?
+
+    /// `emulator` turns compatibility mode on: an emulation failure of the host's instruction emulator
+    /// (`KVM_EXIT_INTERNAL_ERROR`, suberror 1) goes to it instead of stopping the VM.
     public init(loop: EventLoop, vcpus: [Vcpu], buses: IoBuses, stopLatch: StopLatch,
-                strategy: HandoffStrategy = .inlineIfIdle) {
+                strategy: HandoffStrategy = .inlineIfIdle, emulator: InstructionEmulator? = nil) {
         self.loop = loop
+        self.emulator = emulator
         contexts = vcpus.map {
-            VcpuThreadContext(vcpu: $0, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch)
+            VcpuThreadContext(vcpu: $0, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch,
+                              emulator: emulator)
         }
     }
+
+    /// True when compatibility mode's instruction emulation is on.
+    public nonisolated var compatibilityMode: Bool { emulator != nil }
 
     /// Starts one thread per vCPU (named `vcpu<N>`).
     public func start() throws(Errno) {
@@ -91,11 +101,13 @@ final class VcpuThreadContext: Sendable {
     let stopLatch: StopLatch
     let pausedAck = ThreadParker()
     let resumeParker = ThreadParker()
+    let emulator: InstructionEmulator?
     let exits = Atomic<Int>(0)
     let exited = Atomic<Bool>(false)
 
-    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch) {
+    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch, emulator: InstructionEmulator? = nil) {
         self.vcpu = vcpu; self.buses = buses; self.handoff = handoff; self.stopLatch = stopLatch
+        self.emulator = emulator
     }
 
     /// Asks the thread to change state and kicks it out of `KVM_RUN`: state first, then `immediate_exit`,
@@ -135,7 +147,14 @@ final class VcpuThreadContext: Sendable {
             exits.add(1, ordering: .relaxed)
             let outcome = handleExit(vcpu.run, runSize: vcpu.runSize, buses: buses, handoff: handoff,
                                      rip: { vcpu.currentRIP() })
-            if case .stop(let reason) = outcome {
+            if case .stop(var reason) = outcome {
+                // Only stops reach here, so the normal path pays nothing for compatibility mode.
+                if let emulator, InstructionEmulator.isEmulationFailure(vcpu.run) {
+                    switch emulator.handleEmulationFailure(on: vcpu) {
+                    case .resume: continue
+                    case .stop(let why): reason = why
+                    }
+                }
                 stopLatch.requestStop(reason)
                 return
             }

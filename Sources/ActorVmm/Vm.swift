@@ -52,6 +52,12 @@ public final class Vm: Sendable {
 
     deinit { close(fd) }
 
+    /// The value of `KVM_CHECK_EXTENSION` on this VM (0 when absent); some capabilities, such as
+    /// `KVM_CAP_XSAVE2`'s buffer size, are answered per VM.
+    public func checkExtension(_ capability: Int32) -> Int32 {
+        max(0, ckvm_ioctl_arg(fd, CKVM_CHECK_EXTENSION, UInt(capability)))
+    }
+
     /// Makes writes to `eventFD` raise interrupt line `gsi` (edge) in the in-kernel irqchip.
     /// The corresponding ioctl is `KVM_IRQFD`.
     public func registerIrqfd(eventFD: Int32, gsi: UInt32) throws(KvmError) {

@@ -15,11 +15,14 @@ public enum VmStopReason: Sendable, Equatable, CustomStringConvertible {
     case unhandledExit(reason: String, rip: UInt64)
     /// A host-side failure while running the guest. Exit code 1.
     case hostError(String)
+    /// In compatibility mode, an instruction neither the host's emulator nor ActorVMM's can run
+    /// (docs/compat.md). `detail` says why when the instruction itself is known. Exit code 1.
+    case unhandledInstruction(rip: UInt64, bytes: [UInt8], mnemonic: String?, detail: String?)
 
     public var exitCode: Int32 {
         switch self {
         case .poweredOff, .resetRequested, .stopRequested: 0
-        case .tripleFault, .unhandledExit, .hostError: 1
+        case .tripleFault, .unhandledExit, .hostError, .unhandledInstruction: 1
         }
     }
 
@@ -31,6 +34,9 @@ public enum VmStopReason: Sendable, Equatable, CustomStringConvertible {
         case .tripleFault(let rip): "guest triple-faulted (KVM_EXIT_SHUTDOWN) at RIP \(hex(rip))"
         case .unhandledExit(let reason, let rip): "unhandled VM exit \(reason) at RIP \(hex(rip))"
         case .hostError(let what): "host error while running the guest: \(what)"
+        case .unhandledInstruction(let rip, let bytes, let mnemonic, let detail):
+            "unhandled instruction at RIP \(hex(rip)) (bytes \(bytes.isEmpty ? "unavailable" : DecodedInstruction.hex(bytes)), "
+                + "mnemonic \(mnemonic ?? "unknown"))" + (detail.map { ": " + $0 } ?? "")
         }
     }
 }

@@ -67,3 +67,19 @@ int ckvm_open_pty(char *path, size_t path_size) {
     }
     return fd;
 }
+
+/* Inline assembly rather than __atomic_compare_exchange on unsigned __int128: without -mcx16 the compiler
+ * calls libatomic, which may fall back to a lock of its own -- atomic only against other libatomic users,
+ * not against the guest's hardware cmpxchg16b on the same memory. `lock cmpxchg16b` is atomic against every
+ * agent that reaches the cache line, which is what real hardware gives the guest. */
+int ckvm_cmpxchg16b(void *p, uint64_t expected[2], const uint64_t desired[2]) {
+    uint64_t lo = expected[0], hi = expected[1];
+    unsigned char ok;
+    __asm__ __volatile__("lock cmpxchg16b %1\n\tsete %0"
+                         : "=q"(ok), "+m"(*(volatile unsigned __int128 *)p), "+a"(lo), "+d"(hi)
+                         : "b"(desired[0]), "c"(desired[1])
+                         : "memory", "cc");
+    expected[0] = lo;
+    expected[1] = hi;
+    return ok;
+}

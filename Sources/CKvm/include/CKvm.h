@@ -55,6 +55,12 @@ static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
+static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
@@ -94,6 +100,25 @@ static inline void ckvm_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ
 
 // MARK: immediate_exit is written by another thread while the vCPU may be in KVM_RUN
 static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t v) { __atomic_store_n(&run->immediate_exit, v, __ATOMIC_SEQ_CST); }
+
+// MARK: instruction emulation (host compatibility mode)
+/// The instruction bytes KVM reports with a KVM_INTERNAL_ERROR_EMULATION exit (the `emulation_failure`
+/// overlay, whose anonymous union Swift cannot name): copies up to 15 bytes into `out` and returns how many,
+/// or 0 when the exit carries none (older kernels, or the flag is clear).
+static inline int ckvm_emulation_failure_bytes(const struct kvm_run *run, uint8_t out[15]) {
+    if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR || run->emulation_failure.suberror != KVM_INTERNAL_ERROR_EMULATION) return 0;
+    if (run->emulation_failure.ndata < 3) return 0;  /* flags, insn_size + insn_bytes (two 64-bit words) */
+    if (!(run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) return 0;
+    int size = run->emulation_failure.insn_size;
+    if (size > 15) size = 15;
+    for (int i = 0; i < size; i++) out[i] = run->emulation_failure.insn_bytes[i];
+    return size;
+}
+
+/// A 128-bit compare-exchange on host memory `p` (16-byte aligned): `lock cmpxchg16b`, the same atomic
+/// read-modify-write the guest's own instruction performs. Returns 1 and stores `desired` if `*p` equals
+/// `expected`; otherwise returns 0 and writes the current value to `expected`. Implemented in shim.c.
+int ckvm_cmpxchg16b(void *p, uint64_t expected[2], const uint64_t desired[2]);
 
 // MARK: layout helpers for tests (offsetof is a macro)
 #define CKVM_OFFSET(type, field) ((size_t)offsetof(type, field))
