@@ -1,4 +1,5 @@
 @testable import ActorVmm
+import Glibc
 import Testing
 
 /// SplitMix64: a tiny seeded generator, so a failing input can be reproduced from the seed.
@@ -66,5 +67,33 @@ struct SplitMix64: RandomNumberGenerator {
                 }
             }
         }
+    }
+}
+
+/// A development-time check against a large disassembly: set ACTORVMM_DECODER_CORPUS to a file of
+/// instructions as objdump prints their bytes, one per line ("f0 48 0f c7 4d 20"), e.g.
+/// `objdump -d -w vmlinux | awk -F'\t' 'NF>=3 && $3 !~ /bad/ {print $2}'` (drop lines starting with 9b:
+/// objdump prints fwait and the x87 instruction after it as one). Every line must decode to its length.
+@Suite(.enabled(if: getenv("ACTORVMM_DECODER_CORPUS") != nil, "set ACTORVMM_DECODER_CORPUS to run"))
+struct X86DecoderCorpusTests {
+    @Test func lengthsAgreeWithTheCorpus() throws {
+        let path = String(cString: getenv("ACTORVMM_DECODER_CORPUS")!)
+        guard let file = fopen(path, "r") else { Issue.record("cannot open \(path)"); return }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        var checked = 0, mismatches: [String] = []
+        while getline(&line, &capacity, file) > 0 {
+            let text = String(cString: line!).split(separator: "\n").first.map(String.init) ?? ""
+            let encoding = text.split(separator: " ").compactMap { UInt8($0, radix: 16) }
+            guard !encoding.isEmpty else { continue }
+            checked += 1
+            let decoded = try? X86Decoder.decode(encoding + [0x90, 0x90, 0x90, 0x90])
+            if decoded?.length != encoding.count, mismatches.count < 50 {
+                mismatches.append("\(text) -> \(decoded.map { "\($0.length)" } ?? "error")")
+            }
+        }
+        free(line)
+        #expect(mismatches.isEmpty, "\(checked) checked; \(mismatches.joined(separator: "; "))")
     }
 }

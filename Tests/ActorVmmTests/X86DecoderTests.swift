@@ -242,6 +242,22 @@ func bytes(_ hex: String) -> [UInt8] { hex.split(separator: " ").map { UInt8($0,
         #expect(try immediate("e8 fb ff ff ff") == (-5, 4))
     }
 
+    @Test func lengthRulesBeyondTheTables() throws {
+        // AMD XOP (from libcrypto): map 8 has an imm8, map 9 none, map 10 an imm32.
+        #expect(try X86Decoder.decode(bytes("8f e8 78 c2 c0 07")).length == 6)
+        #expect(try X86Decoder.decode(bytes("8f e9 78 c1 c0")).length == 5)
+        #expect(try X86Decoder.decode(bytes("8f ea 78 10 c0 01 02 00 00")).length == 9)
+        // 3DNow!: ModRM, then the opcode as a suffix byte.
+        #expect(try X86Decoder.decode(bytes("0f 0f 54 1a f2 b7")).length == 6)
+        // mov to/from CR/DR ignores ModRM.mod: no displacement follows.
+        let movDr = try X86Decoder.decode(bytes("0f 23 87 00 00 00 00"))
+        #expect(movDr.length == 3 && movDr.rm == .register(7))
+        // A 66 prefix makes near branches rel16 (AMD, objdump); REX.W restores rel32.
+        #expect(try X86Decoder.decode(bytes("66 e9 53 cc 00 00")).length == 4)
+        #expect(try X86Decoder.decode(bytes("66 48 e8 00 00 00 00")).length == 7)
+        #expect(try X86Decoder.decode(bytes("66 0f 84 00 00 00 00")).length == 5)
+    }
+
     @Test func vexAndEvex() throws {
         let vldmxcsr = try X86Decoder.decode(bytes("c5 f8 ae 10"))
         #expect(vldmxcsr.encoding == .vex(vvvv: 0, l: false, w: false, pp: 0) && vldmxcsr.mnemonic == .vldmxcsr)
@@ -257,14 +273,14 @@ func bytes(_ hex: String) -> [UInt8] { hex.split(separator: " ").map { UInt8($0,
         "06", "07", "0e", "16", "17", "1e", "1f", "27", "2f", "37", "3f", "60", "61", "82 c0 01", "9a", "ce",
         "d4 0a", "d5 0a", "d6", "ea", "0f 04", "0f 0a", "0f 0c", "0f 24 c0", "0f 36", "0f 39", "0f 3b", "0f 7a",
         "0f a6", "0f a7", "66 c5 f8 77", "f3 c4 e2 79 00 c0", "48 c5 f8 77", "f0 62 f1 6d 48 fe d9",
-        "c4 e0 79 00 c0", "c5 f8 80 00 00 00 00", "0f 0f c0 b4",
+        "c4 e0 79 00 c0", "c5 f8 80 00 00 00 00", "66 8f e8 78 c2 c0 07",
     ])
     func invalidOpcodes(hex: String) {
         #expect(throws: DecodeError.invalidOpcode) { try X86Decoder.decode(bytes(hex) + [0, 0, 0, 0, 0, 0, 0, 0]) }
     }
 
     @Test func unsupportedEncodings() {
-        #expect(throws: DecodeError.unsupportedEncoding("XOP")) { try X86Decoder.decode(bytes("8f e9 78 c1 c0")) }
+        #expect(throws: DecodeError.unsupportedEncoding("XOP map 3")) { try X86Decoder.decode(bytes("8f e3 78 c1 c0")) }
         #expect(throws: DecodeError.unsupportedEncoding("EVEX map 4")) { try X86Decoder.decode(bytes("62 f4 7c 08 00 c0")) }
         #expect(throws: Never.self) { try X86Decoder.decode(bytes("8f c0")) }  // pop rax: 8F /0
     }

@@ -45,6 +45,8 @@ public enum OpcodeMap: Sendable, Equatable {
     case primary, map0F, map0F38, map0F3A
     /// A map only EVEX reaches (5 and 6, AVX512-FP16); decoded for length only.
     case evexOnly(UInt8)
+    /// An AMD XOP map (8, 9, 10); decoded for length only.
+    case xop(UInt8)
 }
 
 /// How the instruction was encoded.
@@ -55,6 +57,8 @@ public enum InstructionEncoding: Sendable, Equatable {
     case vex(vvvv: UInt8, l: Bool, w: Bool, pp: UInt8)
     /// EVEX (62); decoded for length only (its compressed disp8 needs the instruction's tuple type).
     case evex
+    /// AMD XOP (8F with ModRM.reg ≠ 0); decoded for length only.
+    case xop
 }
 
 /// The ModRM byte's three fields (without REX extension).
@@ -154,7 +158,8 @@ public enum DecodeError: Error, Sendable, Equatable, CustomStringConvertible {
     case tooLong
     /// Not a valid instruction in 64-bit mode (#UD on a real CPU), e.g. `06`, or VEX after a 66 prefix.
     case invalidOpcode
-    /// A valid encoding this decoder does not take apart (XOP, EVEX maps other than 1, 2, 3, 5, 6).
+    /// A valid encoding this decoder does not take apart (EVEX maps other than 1, 2, 3, 5, 6; XOP maps
+    /// other than 8, 9, 10).
     case unsupportedEncoding(String)
 
     public var description: String {

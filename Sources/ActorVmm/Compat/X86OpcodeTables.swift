@@ -10,11 +10,12 @@
 /// | `m` | ModRM |
 /// | `B` | ModRM + imm8 |
 /// | `Z` | ModRM + imm16/32 (16 with a 66 prefix, else 32; sign-extended under REX.W) |
+/// | `4` | ModRM + imm32 (only XOP map 10, which has no table of its own) |
 /// | `b` | imm8 |
 /// | `w` | imm16 |
 /// | `z` | imm16/32, as for `Z` |
 /// | `v` | imm16/32/64 (`mov r, imm`: 64 under REX.W) |
-/// | `r` | rel32 (near branches; 32 bits in 64-bit mode whatever the operand size, as Intel CPUs do) |
+/// | `r` | rel16/32 (near call, jmp, jcc): 16 with a 66 prefix (and no REX.W), as AMD CPUs and objdump decode it; Intel CPUs ignore 66 here |
 /// | `o` | moffs: an 8-byte address, 4 with a 67 prefix (`mov al/eax, [moffs]` and back) |
 /// | `e` | imm16 + imm8 (`enter`) |
 /// | `g` | group 3 byte form (`F6`): ModRM, + imm8 when ModRM.reg is 0 or 1 (`test`) |
@@ -27,6 +28,7 @@ enum OpcodeShape: UInt8, Sendable {
     case modrm = 109       // "m"
     case modrmImm8 = 66    // "B"
     case modrmImmZ = 90    // "Z"
+    case modrmImm32 = 52   // "4": ModRM + imm32 (XOP map 10 only)
     case imm8 = 98         // "b"
     case imm16 = 119       // "w"
     case immZ = 122        // "z"
@@ -42,7 +44,7 @@ enum OpcodeShape: UInt8, Sendable {
 
     var hasModRM: Bool {
         switch self {
-        case .modrm, .modrmImm8, .modrmImmZ, .group3Byte, .group3Full: true
+        case .modrm, .modrmImm8, .modrmImmZ, .modrmImm32, .group3Byte, .group3Full: true
         default: false
         }
     }
@@ -71,9 +73,9 @@ enum OpcodeTables {
 
     /// The two-byte map (0F xx).
     static let map0F = parse([
-        "mmmmx.....x.xm.x",  // 00 groups 6/7, lar, lsl, syscall, clts, sysret, invd, wbinvd, ud2, prefetch, femms; 0F 0F (3DNow!) unsupported
+        "mmmmx.....x.xm.B",  // 00 groups 6/7, lar, lsl, syscall, clts, sysret, invd, wbinvd, ud2, prefetch, femms, 3DNow! (suffix byte as imm8)
         "mmmmmmmmmmmmmmmm",  // 10 SSE moves, prefetch/hint nops, endbr
-        "mmmmxxxxmmmmmmmm",  // 20 mov cr/dr (24–27 mov tr invalid), SSE
+        "mmmmxxxxmmmmmmmm",  // 20 mov cr/dr (ModRM.mod ignored: always registers; 24–27 mov tr invalid), SSE
         "......x.sxsxxxxx",  // 30 wrmsr, rdtsc, rdmsr, rdpmc, sysenter, sysexit, getsec; 38/3A escapes
         "mmmmmmmmmmmmmmmm",  // 40 cmovcc
         "mmmmmmmmmmmmmmmm",  // 50 SSE
