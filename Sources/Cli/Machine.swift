@@ -131,6 +131,9 @@ struct Machine {
         Log.info("started \(manager.exitCounts().count) vCPU(s)")
         let reason = stopLatch.wait()
         await manager.stop()
+        if let emulator = manager.emulator {
+            Log.info("compatibility mode: emulated \(emulator.counters.summary)")
+        }
         stdin?.stop()
         for device in virtio { await device.stop() }
         signals.stop()
