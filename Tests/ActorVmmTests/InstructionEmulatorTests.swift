@@ -1,4 +1,5 @@
 @testable import ActorVmm
+import CKvm
 import Glibc
 import Testing
 
@@ -283,6 +284,33 @@ func emulate(_ hex: String, at rip: UInt64 = 0x1000, reported: [UInt8] = [],
         #expect(emulator.counters.faults == 1)
         #expect(emulator.counters.summary == "int3 1, popcnt 2; 1 faults")
         #expect(InstructionEmulator(memory: cpu.memory).counters.summary == "none; 0 faults")
+    }
+}
+
+@Suite struct EmulationFailureExitTests {
+    /// The exit's `emulation_failure` overlay: flags in data[0], then insn_size and 15 instruction bytes.
+    @Test func instructionBytesComeFromTheExit() {
+        let run = UnsafeMutablePointer<kvm_run>.allocate(capacity: 1)
+        defer { run.deallocate() }
+        run.initialize(to: kvm_run())
+        run.pointee.exit_reason = UInt32(KVM_EXIT_INTERNAL_ERROR)
+        run.pointee.internal.suberror = UInt32(KVM_INTERNAL_ERROR_EMULATION)
+        run.pointee.internal.ndata = 3
+        run.pointee.internal.data.0 = 1  // KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
+        run.pointee.internal.data.1 = 5 | 0xF3 << 8 | 0x48 << 16 | 0x0F << 24 | 0xB8 << 32 | 0xCB << 40
+        #expect(InstructionEmulator.isEmulationFailure(run))
+        var out = [UInt8](repeating: 0, count: 15)
+        #expect(ckvm_emulation_failure_bytes(run, &out) == 5)
+        #expect(Array(out.prefix(5)) == [0xF3, 0x48, 0x0F, 0xB8, 0xCB])
+
+        run.pointee.internal.data.0 = 0  // no bytes reported
+        #expect(ckvm_emulation_failure_bytes(run, &out) == 0)
+        run.pointee.internal.data.0 = 1
+        run.pointee.internal.ndata = 2  // too short to hold them
+        #expect(ckvm_emulation_failure_bytes(run, &out) == 0)
+        run.pointee.internal.suberror = 2  // KVM_INTERNAL_ERROR_SIMUL_EX: not an emulation failure
+        #expect(!InstructionEmulator.isEmulationFailure(run))
+        #expect(ckvm_emulation_failure_bytes(run, &out) == 0)
     }
 }
 
