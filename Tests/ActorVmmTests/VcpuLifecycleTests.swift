@@ -104,18 +104,21 @@ struct VcpuLifecycleTests {
     }
 }
 
-@Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"))
-struct InterruptPlumbingTests {
-    @Test func msiRoutesAndIoeventfdsAreAccepted() throws {
-        let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
-        let kvm = try Kvm()
-        let vm = try Vm(kvm: kvm, memory: memory)
-        let router = GsiRouter(vm: vm)
-        let vectors = try router.allocate(count: 3)
-        #expect(vectors.map(\.gsi) == [24, 25, 26])
-        try router.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)])
-        let fd = try EventFD()
-        try vm.registerIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
-        vm.unregisterIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
+/// Nested in the serialized `VcpuLifecycleTests` so that its VM never exists while that suite compares the
+/// process's KVM descriptors before and after.
+extension VcpuLifecycleTests {
+    @Suite struct InterruptPlumbingTests {
+        @Test func msiRoutesAndIoeventfdsAreAccepted() throws {
+            let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
+            let kvm = try Kvm()
+            let vm = try Vm(kvm: kvm, memory: memory)
+            let router = GsiRouter(vm: vm)
+            let vectors = try router.allocate(count: 3)
+            #expect(vectors.map(\.gsi) == [24, 25, 26])
+            try router.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)])
+            let fd = try EventFD()
+            try vm.registerIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
+            vm.unregisterIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
+        }
     }
 }
