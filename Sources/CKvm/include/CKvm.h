@@ -62,6 +62,15 @@ static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { ret
 // of libc differ from Glibc's, so the wrapper lives in shim.c, which the target compiles with _GNU_SOURCE)
 int ckvm_set_thread_name(const char *name);
 
+// MARK: CPU affinity (pthread_setaffinity_np and sched_getcpu need _GNU_SOURCE too: implemented in shim.c)
+/// Pins the calling thread to CPU `cpu`; 0 on success, else an errno value.
+int ckvm_pin_current_thread(int cpu);
+/// The CPU the calling thread is running on, or -1.
+int ckvm_current_cpu(void);
+
+// MARK: the time-stamp counter (for the benchmarks' per-exit timestamps; not serialising)
+static inline uint64_t ckvm_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
 // MARK: errno (a thread-local macro)
 static inline int ckvm_errno(void) { return errno; }
 

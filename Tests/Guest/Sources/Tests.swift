@@ -22,6 +22,8 @@ let allTests: [GuestTest] = [
     GuestTest(name: "cmdline", run: commandLineTest),
     GuestTest(name: "pio", run: portTestDeviceTest),
     GuestTest(name: "mmio", run: mmioTestDeviceTest),
+    GuestTest(name: "bench-pio", run: benchPortTest),
+    GuestTest(name: "bench-mmio", run: benchMmioTest),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.

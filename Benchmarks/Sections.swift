@@ -1,0 +1,175 @@
+// The report's sections: titles and methods, rows built from measurements, the rows that cannot be
+// measured yet, the issue's targets, and the summary line.
+import ActorVmm
+
+enum Sections {
+    /// Rows 2 and 3 need ioeventfd/irqfd, MSI-X and virtio-blk (issue "virtio over PCI").
+    static let needsVirtio = "n/a (needs virtio-pci: not landed)"
+
+    // MARK: 1. Exit round trips
+
+    static func exit(_ options: BenchOptions) -> Section {
+        Section(id: "exit", title: "1. Exit round trip per hand-off strategy (test guest, 1 vCPU)",
+                method: "host: KVM_RUN return to next KVM_RUN return (TSC) per exit, guest in a lean write/read loop; "
+                    + "vmm: KVM_RUN return to exit handled; guest: rdtsc around each OUT/IN or MMIO write/read (a "
+                    + "second pass). \(options.exitRoundTrips) write+read round trips per row and view, in "
+                    + "\(options.rounds) interleaved rounds, \(options.exitWarmup) warm-up round trips per guest run.",
+                kind: .latency)
+    }
+
+    static func exitRow(_ config: ExitConfig, _ result: Result<ExitSamples, BenchError>) -> LatencyRow {
+        var row = LatencyRow(id: config.id, label: config.label, floorID: config.handling == .raw ? nil : config.floorID)
+        let strategy = switch config.handling {
+        case .raw: "raw"
+        case .actor(let strategy): strategy.rawValue
+        }
+        row.attributes = [("transport", config.transport.rawValue), ("strategy", strategy),
+                          ("placement", config.handling == .raw ? "vcpu-thread" : config.placement.rawValue)]
+        switch result {
+        case .failure(let error):
+            row.unavailable = "failed: \(error)"
+        case .success(let samples):
+            row.host = Summary(samples.host)
+            row.handler = Summary(samples.handler)
+            row.guest = Summary(samples.guest)
+            let details = [("host_writes", samples.hostWrites), ("host_reads", samples.hostReads),
+                           ("guest_writes", samples.guestWrites), ("guest_reads", samples.guestReads),
+                           ("host_during_guest_timing", samples.hostWhileGuestTimes)]
+            row.details = details.compactMap { key, values in Summary(values).map { (key, $0) } }
+            row.roundP50s = samples.roundP50s
+            if let check = medianValue(samples.guestToHostTsc) {
+                row.attributes.append(("guest_cycles_per_host_cycle", fixed(check, 4)))
+            }
+        }
+        return row
+    }
+
+    // MARK: 2 and 3. Not landed yet
+
+    static func notify() -> Section {
+        Section(id: "notify", title: "2. Notify path (doorbell -> ioeventfd -> loop -> actor -> irqfd -> guest interrupt)",
+                method: "guest rdtsc from the doorbell write to its interrupt handler, against a bare eventfd "
+                    + "write/read between two host threads.",
+                kind: .latency,
+                latency: [
+                    LatencyRow(id: "notify-eventfd", label: "bare eventfd write -> read (floor)", floorID: nil,
+                               unavailable: needsVirtio),
+                    LatencyRow(id: "notify-path", label: "doorbell -> ioeventfd -> actor -> irqfd -> IRQ",
+                               floorID: "notify-eventfd", unavailable: needsVirtio),
+                ])
+    }
+
+    static func virtioBlk() -> Section {
+        var rows: [LatencyRow] = []
+        for depth in [1, 32] {
+            for operation in ["read", "write"] {
+                let floor = "blk-p\(operation)-qd\(depth)"
+                rows.append(LatencyRow(id: floor, label: "p\(operation) 4 KiB, same file, QD \(depth) (floor)",
+                                       floorID: nil, unavailable: needsVirtio))
+                rows.append(LatencyRow(id: "blk-\(operation)-qd\(depth)", label: "virtio-blk \(operation) 4 KiB, QD \(depth)",
+                                       floorID: floor, unavailable: needsVirtio))
+            }
+        }
+        return Section(id: "blk", title: "3. virtio-blk request service time (notify -> used ring + interrupt)",
+                       method: "4 KiB requests, queue depth 1 and 32, against pread/pwrite of the same file in the same run.",
+                       kind: .latency, latency: rows)
+    }
+
+    // MARK: 4. Placement
+
+    static func placement(_ options: BenchOptions) -> Section {
+        Section(id: "placement", title: "4. Placement: one shared loop vs one loop per device (busy test devices)",
+                method: "N vCPUs each hammer their own test device (OUT+IN loop) for \(fixed(options.placementDuration, 1)) s "
+                    + "x \(options.placementRounds) round(s), inline-if-idle hand-off, threads unpinned; "
+                    + "per exit KVM_RUN return to next KVM_RUN return; exits/s summed over vCPUs.",
+                kind: .latency)
+    }
+
+    static func placementRow(_ config: PlacementConfig, _ result: Result<PlacementSamples, BenchError>) -> LatencyRow {
+        var row = LatencyRow(id: config.id, label: config.label, floorID: config.mode == .raw ? nil : config.floorID)
+        row.attributes = [("mode", config.mode.rawValue), ("devices", String(config.devices))]
+        switch result {
+        case .failure(let error):
+            row.unavailable = "failed: \(error)"
+        case .success(let samples):
+            row.host = Summary(samples.host)
+            row.handler = Summary(samples.handler)
+            row.exitsPerSecond = medianValue(samples.exitsPerSecond)
+        }
+        return row
+    }
+
+    // MARK: 5. Start and memory
+
+    static func start(_ options: BenchOptions) -> Section {
+        Section(id: "start", title: "5. VMM start and memory (actor-vmm release binary, 1 vCPU, 128 MiB)",
+                method: "a tiny guest whose 3rd instruction writes 'S' to COM1: wall and CPU (all threads, process "
+                    + "CPU clock) from posix_spawn to that byte on stdout; memory with the process stopped "
+                    + "(SIGSTOP) after 10,000 round trips through the actor hand-off: overhead = VmRSS - Rss of "
+                    + "the guest-RAM mapping. \(options.startRuns) processes.",
+                kind: .metrics)
+    }
+
+    static func startRows(_ result: Result<[StartSample], BenchError>) -> [MetricRow] {
+        let mib = 1.0 / 1024
+        let specs: [(String, String, String, Double?, (StartSample) -> Double)] = [
+            ("start-wall", "start to first guest instruction, wall", "ms", nil, { $0.wallMilliseconds }),
+            ("start-cpu", "start to first guest instruction, CPU", "ms", 5, { $0.cpuMilliseconds }),
+            ("rss-at-start", "VmRSS at first guest instruction", "MiB", nil, { Double($0.atStart.vmRSS) * mib }),
+            ("rss-steady", "VmRSS after 10,000 round trips", "MiB", nil, { Double($0.steady.vmRSS) * mib }),
+            ("guest-steady", "  guest RAM touched (Rss of its mapping)", "MiB", nil, { Double($0.steady.guestRSS) * mib }),
+            ("overhead-steady", "  RSS overhead (VmRSS - guest RAM)", "MiB", 6, { Double($0.steady.overhead) * mib }),
+            ("overhead-file", "    file-backed: code of actor-vmm + libs", "MiB", nil, { Double($0.steady.rssFile) * mib }),
+            ("overhead-anon", "    anonymous: heap, stacks, data", "MiB", nil, { Double($0.steady.anonymousOverhead) * mib }),
+        ]
+        return specs.map { id, label, unit, target, value in
+            var row = MetricRow(id: id, label: label, unit: unit, target: target)
+            switch result {
+            case .success(let samples): row.values = samples.map(value)
+            case .failure(let error): row.unavailable = error.description.hasPrefix("not run") ? error.description : "failed: \(error)"
+            }
+            return row
+        }
+    }
+
+    // MARK: Targets and summary
+
+    /// The issue's targets, checked against this run.
+    static func targets(_ report: BenchReport) -> [TargetCheck] {
+        var checks: [TargetCheck] = []
+        for transport in ["pio", "mmio"] {
+            let row = report.sections.first { $0.id == "exit" }?.latency.first { $0.id.hasPrefix("\(transport)-inline-") }
+            let name = transport.uppercased()
+            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p50", measured: row?.hostRatioP50, limit: 1.10, unit: "x"))
+            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p99", measured: row?.hostRatioP99, limit: 1.5, unit: "x"))
+        }
+        checks.append(TargetCheck(name: "notify path / eventfd floor", measured: nil, limit: 2.5, unit: "x",
+                                  note: "needs virtio-pci: not landed"))
+        checks.append(TargetCheck(name: "VMM start, CPU", measured: report.metric("start-cpu")?.median, limit: 5, unit: " ms"))
+        checks.append(TargetCheck(name: "RSS overhead", measured: report.metric("overhead-steady")?.median, limit: 6, unit: " MiB"))
+        return checks
+    }
+
+    /// The last line of the output: the exit hand-off ratios first.
+    static func summary(_ report: BenchReport, files: String) -> String {
+        func ratios(_ transport: String) -> String {
+            guard let row = report.row("\(transport)-inline-cross-core") ?? report.row("\(transport)-inline-same-core")
+                    ?? report.row("\(transport)-inline-unpinned"), row.host != nil else { return "\(transport.uppercased()) n/a" }
+            return "\(transport.uppercased()) p50 \(times(row.hostRatioP50)) p99 \(times(row.hostRatioP99))"
+        }
+        let exitTargets = report.targets.filter { $0.name.contains("inline-if-idle") }
+        let exitVerdict = exitTargets.contains { $0.met == false } ? "MISSED"
+            : exitTargets.allSatisfy { $0.met == true } ? "met" : "n/a"
+        var parts = ["exit hand-off inline-if-idle vs raw inline: \(ratios("pio")), \(ratios("mmio")) "
+                     + "(target p50 <= 1.10x, p99 <= 1.5x: \(exitVerdict))"]
+        if let same = report.row("pio-enqueue-same-core")?.hostRatioP50,
+           let cross = report.row("pio-enqueue-cross-core")?.hostRatioP50 {
+            parts.append("enqueue+wait same-core \(times(same)), cross-core \(times(cross))")
+        }
+        if let cpu = report.metric("start-cpu")?.median, let overhead = report.metric("overhead-steady")?.median {
+            parts.append("start \(fixed(cpu, 2)) CPU ms, RSS overhead \(fixed(overhead, 2)) MiB")
+        }
+        parts.append("notify, virtio-blk n/a")
+        return "summary: " + parts.joined(separator: "; ") + "; " + files
+    }
+}
