@@ -155,7 +155,8 @@ extension LatencyRow {
 
 extension MetricRow {
     var json: JSON {
-        var members: [(String, JSON)] = [("id", .string(id)), ("label", .string(label)), ("unit", .string(unit))]
+        var members: [(String, JSON)] = [("id", .string(id)), ("label", .string(label)), ("unit", .string(unit)),
+                                         ("floor", floorID.map(JSON.string) ?? .null)]
         if let unavailable { members.append(("status", .string(unavailable))) }
         members += [("median", .maybe(median)), ("min", .maybe(min)), ("max", .maybe(max)),
                     ("values", .array(values.map { .number($0) })), ("target_max", .maybe(target)),

@@ -43,6 +43,8 @@ struct MetricRow: Sendable {
     var unavailable: String?
     /// Upper bound from the issue, if there is one.
     var target: Double?
+    /// The row this one is compared with (its median to the floor's median); nil for none.
+    var floorID: String?
 
     var median: Double? { medianValue(values) }
     var min: Double? { values.min() }
@@ -170,15 +172,16 @@ enum TextTable {
     }
 
     static func metricsTable(_ section: Section) -> String {
-        var lines = [["row", "median", "min", "max", "n", "target"]]
+        var lines = [["row", "median", "min", "max", "n", "x floor", "target"]]
         for row in section.metrics {
             guard let median = row.median, let low = row.min, let high = row.max else {
                 lines.append([row.label, row.unavailable ?? "n/a"])
                 continue
             }
+            let floor = row.floorID.flatMap { id in section.metrics.first { $0.id == id }?.median }
             let target = row.target.map { "<= \(fixed($0, 1)) \(row.unit): " + (row.met == true ? "met" : "MISSED") } ?? ""
             lines.append([row.label, fixed(median, 2) + " " + row.unit, fixed(low, 2), fixed(high, 2),
-                          String(row.values.count), target])
+                          String(row.values.count), floor.map { times(ratio(median, to: $0)) } ?? "", target])
         }
         return align(lines)
     }

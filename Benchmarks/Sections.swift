@@ -106,27 +106,44 @@ enum Sections {
                 method: "a tiny guest whose 3rd instruction writes 'S' to COM1: wall and CPU (all threads, process "
                     + "CPU clock) from posix_spawn to that byte on stdout; memory with the process stopped "
                     + "(SIGSTOP) after 10,000 round trips through the actor hand-off: overhead = VmRSS - Rss of "
-                    + "the guest-RAM mapping. \(options.startRuns) processes.",
+                    + "the guest-RAM mapping. Floor: a static-stdlib Swift hello world, same method, alternating. "
+                    + "\(options.startRuns) processes each.",
                 kind: .metrics)
     }
 
-    static func startRows(_ result: Result<[StartSample], BenchError>) -> [MetricRow] {
+    static func startRows(_ result: Result<StartResults, BenchError>) -> [MetricRow] {
         let mib = 1.0 / 1024
-        let specs: [(String, String, String, Double?, (StartSample) -> Double)] = [
-            ("start-wall", "start to first guest instruction, wall", "ms", nil, { $0.wallMilliseconds }),
-            ("start-cpu", "start to first guest instruction, CPU", "ms", 5, { $0.cpuMilliseconds }),
-            ("rss-at-start", "VmRSS at first guest instruction", "MiB", nil, { Double($0.atStart.vmRSS) * mib }),
-            ("rss-steady", "VmRSS after 10,000 round trips", "MiB", nil, { Double($0.steady.vmRSS) * mib }),
-            ("guest-steady", "  guest RAM touched (Rss of its mapping)", "MiB", nil, { Double($0.steady.guestRSS) * mib }),
-            ("overhead-steady", "  RSS overhead (VmRSS - guest RAM)", "MiB", 6, { Double($0.steady.overhead) * mib }),
-            ("overhead-file", "    file-backed: code of actor-vmm + libs", "MiB", nil, { Double($0.steady.rssFile) * mib }),
-            ("overhead-anon", "    anonymous: heap, stacks, data", "MiB", nil, { Double($0.steady.anonymousOverhead) * mib }),
+        typealias Vmm = (StartSample) -> Double
+        typealias Floor = (FloorSample) -> Double
+        // id, label, unit, target, floor id, value for actor-vmm or for the floor
+        let specs: [(String, String, String, Double?, String?, Vmm?, Floor?)] = [
+            ("hello-wall", "hello world (static stdlib): start to output, wall", "ms", nil, nil, nil, { $0.wallMilliseconds }),
+            ("start-wall", "actor-vmm: start to first guest instruction, wall", "ms", nil, "hello-wall", { $0.wallMilliseconds }, nil),
+            ("hello-cpu", "hello world (static stdlib): start to output, CPU", "ms", nil, nil, nil, { $0.cpuMilliseconds }),
+            ("start-cpu", "actor-vmm: start to first guest instruction, CPU", "ms", 5, "hello-cpu", { $0.cpuMilliseconds }, nil),
+            ("hello-rss", "hello world (static stdlib): VmRSS", "MiB", nil, nil, nil, { Double($0.memory.vmRSS) * mib }),
+            ("rss-at-start", "actor-vmm: VmRSS at first guest instruction", "MiB", nil, "hello-rss", { Double($0.atStart.vmRSS) * mib }, nil),
+            ("rss-steady", "actor-vmm: VmRSS after 10,000 round trips", "MiB", nil, "hello-rss", { Double($0.steady.vmRSS) * mib }, nil),
+            ("guest-steady", "  guest RAM touched (Rss of its mapping)", "MiB", nil, nil, { Double($0.steady.guestRSS) * mib }, nil),
+            ("overhead-steady", "  RSS overhead (VmRSS - guest RAM)", "MiB", 6, "hello-rss", { Double($0.steady.overhead) * mib }, nil),
+            ("overhead-file", "    file-backed (code of actor-vmm + libs)", "MiB", nil, nil, { Double($0.steady.rssFile) * mib }, nil),
+            ("overhead-anon", "    anonymous (heap, stacks, data)", "MiB", nil, nil, { Double($0.steady.anonymousOverhead) * mib }, nil),
+            ("hello-file", "hello world: file-backed", "MiB", nil, nil, nil, { Double($0.memory.rssFile) * mib }),
+            ("hello-anon", "hello world: anonymous", "MiB", nil, nil, nil, { Double($0.memory.rssAnon) * mib }),
         ]
-        return specs.map { id, label, unit, target, value in
+        return specs.map { id, label, unit, target, floor, vmm, hello in
             var row = MetricRow(id: id, label: label, unit: unit, target: target)
+            row.floorID = floor
             switch result {
-            case .success(let samples): row.values = samples.map(value)
-            case .failure(let error): row.unavailable = error.description.hasPrefix("not run") ? error.description : "failed: \(error)"
+            case .success(let results):
+                if let vmm { row.values = results.vmm.map(vmm) }
+                if let hello {
+                    row.values = results.floor.map(hello)
+                    if let error = results.floorError { row.unavailable = "failed: \(error)" }
+                    else if results.floor.isEmpty { row.unavailable = "n/a (the floor program could not be built)" }
+                }
+            case .failure(let error):
+                row.unavailable = error.description.hasPrefix("not run") ? error.description : "failed: \(error)"
             }
             return row
         }

@@ -13,6 +13,8 @@
 //   RssFile) and /proc/PID/smaps (Rss of the guest-RAM mapping: the anonymous mapping of exactly the
 //   guest's size) are read. Overhead = VmRSS − guest RAM Rss: what the VMM costs beyond the guest
 //   pages touched.
+// - Floor, in the same run, alternating with actor-vmm: a static-stdlib Swift hello world (`HelloFloor`),
+//   timed to its first output byte and stopped there for its VmRSS.
 import EpollLoop
 import Glibc
 
@@ -21,6 +23,13 @@ struct StartSample: Sendable {
     var cpuMilliseconds: Double
     var atStart: MemorySnapshot
     var steady: MemorySnapshot
+}
+
+/// The floor, measured the same way: a static-stdlib Swift hello world (see `HelloFloor`).
+struct FloorSample: Sendable {
+    var wallMilliseconds: Double
+    var cpuMilliseconds: Double
+    var memory: MemorySnapshot
 }
 
 /// Memory of a stopped child, in KiB.
@@ -35,21 +44,34 @@ struct MemorySnapshot: Sendable {
     var anonymousOverhead: Int { rssAnon - guestRSS }
 }
 
+struct StartResults: Sendable {
+    var vmm: [StartSample] = []
+    var floor: [FloorSample] = []
+    var floorError: BenchError?
+}
+
 struct StartBench {
     let vmmPath: String
+    let helloPath: String?
     let runs: Int
     let directory: String
     static let memoryMiB = 128
 
-    func run(progress: (String) -> Void) -> Result<[StartSample], BenchError> {
+    /// Alternates floor and actor-vmm processes, `runs` of each.
+    func run(progress: (String) -> Void) -> Result<StartResults, BenchError> {
         let guestPath = directory + "/start-guest-\(getpid()).elf"
         do { try StartGuest.write(to: guestPath) } catch { return .failure(error) }
         defer { unlink(guestPath) }
-        var samples: [StartSample] = []
+        var results = StartResults()
         for index in 0..<runs {
+            if let helloPath, results.floorError == nil {
+                do { results.floor.append(try runFloor(helloPath)) } catch {
+                    results.floorError = error as? BenchError ?? BenchError("\(error)")
+                }
+            }
             do {
-                let sample = try runOnce(guestPath: guestPath)
-                samples.append(sample)
+                let sample = try runVmm(guestPath: guestPath)
+                results.vmm.append(sample)
                 progress("start run \(index + 1)/\(runs): \(fixed(sample.wallMilliseconds, 2)) ms wall, "
                          + "\(fixed(sample.cpuMilliseconds, 2)) CPU ms, overhead "
                          + "\(fixed(Double(sample.steady.overhead) / 1024, 2)) MiB")
@@ -57,105 +79,142 @@ struct StartBench {
                 return .failure(error as? BenchError ?? BenchError("\(error)"))
             }
         }
-        return .success(samples)
+        return .success(results)
     }
 
-    func runOnce(guestPath: String) throws -> StartSample {
-        let arguments = [vmmPath, "--kernel", guestPath,
-                         "--memory", "size=\(Self.memoryMiB)M", "--cpus", "boot=1", "--serial", "tty", "--console", "off"]
-        var output: [Int32] = [0, 0], errors: [Int32] = [0, 0]
-        guard makePipe(&output), makePipe(&errors) else {
-            throw BenchError("pipe: \(Errno.current)")
+    func runVmm(guestPath: String) throws -> StartSample {
+        let child = try Child(arguments: [vmmPath, "--kernel", guestPath, "--memory", "size=\(Self.memoryMiB)M",
+                                          "--cpus", "boot=1", "--serial", "tty", "--console", "off"])
+        defer { child.reap() }
+        let (wall, cpu) = try child.waitForFirstByte()  // the guest's third instruction
+        let atStart = try child.snapshot(guestKiB: Self.memoryMiB * 1024)
+        // Steady state: after 10,000 round trips through the actor hand-off ('M').
+        var steady: MemorySnapshot?
+        while child.readMore() {
+            if steady == nil, child.output.contains(UInt8(ascii: "M")) {
+                steady = try child.snapshot(guestKiB: Self.memoryMiB * 1024)
+            }
         }
-        defer { close(output[0]); close(errors[0]) }
+        let status = child.reap(kill: false)  // stdout is closed: it has exited, or is about to
+        let stdout = String(decoding: child.output, as: UTF8.self)
+        guard status == 0, stdout == "SM\n" else {
+            throw BenchError("actor-vmm exited with status \(status): \(readAll(child.errorFD)) \(stdout.suffix(200))")
+        }
+        guard let steady else { throw BenchError("the guest never wrote 'M'") }
+        return StartSample(wallMilliseconds: wall, cpuMilliseconds: cpu, atStart: atStart, steady: steady)
+    }
+
+    func runFloor(_ helloPath: String) throws -> FloorSample {
+        let child = try Child(arguments: [helloPath])
+        defer { child.reap() }
+        let (wall, cpu) = try child.waitForFirstByte()
+        while !child.output.contains(UInt8(ascii: "\n")) && child.readMore() {}
+        let memory = try child.snapshot(guestKiB: nil)  // it waits in pause() until killed
+        return FloorSample(wallMilliseconds: wall, cpuMilliseconds: cpu, memory: memory)
+    }
+}
+
+/// A child process with stdout and stderr on pipes, stdin on /dev/null.
+final class Child {
+    let pid: pid_t
+    let outputFD: Int32
+    let errorFD: Int32
+    let spawnTime: UInt64
+    private(set) var output: [UInt8] = []
+    private var reaped = false
+    private var status: Int32 = -1
+
+    init(arguments: [String]) throws(BenchError) {
+        var out: [Int32] = [0, 0], err: [Int32] = [0, 0]
+        guard makePipe(&out), makePipe(&err) else { throw BenchError("pipe: \(Errno.current)") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
         let argv = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-
         var pid: pid_t = 0
-        let spawnTime = monotonicNanoseconds()
-        let spawned = posix_spawn(&pid, vmmPath, &actions, nil, argv, environ)
-        close(output[1]); close(errors[1])
-        guard spawned == 0 else { throw BenchError("cannot start \(vmmPath): \(Errno(rawValue: spawned))") }
-        var reaped = false
-        defer {
-            if !reaped { kill(pid, SIGKILL); _ = waitForExit(pid) }
+        spawnTime = monotonicNanoseconds()
+        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+        close(out[1]); close(err[1])
+        guard spawned == 0 else {
+            close(out[0]); close(err[0])
+            throw BenchError("cannot start \(arguments[0]): \(Errno(rawValue: spawned))")
         }
+        self.pid = pid
+        outputFD = out[0]
+        errorFD = err[0]
+    }
+
+    deinit {
+        reap()
+        close(outputFD)
+        close(errorFD)
+    }
+
+    /// Blocks until the first byte of stdout; returns the wall time since the spawn and the child's CPU
+    /// time (all threads) at that moment, both in milliseconds.
+    func waitForFirstByte() throws(BenchError) -> (wall: Double, cpu: Double) {
         var cpuClock = clockid_t()
         let haveClock = clock_getcpuclockid(pid, &cpuClock) == 0
-
-        // Wait for the guest's first output byte, its third instruction.
-        var text: [UInt8] = []
         var byte: UInt8 = 0
-        guard readRetrying(output[0], &byte, 1) == 1 else {
-            reaped = true
-            _ = waitForExit(pid)
-            throw BenchError("actor-vmm wrote nothing: \(readAll(errors[0]))")
+        guard readRetrying(outputFD, &byte, 1) == 1 else {
+            let status = reap(kill: false)
+            throw BenchError("\(status == 0 ? "no output" : "exit status \(status)"): \(readAll(errorFD))")
         }
-        let firstOutput = monotonicNanoseconds()
+        let now = monotonicNanoseconds()
         var cpu = timespec()
         let cpuNanoseconds = haveClock && clock_gettime(cpuClock, &cpu) == 0
             ? Double(cpu.tv_sec) * 1e9 + Double(cpu.tv_nsec) : .nan
-        text.append(byte)
-        let atStart = try snapshot(pid)
-
-        // Steady state: after 10,000 round trips through the actor hand-off ('M').
-        var steady: MemorySnapshot?
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { readRetrying(output[0], $0.baseAddress!, $0.count) }
-            guard count > 0 else { break }
-            text += chunk[0..<count]
-            if steady == nil, text.contains(UInt8(ascii: "M")) {
-                steady = try snapshot(pid)
-            }
-        }
-        reaped = true
-        let status = waitForExit(pid)
-        let stdout = String(decoding: text, as: UTF8.self)
-        guard status == 0, stdout == "SM\n" else {
-            throw BenchError("actor-vmm exited with status \(status): \(readAll(errors[0])) \(stdout.suffix(200))")
-        }
-        guard let steady else { throw BenchError("the guest never wrote 'M'") }
-        return StartSample(wallMilliseconds: Double(firstOutput - spawnTime) / 1e6,
-                           cpuMilliseconds: cpuNanoseconds / 1e6, atStart: atStart, steady: steady)
+        output.append(byte)
+        return (Double(now - spawnTime) / 1e6, cpuNanoseconds / 1e6)
     }
 
-    /// Stops `pid`, reads its memory figures, lets it continue.
-    func snapshot(_ pid: pid_t) throws -> MemorySnapshot {
+    /// Reads what stdout has next; false at end of file.
+    func readMore() -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        let count = chunk.withUnsafeMutableBytes { readRetrying(outputFD, $0.baseAddress!, $0.count) }
+        guard count > 0 else { return false }
+        output += chunk[0..<count]
+        return true
+    }
+
+    /// Stops the child, reads its memory figures (and the Rss of its guest-RAM mapping of `guestKiB`, if
+    /// given), lets it continue.
+    func snapshot(guestKiB: Int?) throws(BenchError) -> MemorySnapshot {
         kill(pid, SIGSTOP)
-        var status: Int32 = 0
-        while waitpid(pid, &status, WUNTRACED) < 0 && errno == EINTR {}
+        var stopped: Int32 = 0
+        while waitpid(pid, &stopped, WUNTRACED) < 0 && errno == EINTR {}
         defer { kill(pid, SIGCONT) }
-        guard let statusText = readTextFile("/proc/\(pid)/status"), let smaps = readTextFile("/proc/\(pid)/smaps") else {
-            throw BenchError("cannot read /proc/\(pid)")
-        }
-        guard let rss = procStatusKiB(statusText, field: "VmRSS"), let anon = procStatusKiB(statusText, field: "RssAnon"),
-              let file = procStatusKiB(statusText, field: "RssFile") else {
+        guard let status = readTextFile("/proc/\(pid)/status") else { throw BenchError("cannot read /proc/\(pid)/status") }
+        guard let rss = procStatusKiB(status, field: "VmRSS"), let anon = procStatusKiB(status, field: "RssAnon"),
+              let file = procStatusKiB(status, field: "RssFile") else {
             throw BenchError("no VmRSS/RssAnon/RssFile for \(pid)")
         }
-        guard let guest = guestMappingRssKiB(smaps: smaps, sizeKiB: Self.memoryMiB * 1024) else {
-            throw BenchError("no \(Self.memoryMiB) MiB anonymous mapping in /proc/\(pid)/smaps")
+        var guest = 0
+        if let guestKiB {
+            guard let smaps = readTextFile("/proc/\(pid)/smaps"), let found = guestMappingRssKiB(smaps: smaps, sizeKiB: guestKiB) else {
+                throw BenchError("no \(guestKiB / 1024) MiB anonymous mapping in /proc/\(pid)/smaps")
+            }
+            guest = found
         }
         return MemorySnapshot(vmRSS: rss, rssAnon: anon, rssFile: file, guestRSS: guest)
     }
 
-    /// Waits for `pid` to exit (continuing it if it is stopped); its exit status, or 128 + signal.
-    func waitForExit(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while true {
-            let result = waitpid(pid, &status, WUNTRACED)
-            if result < 0 { return errno == EINTR ? waitForExit(pid) : -1 }
-            let signal = status & 0x7F
-            if signal == 0 { return (status >> 8) & 0xFF }        // exited
-            if signal == 0x7F { kill(pid, SIGCONT); continue }   // stopped
-            return 128 + signal
-        }
+    /// Waits for the child and returns its exit status (128 + signal if a signal ended it), killing it
+    /// first (SIGKILL) unless `kill` is false. Idempotent.
+    @discardableResult
+    func reap(kill killFirst: Bool = true) -> Int32 {
+        guard !reaped else { return status }
+        reaped = true
+        if killFirst { kill(pid, SIGKILL) }
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        let signal = raw & 0x7F
+        status = signal == 0 ? (raw >> 8) & 0xFF : 128 + signal
+        return status
     }
 }
 
@@ -205,41 +264,3 @@ func guestMappingRssKiB(smaps: String, sizeKiB: Int) -> Int? {
     return nil
 }
 
-/// The start row's guest: one PT_LOAD segment at 2 MiB, entered in long mode by actor-vmm's loader.
-enum StartGuest {
-    static let base: UInt64 = 0x20_0000
-
-    /// The code: 'S' to COM1, 10,000 OUT/IN round trips to the test device (port 0xA00), 'M', 10,000
-    /// more, a newline, then 0x34 to the ACPI sleep register (power off).
-    static let code: [UInt8] = {
-        func serial(_ byte: UInt8) -> [UInt8] { [0x66, 0xBA, 0xF8, 0x03, 0xB0, byte, 0xEE] }  // mov dx,0x3f8; mov al,b; out dx,al
-        let roundTrips: [UInt8] = [0xB9, 0x10, 0x27, 0x00, 0x00,  // mov ecx, 10000
-                                   0x66, 0xBA, 0x00, 0x0A,        // mov dx, 0xA00
-                                   0xEF, 0xED, 0xFF, 0xC9,        // 1: out dx,eax; in eax,dx; dec ecx
-                                   0x75, 0xFA]                    //    jnz 1b
-        let powerOff: [UInt8] = [0x66, 0xBA, 0x00, 0x06, 0xB0, 0x34, 0xEE,  // mov dx,0x600; mov al,0x34; out dx,al
-                                 0xF4, 0xEB, 0xFD]                          // 2: hlt; jmp 2b
-        return serial(UInt8(ascii: "S")) + roundTrips + serial(UInt8(ascii: "M")) + roundTrips
-            + serial(UInt8(ascii: "\n")) + powerOff
-    }()
-
-    /// A minimal ELF64 executable: header, one program header, the code.
-    static func image() -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: 120)
-        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-            withUnsafeBytes(of: value.littleEndian) { for (index, byte) in $0.enumerated() { bytes[offset + index] = byte } }
-        }
-        bytes.replaceSubrange(0..<7, with: [0x7F, 0x45, 0x4C, 0x46, 2, 1, 1])  // ELF, 64-bit, LE, version 1
-        put(UInt16(2), at: 16); put(UInt16(62), at: 18); put(UInt32(1), at: 20)  // ET_EXEC, x86-64
-        put(base, at: 24); put(UInt64(64), at: 32)                              // entry, program headers
-        put(UInt16(64), at: 52); put(UInt16(56), at: 54); put(UInt16(1), at: 56)
-        put(UInt32(1), at: 64); put(UInt32(5), at: 68); put(UInt64(120), at: 72)  // PT_LOAD, R+X, offset
-        put(base, at: 80); put(base, at: 88)                                     // vaddr, paddr
-        put(UInt64(code.count), at: 96); put(UInt64(code.count), at: 104); put(UInt64(0x1000), at: 112)
-        return bytes + code
-    }
-
-    static func write(to path: String) throws(BenchError) {
-        try writeFile(path, bytes: image())
-    }
-}

@@ -42,12 +42,15 @@ enum SvgPlot {
         var out = text(x: 10, y: top + 14, section.title, size: 13, weight: "bold")
         let axisTop = top + 22
         let axisBottom = axisTop + Double(rows.count) * rowHeight + 6
+        let decades = Int((log10(scale.high) - log10(scale.low)).rounded())
         for tick in scale.ticks() {
             let x = scale.x(tick)
-            out += line(x1: x, y1: axisTop, x2: x, y2: axisBottom, color: "#ddd", width: 1)
-            out += text(x: x, y: axisBottom + 12, label(tick), size: 10, anchor: "middle", color: "#555")
+            let major = abs(log10(tick) - log10(tick).rounded()) < 1e-9
+            out += line(x1: x, y1: axisTop, x2: x, y2: axisBottom, color: major ? "#ccc" : "#eee", width: 1)
+            if major || decades <= 3 {
+                out += text(x: x, y: axisBottom + 12, label(tick), size: 10, anchor: "middle", color: "#555")
+            }
         }
-        out += text(x: plotRight + 50, y: axisBottom + 12, "µs", size: 10, anchor: "middle", color: "#555")
         for (index, row) in rows.enumerated() {
             guard let host = row.host else { continue }
             let mid = axisTop + Double(index) * rowHeight + rowHeight / 2 + 3
@@ -89,8 +92,10 @@ enum SvgPlot {
         return "#444"
     }
 
+    /// An axis label: "0.5 µs", "20 µs", "1 ms", "50 ms".
     static func label(_ micros: Double) -> String {
-        micros >= 1 ? fixed(micros, 0) : fixed(micros, micros >= 0.1 ? 1 : 2)
+        if micros >= 1000 { return fixed(micros / 1000, 0) + " ms" }
+        return (micros >= 1 ? fixed(micros, 0) : fixed(micros, micros >= 0.1 ? 1 : 2)) + " µs"
     }
 
     static func n(_ value: Double) -> String { fixed(value, 1) }

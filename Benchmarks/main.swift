@@ -50,6 +50,13 @@ if options.sections.contains("start") && vmmPath == nil {
     let build = runProcess(["swift", "build", "-c", "release", "--product", "actor-vmm", "--package-path", root])
     if build.status == 0 { vmmPath = root + "/.build/release/actor-vmm" } else { note("building actor-vmm failed") }
 }
+var helloPath: String?
+if options.sections.contains("start") {
+    switch HelloFloor.build(root: root) {
+    case .success(let path): helloPath = path
+    case .failure(let error): note("the start row's floor is unavailable: \(error)")
+    }
+}
 let guestPath: String
 if let path = options.guestPath {
     guestPath = path
@@ -94,7 +101,8 @@ report.sections.append(placementSection)
 var startSection = Sections.start(options)
 if options.sections.contains("start") {
     if let vmmPath {
-        let result = StartBench(vmmPath: vmmPath, runs: options.startRuns, directory: outputDirectory).run(progress: note)
+        let result = StartBench(vmmPath: vmmPath, helloPath: helloPath, runs: options.startRuns,
+                                directory: outputDirectory).run(progress: note)
         startSection.metrics = Sections.startRows(result)
     } else {
         startSection.metrics = Sections.startRows(.failure(BenchError("actor-vmm could not be built")))
