@@ -149,6 +149,7 @@ extension LatencyRow {
                     ("guest_ratio_p50", .maybe(guestRatioP50)), ("guest_ratio_p99", .maybe(guestRatioP99))]
         if !roundP50s.isEmpty { members.append(("round_p50s", .array(roundP50s.map { .number($0) }))) }
         if let exitsPerSecond { members.append(("exits_per_second", .number(exitsPerSecond))) }
+        if let slowPathShare { members.append(("via_loop_share", .number(slowPathShare))) }
         return .object(members)
     }
 }

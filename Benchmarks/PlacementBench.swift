@@ -46,6 +46,8 @@ struct PlacementSamples {
     var host: [Double] = []
     var handler: [Double] = []
     var exitsPerSecond: [Double] = []
+    /// Share of exits that found their device's loop busy and went through it (0...1), per run.
+    var slowPathShare: [Double] = []
 }
 
 struct PlacementBench {
@@ -67,6 +69,7 @@ struct PlacementBench {
                     var all = (try? results[config.id]?.get()) ?? PlacementSamples()
                     all.host += samples.host; all.handler += samples.handler
                     all.exitsPerSecond += samples.exitsPerSecond
+                    all.slowPathShare += samples.slowPathShare
                     results[config.id] = .success(all)
                     progress("placement round \(round + 1)/\(options.placementRounds): \(config.label): "
                              + "p50 \(micros(Summary(samples.host)?.p50 ?? 0)) us, "
@@ -119,9 +122,9 @@ struct PlacementBench {
         try await vm.start()
         usleep(UInt32(options.placementWarmup * 1e6))
         let tsc0 = ckvm_rdtsc()
-        let counts0 = vm.manager.exitCounts()
+        let counts0 = vm.manager.exitCounts(), slow0 = vm.manager.slowPathCounts()
         usleep(UInt32(options.placementDuration * 1e6))
-        let counts1 = vm.manager.exitCounts()
+        let counts1 = vm.manager.exitCounts(), slow1 = vm.manager.slowPathCounts()
         let tsc1 = ckvm_rdtsc()
         let early = vm.stopLatch.stopReason
         await vm.tearDown()
@@ -139,6 +142,8 @@ struct PlacementBench {
         guard !result.host.isEmpty else { throw BenchError("no exits recorded") }
         let exits = zip(counts1, counts0).reduce(0) { $0 + $1.0 - $1.1 }
         result.exitsPerSecond = [Double(exits) / (clock.nanoseconds(tsc1 &- tsc0) / 1e9)]
+        let slow = zip(slow1, slow0).reduce(0) { $0 + $1.0 - $1.1 }
+        result.slowPathShare = [exits > 0 ? Double(slow) / Double(exits) : 0]
         return result
     }
 }

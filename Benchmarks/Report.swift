@@ -20,6 +20,8 @@ struct LatencyRow: Sendable {
     /// The host p50 of each round, to show drift across the run.
     var roundP50s: [Double] = []
     var exitsPerSecond: Double?
+    /// Share of exits handed to a busy device loop instead of running inline (placement rows).
+    var slowPathShare: Double?
     /// Free-form facts for the JSON (placement, strategy, ...).
     var attributes: [(String, String)] = []
 
@@ -150,7 +152,7 @@ enum TextTable {
         let hasRate = section.latency.contains { $0.exitsPerSecond != nil }
         var header = ["row", "n", "p50", "p90", "p99", "max", "x p50", "x p99", "vmm p50"]
         if hasGuest { header += ["guest p50", "guest p99", "g x p50"] }
-        if hasRate { header += ["exits/s"] }
+        if hasRate { header += ["exits/s", "via loop"] }
         var lines = [header]
         for row in section.latency {
             guard let host = row.host else {
@@ -165,7 +167,10 @@ enum TextTable {
                 line += [row.guest.map { micros($0.p50) } ?? "-", row.guest.map { micros($0.p99) } ?? "-",
                          row.floorID == nil ? (row.guest == nil ? "-" : "1.00x") : times(row.guestRatioP50)]
             }
-            if hasRate { line += [row.exitsPerSecond.map { fixed($0, 0) } ?? "-"] }
+            if hasRate {
+                line += [row.exitsPerSecond.map { fixed($0, 0) } ?? "-",
+                         row.slowPathShare.map { fixed($0 * 100, 2) + "%" } ?? "-"]
+            }
             lines.append(line)
         }
         return align(lines)

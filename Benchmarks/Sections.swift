@@ -81,7 +81,8 @@ enum Sections {
         Section(id: "placement", title: "4. Placement: one shared loop vs one loop per device (busy test devices)",
                 method: "N vCPUs each hammer their own test device (OUT+IN loop) for \(fixed(options.placementDuration, 1)) s "
                     + "x \(options.placementRounds) round(s), inline-if-idle hand-off, threads unpinned; "
-                    + "per exit KVM_RUN return to next KVM_RUN return; exits/s summed over vCPUs.",
+                    + "per exit KVM_RUN return to next KVM_RUN return; exits/s summed over vCPUs; via loop = share "
+                    + "of exits that found the device's loop busy and went through it.",
                 kind: .latency)
     }
 
@@ -95,6 +96,9 @@ enum Sections {
             row.host = Summary(samples.host)
             row.handler = Summary(samples.handler)
             row.exitsPerSecond = medianValue(samples.exitsPerSecond)
+            if config.mode != .raw, !samples.slowPathShare.isEmpty {
+                row.slowPathShare = samples.slowPathShare.reduce(0, +) / Double(samples.slowPathShare.count)
+            }
         }
         return row
     }

@@ -83,6 +83,12 @@ public actor VcpuManager {
 
     /// Number of exits each vCPU has handled (for tests and counters).
     public nonisolated func exitCounts() -> [Int] { contexts.map { $0.exits.load(ordering: .relaxed) } }
+
+    /// Number of accesses each vCPU handed to a device loop instead of handling inline (the loop was busy,
+    /// or the strategy is not inline-if-idle).
+    public nonisolated func slowPathCounts() -> [Int] {
+        contexts.map { $0.handoff.slowPathAccesses.load(ordering: .relaxed) }
+    }
 }
 
 /// Everything one vCPU thread needs. Shared between the thread and the manager.

@@ -1,5 +1,7 @@
 @testable import ActorVmm
 import CKvm
+import EpollLoop
+import Glibc
 import Testing
 
 @Suite struct ExitRecorderTests {
@@ -44,5 +46,30 @@ import Testing
         #expect(ExitRecorder(capacity: 1).capacity == 64)
         #expect(ExitRecorder(capacity: 65).capacity == 128)
         #expect(ExitRecorder(capacity: 5000).samples().isEmpty)
+    }
+}
+
+@Suite struct SlowPathCountTests {
+    /// Only accesses that go through the device loop are counted: none inline on an idle loop, all of
+    /// them with enqueue-and-wait.
+    @Test func countsAccessesThatWentThroughTheLoop() throws {
+        let loop = try EventLoop(name: "test-slowpath")
+        defer { loop.shutdown() }
+        let device = EchoDevice(loop: loop)
+        let inline = ExitHandoff(strategy: .inlineIfIdle)
+        let enqueue = ExitHandoff(strategy: .enqueueAndWait)
+        usleep(20_000)  // let the new loop thread go to sleep: nothing else wakes it
+        for value in 0..<10 as Range<UInt64> {
+            inline.write(.device(device), offset: 0, width: 4, value: value)
+            #expect(inline.read(.device(device), offset: 0, width: 4) == value)
+        }
+        // (Not interleaved: right after an enqueued access the loop thread may still hold its claim, and
+        // an inline access then rightly takes the slow path.)
+        for value in 0..<10 as Range<UInt64> {
+            enqueue.write(.device(device), offset: 0, width: 4, value: value)
+            #expect(enqueue.read(.device(device), offset: 0, width: 4) == value)
+        }
+        #expect(inline.slowPathAccesses.load(ordering: .relaxed) == 0)
+        #expect(enqueue.slowPathAccesses.load(ordering: .relaxed) == 20)
     }
 }
