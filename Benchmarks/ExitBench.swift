@@ -16,6 +16,9 @@ struct ExitConfig: Sendable, Equatable {
     enum Handling: Sendable, Equatable {
         /// `RawTestDevice` on the vCPU thread, no actor: the floor.
         case raw
+        /// The floor again, as a row of its own: an A/A check whose ratio to the floor (ideally 1.00x)
+        /// shows how much noise this run's ratios carry.
+        case rawAgain
         case actor(HandoffStrategy)
     }
     /// Where the device loop runs relative to the vCPU thread.
@@ -28,6 +31,7 @@ struct ExitConfig: Sendable, Equatable {
     var id: String {
         switch handling {
         case .raw: "\(transport.rawValue)-raw"
+        case .rawAgain: "\(transport.rawValue)-raw-again"
         case .actor(let strategy): "\(transport.rawValue)-\(strategy.rawValue)-\(placement.rawValue)"
         }
     }
@@ -38,19 +42,21 @@ struct ExitConfig: Sendable, Equatable {
         let name = transport == .pio ? "PIO" : "MMIO"
         switch handling {
         case .raw: return "\(name) raw inline, no actor (floor)"
+        case .rawAgain: return "\(name) raw inline again (A/A noise check)"
         case .actor(.inlineIfIdle): return "\(name) actor inline-if-idle"
         case .actor(.enqueueAndWait): return "\(name) actor enqueue+wait, \(placement.rawValue)"
         case .actor(.task): return "\(name) actor Task, \(placement.rawValue)"
         }
     }
 
-    /// The rows, per transport: floor, inline-if-idle, then enqueue and Task on the vCPU's core and
-    /// across cores (or unpinned, without pinning).
+    /// The rows, per transport: floor, the floor again (A/A), inline-if-idle, then enqueue and Task on the
+    /// vCPU's core and across cores (or unpinned, without pinning).
     static func all(pinned: Bool, crossCore: Bool) -> [ExitConfig] {
         let placements: [Placement] = !pinned ? [.unpinned] : crossCore ? [.sameCore, .crossCore] : [.sameCore]
         var configs: [ExitConfig] = []
         for transport in [Transport.pio, .mmio] {
             configs.append(ExitConfig(transport: transport, handling: .raw, placement: placements[0]))
+            configs.append(ExitConfig(transport: transport, handling: .rawAgain, placement: placements[0]))
             configs.append(ExitConfig(transport: transport, handling: .actor(.inlineIfIdle),
                                       placement: placements[placements.count - 1]))
             for strategy in [HandoffStrategy.enqueueAndWait, .task] {
@@ -63,7 +69,7 @@ struct ExitConfig: Sendable, Equatable {
     }
 }
 
-/// The samples of one configuration, over all rounds, in nanoseconds.
+/// The samples of one run (one round) of one configuration, in nanoseconds.
 struct ExitSamples {
     var host: [Double] = []         // KVM_RUN return → next KVM_RUN return, per exit
     var hostWrites: [Double] = []
@@ -73,8 +79,7 @@ struct ExitSamples {
     var guestWrites: [Double] = []
     var guestReads: [Double] = []
     var hostWhileGuestTimes: [Double] = []  // host view of pass 2 (the guest's rdtsc and stores included)
-    var roundP50s: [Double] = []    // host p50 of each round, to show drift
-    var guestToHostTsc: [Double] = []  // guest cycles / host cycles over the same span (≈ 1 if one clock)
+    var guestToHostTsc: Double?     // guest cycles / host cycles over pass 2 (the share of it inside accesses)
 }
 
 /// Runs the exit benchmark.
@@ -87,9 +92,10 @@ struct ExitBench {
     static let sampleBuffer: UInt64 = 0x400_0000
     static let magicOffset: UInt64 = 0x8
 
-    func run(progress: (String) -> Void) async -> [(ExitConfig, Result<ExitSamples, BenchError>)] {
+    /// Runs every configuration once per round; returns each configuration's rounds.
+    func run(progress: (String) -> Void) async -> [(ExitConfig, Result<[ExitSamples], BenchError>)] {
         let configs = ExitConfig.all(pinned: options.pinVcpu != nil, crossCore: options.crossCore)
-        var results: [String: Result<ExitSamples, BenchError>] = [:]
+        var results: [String: Result<[ExitSamples], BenchError>] = [:]
         let perRound = max(1, options.exitRoundTrips / options.rounds)
         for round in 0..<options.rounds {
             for step in 0..<configs.count {
@@ -97,21 +103,13 @@ struct ExitBench {
                 if case .failure = results[config.id] { continue }
                 do {
                     let samples = try await runOnce(config, roundTrips: perRound)
-                    var all = (try? results[config.id]?.get()) ?? ExitSamples()
-                    all.host += samples.host; all.hostWrites += samples.hostWrites; all.hostReads += samples.hostReads
-                    all.handler += samples.handler
-                    all.guest += samples.guest; all.guestWrites += samples.guestWrites; all.guestReads += samples.guestReads
-                    all.roundP50s += samples.roundP50s; all.guestToHostTsc += samples.guestToHostTsc
-                    all.hostWhileGuestTimes += samples.hostWhileGuestTimes
-                    results[config.id] = .success(all)
+                    results[config.id] = .success(((try? results[config.id]?.get()) ?? []) + [samples])
                     progress("exit round \(round + 1)/\(options.rounds): \(config.label): p50 "
-                             + "\(micros(samples.roundP50s.first ?? 0)) us")
-                } catch let error as BenchError {
-                    results[config.id] = .failure(error)
-                    progress("exit: \(config.label): \(error)")
+                             + "\(micros(Summary(samples.host)?.p50 ?? 0)) us")
                 } catch {
-                    results[config.id] = .failure(BenchError("\(error)"))
-                    progress("exit: \(config.label): \(error)")
+                    let failure = error as? BenchError ?? BenchError("\(error)")
+                    results[config.id] = .failure(failure)
+                    progress("exit: \(config.label): \(failure)")
                 }
             }
         }
@@ -137,7 +135,7 @@ struct ExitBench {
         let target: BusTarget
         let strategy: HandoffStrategy
         switch config.handling {
-        case .raw:
+        case .raw, .rawAgain:
             target = .raw(RawTestDevice())
             strategy = .inlineIfIdle  // only the UART and power register use it
         case .actor(let chosen):
@@ -189,7 +187,6 @@ struct ExitBench {
         for index in (b + 1)..<c {
             result.hostWhileGuestTimes.append(clock.nanoseconds(samples[index + 1].exitTSC &- samples[index].exitTSC))
         }
-        result.roundP50s = [Summary(result.host)?.p50 ?? 0]
 
         let bytes = try memory.readBytes(at: GuestAddress(Self.sampleBuffer), count: 8 * roundTrips)
         var guestCycles: UInt64 = 0
@@ -203,7 +200,7 @@ struct ExitBench {
             if index % 2 == 0 { result.guestWrites.append(ns) } else { result.guestReads.append(ns) }
         }
         let hostCycles = samples[c].exitTSC &- samples[b].exitTSC
-        if hostCycles > 0 { result.guestToHostTsc = [Double(guestCycles) / Double(hostCycles)] }
+        if hostCycles > 0 { result.guestToHostTsc = Double(guestCycles) / Double(hostCycles) }
         return result
     }
 }

@@ -7,7 +7,7 @@ let benchUsage = """
     usage: swift run -c release actor-vmm-bench [--quick] [options]
 
       --quick              a short run (under a minute): fewer samples and rounds
-      --rounds N           interleaved rounds of the exit rows (default 5; quick 2)
+      --rounds N           interleaved rounds of the exit rows (default 5; quick 3)
       --samples N          measured round trips per exit row, over all rounds (default 40000; quick 3000)
       --warmup N           untimed round trips per guest run (default 1000; quick 300)
       --placement-seconds S  measured seconds per placement run (default 1.5; quick 0.3)
@@ -48,7 +48,7 @@ struct BenchOptions: Sendable {
     /// Applies the `--quick` sizes.
     mutating func makeQuick() {
         quick = true
-        rounds = 2
+        rounds = 3
         exitRoundTrips = 3_000
         exitWarmup = 300
         placementRounds = 1

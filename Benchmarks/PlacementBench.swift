@@ -42,12 +42,13 @@ struct PlacementConfig: Sendable, Equatable {
     }
 }
 
+/// The samples of one run (one round) of one configuration; times in nanoseconds.
 struct PlacementSamples {
     var host: [Double] = []
     var handler: [Double] = []
-    var exitsPerSecond: [Double] = []
-    /// Share of exits that found their device's loop busy and went through it (0...1), per run.
-    var slowPathShare: [Double] = []
+    var exitsPerSecond: Double = 0
+    /// Share of exits that found their device's loop busy and went through it (0...1).
+    var slowPathShare: Double = 0
 }
 
 struct PlacementBench {
@@ -57,23 +58,19 @@ struct PlacementBench {
     static let codeBase: UInt64 = 0x20_0000
     static let portBase: UInt64 = 0x0B00
 
-    func run(progress: (String) -> Void) async -> [(PlacementConfig, Result<PlacementSamples, BenchError>)] {
+    /// Runs every configuration once per round; returns each configuration's rounds.
+    func run(progress: (String) -> Void) async -> [(PlacementConfig, Result<[PlacementSamples], BenchError>)] {
         let configs = PlacementConfig.all
-        var results: [String: Result<PlacementSamples, BenchError>] = [:]
+        var results: [String: Result<[PlacementSamples], BenchError>] = [:]
         for round in 0..<options.placementRounds {
             for step in 0..<configs.count {
                 let config = configs[(round + step) % configs.count]
                 if case .failure = results[config.id] { continue }
                 do {
                     let samples = try await runOnce(config)
-                    var all = (try? results[config.id]?.get()) ?? PlacementSamples()
-                    all.host += samples.host; all.handler += samples.handler
-                    all.exitsPerSecond += samples.exitsPerSecond
-                    all.slowPathShare += samples.slowPathShare
-                    results[config.id] = .success(all)
+                    results[config.id] = .success(((try? results[config.id]?.get()) ?? []) + [samples])
                     progress("placement round \(round + 1)/\(options.placementRounds): \(config.label): "
-                             + "p50 \(micros(Summary(samples.host)?.p50 ?? 0)) us, "
-                             + "\(fixed(samples.exitsPerSecond.first ?? 0, 0)) exits/s")
+                             + "p50 \(micros(Summary(samples.host)?.p50 ?? 0)) us, \(fixed(samples.exitsPerSecond, 0)) exits/s")
                 } catch {
                     let failure = error as? BenchError ?? BenchError("\(error)")
                     results[config.id] = .failure(failure)
@@ -141,9 +138,9 @@ struct PlacementBench {
         }
         guard !result.host.isEmpty else { throw BenchError("no exits recorded") }
         let exits = zip(counts1, counts0).reduce(0) { $0 + $1.0 - $1.1 }
-        result.exitsPerSecond = [Double(exits) / (clock.nanoseconds(tsc1 &- tsc0) / 1e9)]
+        result.exitsPerSecond = Double(exits) / (clock.nanoseconds(tsc1 &- tsc0) / 1e9)
         let slow = zip(slow1, slow0).reduce(0) { $0 + $1.0 - $1.1 }
-        result.slowPathShare = [exits > 0 ? Double(slow) / Double(exits) : 0]
+        result.slowPathShare = exits > 0 ? Double(slow) / Double(exits) : 0
         return result
     }
 }

@@ -13,31 +13,35 @@ enum Sections {
                 method: "host: KVM_RUN return to next KVM_RUN return (TSC) per exit, guest in a lean write/read loop; "
                     + "vmm: KVM_RUN return to exit handled; guest: rdtsc around each OUT/IN or MMIO write/read (a "
                     + "second pass). \(options.exitRoundTrips) write+read round trips per row and view, in "
-                    + "\(options.rounds) interleaved rounds, \(options.exitWarmup) warm-up round trips per guest run.",
+                    + "\(options.rounds) interleaved rounds, \(options.exitWarmup) warm-up round trips per guest run. "
+                    + "p10-p99: median over rounds of each round's percentile; n, max: all samples.",
                 kind: .latency)
     }
 
-    static func exitRow(_ config: ExitConfig, _ result: Result<ExitSamples, BenchError>) -> LatencyRow {
+    static func exitRow(_ config: ExitConfig, _ result: Result<[ExitSamples], BenchError>) -> LatencyRow {
         var row = LatencyRow(id: config.id, label: config.label, floorID: config.handling == .raw ? nil : config.floorID)
         let strategy = switch config.handling {
-        case .raw: "raw"
+        case .raw, .rawAgain: "raw"
         case .actor(let strategy): strategy.rawValue
         }
+        let onVcpu = config.handling == .raw || config.handling == .rawAgain
         row.attributes = [("transport", config.transport.rawValue), ("strategy", strategy),
-                          ("placement", config.handling == .raw ? "vcpu-thread" : config.placement.rawValue)]
+                          ("placement", onVcpu ? "vcpu-thread" : config.placement.rawValue)]
         switch result {
         case .failure(let error):
             row.unavailable = "failed: \(error)"
-        case .success(let samples):
-            row.host = Summary(samples.host)
-            row.handler = Summary(samples.handler)
-            row.guest = Summary(samples.guest)
-            let details = [("host_writes", samples.hostWrites), ("host_reads", samples.hostReads),
-                           ("guest_writes", samples.guestWrites), ("guest_reads", samples.guestReads),
-                           ("host_during_guest_timing", samples.hostWhileGuestTimes)]
-            row.details = details.compactMap { key, values in Summary(values).map { (key, $0) } }
-            row.roundP50s = samples.roundP50s
-            if let check = medianValue(samples.guestToHostTsc) {
+        case .success(let rounds):
+            row.host = Summary(rounds: rounds.map(\.host))
+            row.handler = Summary(rounds: rounds.map(\.handler))
+            row.guest = Summary(rounds: rounds.map(\.guest))
+            let details: [(String, (ExitSamples) -> [Double])] = [
+                ("host_writes", \.hostWrites), ("host_reads", \.hostReads), ("guest_writes", \.guestWrites),
+                ("guest_reads", \.guestReads), ("host_during_guest_timing", \.hostWhileGuestTimes),
+            ]
+            row.details = details.compactMap { key, values in Summary(rounds: rounds.map(values)).map { (key, $0) } }
+            if let pooled = Summary(rounds.flatMap(\.host)) { row.details.append(("host_pooled", pooled)) }
+            row.roundP50s = rounds.compactMap { Summary($0.host)?.p50 }
+            if let check = medianValue(rounds.compactMap(\.guestToHostTsc)) {
                 row.attributes.append(("guest_cycles_per_host_cycle", fixed(check, 4)))
             }
         }
@@ -81,24 +85,24 @@ enum Sections {
         Section(id: "placement", title: "4. Placement: one shared loop vs one loop per device (busy test devices)",
                 method: "N vCPUs each hammer their own test device (OUT+IN loop) for \(fixed(options.placementDuration, 1)) s "
                     + "x \(options.placementRounds) round(s), inline-if-idle hand-off, threads unpinned; "
-                    + "per exit KVM_RUN return to next KVM_RUN return; exits/s summed over vCPUs; via loop = share "
-                    + "of exits that found the device's loop busy and went through it.",
+                    + "per exit KVM_RUN return to next KVM_RUN return (percentiles: median over rounds); exits/s "
+                    + "summed over vCPUs; via loop = share of exits that found the device's loop busy and went through it.",
                 kind: .latency)
     }
 
-    static func placementRow(_ config: PlacementConfig, _ result: Result<PlacementSamples, BenchError>) -> LatencyRow {
+    static func placementRow(_ config: PlacementConfig, _ result: Result<[PlacementSamples], BenchError>) -> LatencyRow {
         var row = LatencyRow(id: config.id, label: config.label, floorID: config.mode == .raw ? nil : config.floorID)
         row.attributes = [("mode", config.mode.rawValue), ("devices", String(config.devices))]
         switch result {
         case .failure(let error):
             row.unavailable = "failed: \(error)"
-        case .success(let samples):
-            row.host = Summary(samples.host)
-            row.handler = Summary(samples.handler)
-            row.exitsPerSecond = medianValue(samples.exitsPerSecond)
-            if config.mode != .raw, !samples.slowPathShare.isEmpty {
-                row.slowPathShare = samples.slowPathShare.reduce(0, +) / Double(samples.slowPathShare.count)
-            }
+        case .success(let rounds):
+            row.host = Summary(rounds: rounds.map(\.host))
+            row.handler = Summary(rounds: rounds.map(\.handler))
+            if let pooled = Summary(rounds.flatMap(\.host)) { row.details.append(("host_pooled", pooled)) }
+            row.roundP50s = rounds.compactMap { Summary($0.host)?.p50 }
+            row.exitsPerSecond = medianValue(rounds.map(\.exitsPerSecond))
+            if config.mode != .raw { row.slowPathShare = medianValue(rounds.map(\.slowPathShare)) }
         }
         return row
     }
@@ -183,6 +187,10 @@ enum Sections {
             : exitTargets.allSatisfy { $0.met == true } ? "met" : "n/a"
         var parts = ["exit hand-off inline-if-idle vs raw inline: \(ratios("pio")), \(ratios("mmio")) "
                      + "(target p50 <= 1.10x, p99 <= 1.5x: \(exitVerdict))"]
+        if let pio = report.row("pio-raw-again"), let mmio = report.row("mmio-raw-again"), pio.host != nil, mmio.host != nil {
+            parts.append("A/A noise (raw vs raw) p50 \(times(pio.hostRatioP50))/\(times(mmio.hostRatioP50)) "
+                         + "p99 \(times(pio.hostRatioP99))/\(times(mmio.hostRatioP99))")
+        }
         if let same = report.row("pio-enqueue-same-core")?.hostRatioP50,
            let cross = report.row("pio-enqueue-cross-core")?.hostRatioP50 {
             parts.append("enqueue+wait same-core \(times(same)), cross-core \(times(cross))")

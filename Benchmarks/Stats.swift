@@ -25,6 +25,17 @@ struct Summary: Equatable, Sendable {
         mean = sorted.reduce(0, +) / Double(sorted.count)
     }
 
+    /// Summarises repeated runs robustly: each percentile is the median over the rounds of that round's
+    /// percentile, so a burst of background load during one round moves it little; count, min, max and
+    /// mean are over all samples. Nil when there are no samples.
+    init?(rounds: [[Double]]) {
+        let each = rounds.compactMap { Summary($0) }
+        guard let pooled = Summary(rounds.flatMap { $0 }) else { return nil }
+        func middle(_ value: (Summary) -> Double) -> Double { medianValue(each.map(value)) ?? 0 }
+        self.init(count: pooled.count, min: pooled.min, p10: middle(\.p10), p50: middle(\.p50), p90: middle(\.p90),
+                  p99: middle(\.p99), max: pooled.max, mean: pooled.mean)
+    }
+
     init(count: Int, min: Double, p10: Double, p50: Double, p90: Double, p99: Double, max: Double, mean: Double) {
         self.count = count; self.min = min; self.p10 = p10; self.p50 = p50; self.p90 = p90; self.p99 = p99
         self.max = max; self.mean = mean

@@ -83,6 +83,7 @@ enum SvgPlot {
 
     /// One colour per way of handling an exit, so the same strategy looks the same in every panel.
     static func colour(for id: String) -> String {
+        if id.hasSuffix("raw-again") { return "#b8b8b8" }
         if id.contains("raw") { return "#7f7f7f" }
         if id.contains("inline") { return "#2ca02c" }
         if id.contains("enqueue") { return id.contains("cross") ? "#d62728" : "#ff7f0e" }

@@ -37,7 +37,7 @@ import Testing
 @Suite struct OptionsTests {
     @Test func quickAppliesFirstAndExplicitSizesWin() throws {
         let options = try BenchOptions.parse(["--samples", "500", "--quick"], cpuCount: 2)
-        #expect(options.quick && options.exitRoundTrips == 500 && options.rounds == 2)
+        #expect(options.quick && options.exitRoundTrips == 500 && options.rounds == 3)
         #expect(options.pinVcpu == 0 && options.pinLoop == 1 && options.crossCore)
     }
 
@@ -57,10 +57,11 @@ import Testing
     }
 
     @Test func exitRowsPerPinning() {
-        #expect(ExitConfig.all(pinned: true, crossCore: true).count == 12)
+        #expect(ExitConfig.all(pinned: true, crossCore: true).count == 14)
         #expect(ExitConfig.all(pinned: false, crossCore: false).map(\.id).contains("pio-enqueue-unpinned"))
-        #expect(ExitConfig.all(pinned: true, crossCore: false).count == 8)
-        #expect(Set(ExitConfig.all(pinned: true, crossCore: true).map(\.id)).count == 12)
+        #expect(ExitConfig.all(pinned: true, crossCore: false).count == 10)
+        #expect(Set(ExitConfig.all(pinned: true, crossCore: true).map(\.id)).count == 14)
+        #expect(ExitConfig.all(pinned: true, crossCore: true).filter { $0.handling == .rawAgain }.allSatisfy { $0.floorID == "\($0.transport.rawValue)-raw" })
     }
 }
 

@@ -124,3 +124,15 @@ extension String {
     /// The pieces of `self` around `separator` (a tiny stand-in for Foundation's `components`).
     func components(_ separator: String) -> [Substring] { split(separator: separator, omittingEmptySubsequences: false) }
 }
+
+@Suite struct RoundsTests {
+    @Test func percentilesAreMediansOverRoundsAndExtremesArePooled() throws {
+        let calm = (1...100).map(Double.init)
+        let burst = (1...100).map { Double($0) * 10 }  // one round hit by background load
+        let summary = try #require(Summary(rounds: [calm, calm, burst]))
+        #expect(summary.p50 == 50 && summary.p99 == 99)
+        #expect(summary.count == 300 && summary.min == 1 && summary.max == 1000)
+        #expect(Summary(rounds: [[], []]) == nil)
+        #expect(Summary(rounds: [[], [3]])?.p50 == 3)
+    }
+}
