@@ -38,5 +38,6 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "ActorVmm", "CKvm"], swiftSettings: strict),
         .testTarget(name: "CliTests", dependencies: ["Cli", "ActorVmm"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: [], swiftSettings: strict),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "ActorVmm"], swiftSettings: strict),
     ]
 )

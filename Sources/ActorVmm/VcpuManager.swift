@@ -16,11 +16,13 @@ public actor VcpuManager {
     var threads: [pthread_t] = []
     public private(set) var state: VcpuRunState = .paused  // not started yet counts as paused
 
+    /// `threadOptions[i]` applies to `vcpus[i]` (pinning, exit recording); missing entries mean defaults.
     public init(loop: EventLoop, vcpus: [Vcpu], buses: IoBuses, stopLatch: StopLatch,
-                strategy: HandoffStrategy = .inlineIfIdle) {
+                strategy: HandoffStrategy = .inlineIfIdle, threadOptions: [VcpuThreadOptions] = []) {
         self.loop = loop
-        contexts = vcpus.map {
-            VcpuThreadContext(vcpu: $0, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch)
+        contexts = vcpus.enumerated().map { index, vcpu in
+            VcpuThreadContext(vcpu: vcpu, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch,
+                              options: index < threadOptions.count ? threadOptions[index] : VcpuThreadOptions())
         }
     }
 
@@ -81,6 +83,12 @@ public actor VcpuManager {
 
     /// Number of exits each vCPU has handled (for tests and counters).
     public nonisolated func exitCounts() -> [Int] { contexts.map { $0.exits.load(ordering: .relaxed) } }
+
+    /// Number of accesses each vCPU handed to a device loop instead of handling inline (the loop was busy,
+    /// or the strategy is not inline-if-idle).
+    public nonisolated func slowPathCounts() -> [Int] {
+        contexts.map { $0.handoff.slowPathAccesses.load(ordering: .relaxed) }
+    }
 }
 
 /// Everything one vCPU thread needs. Shared between the thread and the manager.
@@ -89,13 +97,16 @@ final class VcpuThreadContext: Sendable {
     let buses: IoBuses
     let handoff: ExitHandoff
     let stopLatch: StopLatch
+    let options: VcpuThreadOptions
     let pausedAck = ThreadParker()
     let resumeParker = ThreadParker()
     let exits = Atomic<Int>(0)
     let exited = Atomic<Bool>(false)
 
-    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch) {
+    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch, options: VcpuThreadOptions) {
         self.vcpu = vcpu; self.buses = buses; self.handoff = handoff; self.stopLatch = stopLatch
+        self.options = options
+        options.recorder?.attach()
     }
 
     /// Asks the thread to change state and kicks it out of `KVM_RUN`: state first, then `immediate_exit`,
@@ -111,6 +122,11 @@ final class VcpuThreadContext: Sendable {
         let name = "vcpu\(vcpu.id)"
         _ = ckvm_set_thread_name(name)
         unblockKickSignal()
+        if let cpu = options.cpu {
+            do { try pinCurrentThread(to: cpu) } catch { Log.warning("cannot pin \(name) to CPU \(cpu): \(error)") }
+        }
+        // Benchmarks only: nil in actor-vmm, so each exit pays one nil check (see ExitRecorder).
+        let recorder = options.recorder
         while true {
             switch VcpuRunState(rawValue: vcpu.requested.load(ordering: .sequentiallyConsistent)) ?? .stopped {
             case .stopped:
@@ -123,6 +139,7 @@ final class VcpuThreadContext: Sendable {
                 break
             }
             let result = ckvm_ioctl(vcpu.fd, CKVM_RUN)
+            let exitTSC = recorder == nil ? 0 : ckvm_rdtsc()
             if result < 0 {
                 let error = Errno.current
                 if error == .interrupted || error == .wouldBlock {
@@ -135,6 +152,7 @@ final class VcpuThreadContext: Sendable {
             exits.add(1, ordering: .relaxed)
             let outcome = handleExit(vcpu.run, runSize: vcpu.runSize, buses: buses, handoff: handoff,
                                      rip: { vcpu.currentRIP() })
+            recorder?.record(exitTSC: exitTSC, doneTSC: ckvm_rdtsc(), run: vcpu.run)
             if case .stop(let reason) = outcome {
                 stopLatch.requestStop(reason)
                 return

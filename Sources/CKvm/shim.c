@@ -2,6 +2,7 @@
 // the header is imported into Swift next to Glibc's module, and both must see libc the same way.
 #include "CKvm.h"
 #include <pthread.h>
+#include <sched.h>
 
 int ckvm_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
 #include <fcntl.h>
@@ -67,3 +68,12 @@ int ckvm_open_pty(char *path, size_t path_size) {
     }
     return fd;
 }
+
+int ckvm_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+int ckvm_current_cpu(void) { return sched_getcpu(); }
