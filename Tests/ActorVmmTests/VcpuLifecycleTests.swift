@@ -60,6 +60,8 @@ func waitFor(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 }
 
 @Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"), .serialized)
+/// Every test here creates VMs, so the suite is serialized: the teardown census counts this process's KVM
+/// descriptors and must see no other VM.
 struct VcpuLifecycleTests {
     @Test func pauseResumeStopAndTeardownLeaveNothingBehind() async throws {
         let before = kvmResources()
@@ -102,10 +104,7 @@ struct VcpuLifecycleTests {
         #expect(after.threads == before.threads, "vCPU and loop threads are gone")
         #expect(after.fds == before.fds, "every KVM descriptor is closed")
     }
-}
 
-@Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"))
-struct InterruptPlumbingTests {
     @Test func msiRoutesAndIoeventfdsAreAccepted() throws {
         let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
         let kvm = try Kvm()
