@@ -17,6 +17,7 @@ public struct E820Entry: Equatable, Sendable {
 public struct BootParams: Equatable, Sendable {
     public static let size = 4096
     // Field offsets in struct boot_params.
+    public static let acpiRsdpAddrOffset = 0x070
     public static let extCmdLinePtrOffset = 0x0C8
     public static let e820EntriesOffset = 0x1E8
     public static let bootFlagOffset = 0x1FE
@@ -45,6 +46,11 @@ public struct BootParams: Equatable, Sendable {
         set(UInt32(size), at: Self.cmdlineSizeOffset)
     }
 
+    /// Tells the kernel where the ACPI RSDP is (`acpi_rsdp_addr`, boot protocol 2.14+), so it need not scan.
+    public mutating func setAcpiRsdp(at address: GuestAddress) {
+        set(address.rawValue, at: Self.acpiRsdpAddrOffset)
+    }
+
     /// Writes the E820 map. Fails if it has more entries than the zero page holds.
     public mutating func setE820(_ entries: [E820Entry]) throws(BootError) {
         guard entries.count <= Self.e820MaxEntries else {
@@ -65,8 +71,9 @@ public struct BootParams: Equatable, Sendable {
         }
     }
 
-    /// The E820 map for guest RAM regions: low RAM split around the EBDA/BIOS area, then everything else.
-    public static func e820Map(for memory: GuestMemory) -> [E820Entry] {
+    /// The E820 map for guest RAM regions: low RAM split around the EBDA/BIOS area, then everything else;
+    /// plus `reserved` ranges (which must not overlap RAM), all in address order.
+    public static func e820Map(for memory: GuestMemory, reserving reserved: [E820Entry] = []) -> [E820Entry] {
         var map: [E820Entry] = []
         for region in memory.regions {
             let start = region.start.rawValue, end = region.end
@@ -79,6 +86,6 @@ public struct BootParams: Equatable, Sendable {
                 map.append(E820Entry(address: start, size: region.size, kind: .ram))
             }
         }
-        return map
+        return (map + reserved).sorted { $0.address < $1.address }
     }
 }

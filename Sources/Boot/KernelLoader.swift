@@ -9,8 +9,10 @@ public struct BootSetup: Sendable, Equatable {
 /// Loads an ELF64 kernel into guest memory and writes the zero page, command line, GDT and page tables,
 /// returning the boot vCPU's register state. Boot code sees only `GuestMemory`, never KVM.
 public enum KernelLoader {
-    /// Loads `path` (ELF64 x86-64) and prepares a direct 64-bit entry with `cmdline`.
-    public static func loadElfKernel(path: String, cmdline: String, memory: GuestMemory) throws(BootError) -> BootSetup {
+    /// Loads `path` (ELF64 x86-64) and prepares a direct 64-bit entry with `cmdline`. With `acpi`, also
+    /// writes the ACPI tables it describes (see `writeBootStructures`).
+    public static func loadElfKernel(path: String, cmdline: String, memory: GuestMemory,
+                                     acpi: AcpiConfig? = nil) throws(BootError) -> BootSetup {
         let bytes = try readWholeFile(path)
         let image: Elf64Image
         do {
@@ -21,12 +23,12 @@ public enum KernelLoader {
             }
             throw .notElf64(path: path, reason: error.reason)
         }
-        return try load(image: image, bytes: bytes, path: path, cmdline: cmdline, memory: memory)
+        return try load(image: image, bytes: bytes, path: path, cmdline: cmdline, memory: memory, acpi: acpi)
     }
 
     /// Places a parsed image; split out so tests can feed crafted images.
     public static func load(image: Elf64Image, bytes: [UInt8], path: String, cmdline: String,
-                            memory: GuestMemory) throws(BootError) -> BootSetup {
+                            memory: GuestMemory, acpi: AcpiConfig? = nil) throws(BootError) -> BootSetup {
         var kernelEnd: UInt64 = 0
         for segment in image.segments {
             let start = segment.physicalAddress
@@ -52,12 +54,13 @@ public enum KernelLoader {
         guard image.segments.contains(where: { $0.physicalAddress <= image.entry && image.entry < $0.physicalAddress + $0.memorySize }) else {
             throw .badSegment(path: path, reason: "entry point \(hex(image.entry)) is outside every loaded segment")
         }
-        try writeBootStructures(cmdline: cmdline, memory: memory)
+        try writeBootStructures(cmdline: cmdline, memory: memory, acpi: acpi)
         return BootSetup(bootState: LongMode.bootState(entry: image.entry), kernelEnd: kernelEnd)
     }
 
-    /// Command line, zero page (with E820), GDT and page tables.
-    static func writeBootStructures(cmdline: String, memory: GuestMemory) throws(BootError) {
+    /// Command line, zero page (with E820), GDT and page tables. With `acpi`: the ACPI tables, their RSDP
+    /// address in the zero page (`acpi_rsdp_addr`), and E820 reservations for the tables and MMCONFIG.
+    static func writeBootStructures(cmdline: String, memory: GuestMemory, acpi: AcpiConfig? = nil) throws(BootError) {
         var line = Array(cmdline.utf8)
         guard line.count < Layout.cmdlineCapacity else {
             throw .cmdlineTooLong(length: line.count, capacity: Layout.cmdlineCapacity)
@@ -65,7 +68,14 @@ public enum KernelLoader {
         line.append(0)
         var params = BootParams()
         params.setCommandLine(at: Layout.cmdline, size: line.count)
-        try params.setE820(BootParams.e820Map(for: memory))
+        var reserved: [E820Entry] = []
+        if let acpi {
+            let tables = try AcpiTables.build(acpi)
+            try tables.write(to: memory)
+            params.setAcpiRsdp(at: tables.rsdp.address)
+            reserved = AcpiTables.e820Reservations(for: acpi)
+        }
+        try params.setE820(BootParams.e820Map(for: memory, reserving: reserved))
         do {
             try memory.write(bytes: line, at: Layout.cmdline)
             try memory.write(bytes: params.bytes, at: Layout.zeroPage)
