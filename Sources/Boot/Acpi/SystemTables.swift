@@ -93,8 +93,8 @@ enum SystemTables {
     /// - DSDT (32-bit) 0 and X_DSDT = `dsdt`: the 64-bit field is the one the OS uses.
     /// - Offsets 46–108 and 148–232 (SCI, SMI, PM1/PM2/PM timer/GPE blocks, C-state latencies) are 0:
     ///   the OS ignores them on a hardware-reduced platform (§5.2.9).
-    /// - RESET_REG: byte I/O register `powerPort`, RESET_VALUE 1 (Linux's `acpi_reboot` wants an 8-bit
-    ///   register at bit offset 0).
+    /// - RESET_REG: byte I/O register `powerPort`, RESET_VALUE 1 (Table 5.9: the reset register's bit width
+    ///   must be 8 and its bit offset 0).
     /// - SLEEP_CONTROL_REG, SLEEP_STATUS_REG: the same byte at `powerPort` (§4.8.3.7, §4.8.3.8). The OS
     ///   writes SLP_TYP << 2 | SLP_EN (bit 5) to enter a sleep state; the status reads 0 (no wake events).
     /// - Hypervisor Vendor Identity: "ACTORVMM".
