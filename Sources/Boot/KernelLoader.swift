@@ -73,7 +73,7 @@ public enum KernelLoader {
             let tables = try AcpiTables.build(acpi)
             try tables.write(to: memory)
             params.setAcpiRsdp(at: tables.rsdp.address)
-            reserved = AcpiTables.e820Reservations(for: acpi)
+            reserved = tables.e820Reservations
         }
         try params.setE820(BootParams.e820Map(for: memory, reserving: reserved))
         do {

@@ -159,7 +159,13 @@ extension AcpiTables {
         noRoom.tablesEnd = 0xE0800
         var misaligned = AcpiConfig(bootVcpus: 1, maxVcpus: 1)
         misaligned.rsdpAddress = GuestAddress(0xE0004)
-        for config in [tooMany, noBoot, moreBootThanMax, badIrq, highWindow, lowHigh, noRoom, misaligned] {
+        var ecamMisaligned = AcpiConfig(bootVcpus: 1, maxVcpus: 1)
+        ecamMisaligned.pciMmconfigBase = 0xE800_1000
+        var ecamAbove4G = AcpiConfig(bootVcpus: 1, maxVcpus: 1)
+        ecamAbove4G.pciMmconfigBase = 0xFFF0_0000
+        ecamAbove4G.pciBuses = 0...1
+        for config in [tooMany, noBoot, moreBootThanMax, badIrq, highWindow, lowHigh, noRoom, misaligned,
+                       ecamMisaligned, ecamAbove4G] {
             do {
                 _ = try AcpiTables.build(config)
                 Issue.record("accepted \(config)")

@@ -66,6 +66,12 @@ public struct AcpiTables: Equatable, Sendable {
     public let rsdp: Table
     /// XSDT, FADT, MADT, MCFG, DSDT, in address order after the RSDP.
     public let tables: [Table]
+    /// The E820 entries that keep Linux from using what the tables occupy or describe as RAM:
+    /// - the table area [RSDP, `tablesEnd`) — by default the BIOS area 0xE0000–0xFFFFF — as reserved
+    ///   (not "ACPI reclaimable": the RSDP and the DSDT stay in use);
+    /// - the whole 256 MiB ECAM segment at the MMCONFIG base, as reserved, as Cloud Hypervisor and
+    ///   Firecracker do: Linux also accepts an MCFG area that E820 reserves.
+    public let e820Reservations: [E820Entry]
 
     /// The RSDP and then every table.
     public var all: [Table] { [rsdp] + tables }
@@ -101,6 +107,10 @@ public struct AcpiTables: Equatable, Sendable {
                 Table(signature: "APIC", address: madtAt, bytes: madt),
                 Table(signature: "MCFG", address: mcfgAt, bytes: mcfg),
                 Table(signature: "DSDT", address: dsdtAt, bytes: dsdt),
+            ],
+            e820Reservations: [
+                E820Entry(address: config.rsdpAddress.rawValue, size: config.tablesEnd - config.rsdpAddress.rawValue, kind: .reserved),
+                E820Entry(address: config.pciMmconfigBase, size: Layout.pciMmconfigSize, kind: .reserved),
             ])
     }
 
@@ -111,18 +121,6 @@ public struct AcpiTables: Equatable, Sendable {
         } catch {
             throw .memory(error)
         }
-    }
-
-    /// The E820 entries that keep Linux from using what the tables occupy or describe as RAM:
-    /// - the table area [RSDP, `tablesEnd`) — by default the BIOS area 0xE0000–0xFFFFF — as reserved
-    ///   (not "ACPI reclaimable": the RSDP and the DSDT stay in use);
-    /// - the whole 256 MiB ECAM segment at the MMCONFIG base, as reserved, as Cloud Hypervisor and
-    ///   Firecracker do: Linux also accepts an MCFG area that E820 reserves.
-    public static func e820Reservations(for config: AcpiConfig) -> [E820Entry] {
-        [
-            E820Entry(address: config.rsdpAddress.rawValue, size: config.tablesEnd - config.rsdpAddress.rawValue, kind: .reserved),
-            E820Entry(address: config.pciMmconfigBase, size: Layout.pciMmconfigSize, kind: .reserved),
-        ]
     }
 
     /// Rejects what the tables cannot say, each with one line.
@@ -139,8 +137,8 @@ public struct AcpiTables: Equatable, Sendable {
         if let high = config.pciMmio64, high.lowerBound <= UInt64(UInt32.max) {
             throw .acpi("the 64-bit PCI window starts at \(hex(high.lowerBound)), below 4 GiB")
         }
-        let ecamEnd = config.pciMmconfigBase + UInt64(config.pciBuses.upperBound) << 20 + (1 << 20)
-        guard config.pciMmconfigBase & 0xF_FFFF == 0, ecamEnd <= 1 << 32 else {
+        let ecamBusesEnd = UInt64(config.pciBuses.upperBound) << 20 + (1 << 20)
+        guard config.pciMmconfigBase & 0xF_FFFF == 0, config.pciMmconfigBase <= (1 << 32) - ecamBusesEnd else {
             throw .acpi("MMCONFIG at \(hex(config.pciMmconfigBase)) must be 1 MiB aligned and below 4 GiB")
         }
         guard config.lapicAddress <= UInt64(UInt32.max), config.ioapicAddress <= UInt64(UInt32.max) else {
