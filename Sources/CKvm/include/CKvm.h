@@ -115,6 +115,7 @@ static inline size_t ckvm_boot_params_header_offset(void) { return offsetof(stru
 static inline size_t ckvm_boot_params_cmdline_size_offset(void) { return offsetof(struct boot_params, hdr.cmdline_size); }
 static inline size_t ckvm_boot_params_ext_cmd_line_ptr_offset(void) { return offsetof(struct boot_params, ext_cmd_line_ptr); }
 static inline size_t ckvm_boot_params_loadflags_offset(void) { return offsetof(struct boot_params, hdr.loadflags); }
+static inline size_t ckvm_boot_params_acpi_rsdp_addr_offset(void) { return offsetof(struct boot_params, acpi_rsdp_addr); }
 static inline size_t ckvm_boot_params_size(void) { return sizeof(struct boot_params); }
 
 #endif
