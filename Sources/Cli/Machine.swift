@@ -94,7 +94,7 @@ struct Machine {
         var vcpus: [Vcpu] = []
         for id in 0..<options.bootVcpus {
             let vcpu = try vm.createVcpu(id: id)
-            try vcpu.setCPUID(supportedCPUID)
+            try vcpu.configure(supportedCPUID: supportedCPUID, maxVcpus: options.maxVcpus)
             if id == 0 { try vcpu.setBootState(boot.bootState) }
             vcpus.append(vcpu)
         }
