@@ -1,4 +1,5 @@
 import EpollLoop
+import Synchronization
 
 /// Carries one PIO/MMIO access from a vCPU thread to a device actor and the reply back.
 ///
@@ -10,6 +11,9 @@ public final class ExitHandoff: @unchecked Sendable {
     private let parker = ThreadParker()
     private var result: UInt64 = 0
     public let strategy: HandoffStrategy
+    /// Accesses to actor devices that went through the device loop (enqueue or Task) instead of running
+    /// inline; counted on that slow path only (for the benchmarks' placement rows).
+    let slowPathAccesses = Atomic<Int>(0)
 
     public init(strategy: HandoffStrategy = .inlineIfIdle) { self.strategy = strategy }
 
@@ -31,6 +35,7 @@ public final class ExitHandoff: @unchecked Sendable {
                let value = loop.runIfIdle({ device.isolatedRead(offset: offset, width: width) }) {
                 return value
             }
+            slowPathAccesses.add(1, ordering: .relaxed)
             if strategy == .task {
                 Task { [self] in
                     result = await device.read(offset: offset, width: width)
@@ -64,6 +69,7 @@ public final class ExitHandoff: @unchecked Sendable {
                loop.runIfIdle({ device.isolatedWrite(offset: offset, width: width, value: value) }) != nil {
                 return
             }
+            slowPathAccesses.add(1, ordering: .relaxed)
             if strategy == .task {
                 Task { [self] in
                     await device.write(offset: offset, width: width, value: value)

@@ -19,14 +19,17 @@ public actor VcpuManager {
     /// Host compatibility mode's instruction emulator (docs/compat.md), or nil when the mode is off.
     public nonisolated let emulator: InstructionEmulator?
 
+    /// `threadOptions[i]` applies to `vcpus[i]` (pinning, exit recording); missing entries mean defaults.
     /// `emulator` turns compatibility mode on: an emulation failure of the host's instruction emulator
     /// (`KVM_EXIT_INTERNAL_ERROR`, suberror 1) goes to it instead of stopping the VM.
     public init(loop: EventLoop, vcpus: [Vcpu], buses: IoBuses, stopLatch: StopLatch,
-                strategy: HandoffStrategy = .inlineIfIdle, emulator: InstructionEmulator? = nil) {
+                strategy: HandoffStrategy = .inlineIfIdle, threadOptions: [VcpuThreadOptions] = [],
+                emulator: InstructionEmulator? = nil) {
         self.loop = loop
         self.emulator = emulator
-        contexts = vcpus.map {
-            VcpuThreadContext(vcpu: $0, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch,
+        contexts = vcpus.enumerated().map { index, vcpu in
+            VcpuThreadContext(vcpu: vcpu, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch,
+                              options: index < threadOptions.count ? threadOptions[index] : VcpuThreadOptions(),
                               emulator: emulator)
         }
     }
@@ -91,6 +94,12 @@ public actor VcpuManager {
 
     /// Number of exits each vCPU has handled (for tests and counters).
     public nonisolated func exitCounts() -> [Int] { contexts.map { $0.exits.load(ordering: .relaxed) } }
+
+    /// Number of accesses each vCPU handed to a device loop instead of handling inline (the loop was busy,
+    /// or the strategy is not inline-if-idle).
+    public nonisolated func slowPathCounts() -> [Int] {
+        contexts.map { $0.handoff.slowPathAccesses.load(ordering: .relaxed) }
+    }
 }
 
 /// Everything one vCPU thread needs. Shared between the thread and the manager.
@@ -99,15 +108,19 @@ final class VcpuThreadContext: Sendable {
     let buses: IoBuses
     let handoff: ExitHandoff
     let stopLatch: StopLatch
+    let options: VcpuThreadOptions
     let pausedAck = ThreadParker()
     let resumeParker = ThreadParker()
     let emulator: InstructionEmulator?
     let exits = Atomic<Int>(0)
     let exited = Atomic<Bool>(false)
 
-    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch, emulator: InstructionEmulator? = nil) {
+    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch, options: VcpuThreadOptions,
+         emulator: InstructionEmulator? = nil) {
         self.vcpu = vcpu; self.buses = buses; self.handoff = handoff; self.stopLatch = stopLatch
+        self.options = options
         self.emulator = emulator
+        options.recorder?.attach()
     }
 
     /// Asks the thread to change state and kicks it out of `KVM_RUN`: state first, then `immediate_exit`,
@@ -123,6 +136,11 @@ final class VcpuThreadContext: Sendable {
         let name = "vcpu\(vcpu.id)"
         _ = ckvm_set_thread_name(name)
         unblockKickSignal()
+        if let cpu = options.cpu {
+            do { try pinCurrentThread(to: cpu) } catch { Log.warning("cannot pin \(name) to CPU \(cpu): \(error)") }
+        }
+        // Benchmarks only: nil in actor-vmm, so each exit pays one nil check (see ExitRecorder).
+        let recorder = options.recorder
         while true {
             switch VcpuRunState(rawValue: vcpu.requested.load(ordering: .sequentiallyConsistent)) ?? .stopped {
             case .stopped:
@@ -135,6 +153,7 @@ final class VcpuThreadContext: Sendable {
                 break
             }
             let result = ckvm_ioctl(vcpu.fd, CKVM_RUN)
+            let exitTSC = recorder == nil ? 0 : ckvm_rdtsc()
             if result < 0 {
                 let error = Errno.current
                 if error == .interrupted || error == .wouldBlock {
@@ -147,6 +166,7 @@ final class VcpuThreadContext: Sendable {
             exits.add(1, ordering: .relaxed)
             let outcome = handleExit(vcpu.run, runSize: vcpu.runSize, buses: buses, handoff: handoff,
                                      rip: { vcpu.currentRIP() })
+            recorder?.record(exitTSC: exitTSC, doneTSC: ckvm_rdtsc(), run: vcpu.run)
             if case .stop(var reason) = outcome {
                 // Only stops reach here, so the normal path pays nothing for compatibility mode.
                 if let emulator, InstructionEmulator.isEmulationFailure(vcpu.run) {

@@ -14,6 +14,8 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
     case cmdlineTooLong(length: Int, capacity: Int)
     /// Writing a boot structure to guest memory failed (guest RAM too small for it).
     case memory(GuestMemoryError)
+    /// The ACPI tables cannot describe this configuration.
+    case acpi(String)
 
     public var description: String {
         switch self {
@@ -24,6 +26,7 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cmdlineTooLong(let length, let capacity):
             "--cmdline: \(length) bytes is too long (at most \(capacity - 1) bytes)"
         case .memory(let error): "boot: \(error)"
+        case .acpi(let reason): "ACPI tables: \(reason)"
         }
     }
 }

@@ -17,6 +17,7 @@ public struct E820Entry: Equatable, Sendable {
 public struct BootParams: Equatable, Sendable {
     public static let size = 4096
     // Field offsets in struct boot_params.
+    public static let acpiRsdpAddrOffset = 0x070
     public static let extCmdLinePtrOffset = 0x0C8
     public static let e820EntriesOffset = 0x1E8
     public static let bootFlagOffset = 0x1FE
@@ -28,7 +29,6 @@ public struct BootParams: Equatable, Sendable {
     public static let cmdlineSizeOffset = 0x238
     public static let e820TableOffset = 0x2D0
     public static let e820MaxEntries = 128
-    public static let acpiRsdpAddrOffset = 0x070
     public static let extRamdiskImageOffset = 0x0C0, extRamdiskSizeOffset = 0x0C4
     public static let setupHeaderOffset = 0x1F1
     public static let ramdiskImageOffset = 0x218, ramdiskSizeOffset = 0x21C
@@ -68,9 +68,9 @@ public struct BootParams: Equatable, Sendable {
         set(UInt32(truncatingIfNeeded: size >> 32), at: Self.extRamdiskSizeOffset)
     }
 
-    /// Tells the kernel where the ACPI RSDP is (`acpi_rsdp_addr`, boot protocol 2.14).
-    public mutating func setRsdp(_ address: UInt64) {
-        set(address, at: Self.acpiRsdpAddrOffset)
+    /// Tells the kernel where the ACPI RSDP is (`acpi_rsdp_addr`, boot protocol 2.14+), so it need not scan.
+    public mutating func setAcpiRsdp(at address: GuestAddress) {
+        set(address.rawValue, at: Self.acpiRsdpAddrOffset)
     }
 
     /// Writes the E820 map. Fails if it has more entries than the zero page holds.
@@ -93,8 +93,9 @@ public struct BootParams: Equatable, Sendable {
         }
     }
 
-    /// The E820 map for guest RAM regions: low RAM split around the EBDA/BIOS area, then everything else.
-    public static func e820Map(for memory: GuestMemory) -> [E820Entry] {
+    /// The E820 map for guest RAM regions: low RAM split around the EBDA/BIOS area, then everything else;
+    /// plus `reserved` ranges (which must not overlap RAM), all in address order.
+    public static func e820Map(for memory: GuestMemory, reserving reserved: [E820Entry] = []) -> [E820Entry] {
         var map: [E820Entry] = []
         for region in memory.regions {
             let start = region.start.rawValue, end = region.end
@@ -107,6 +108,6 @@ public struct BootParams: Equatable, Sendable {
                 map.append(E820Entry(address: start, size: region.size, kind: .ram))
             }
         }
-        return map
+        return (map + reserved).sorted { $0.address < $1.address }
     }
 }

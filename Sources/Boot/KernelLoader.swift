@@ -37,10 +37,10 @@ public enum KernelLoader {
         public var kernelPath: String
         public var initramfsPath: String?
         public var cmdline: String
-        /// The RSDP's address when ACPI tables were written (0: none).
-        public var rsdp: UInt64
-        public init(kernelPath: String, initramfsPath: String? = nil, cmdline: String, rsdp: UInt64 = 0) {
-            self.kernelPath = kernelPath; self.initramfsPath = initramfsPath; self.cmdline = cmdline; self.rsdp = rsdp
+        /// ACPI tables to write (their RSDP goes in the zero page or `hvm_start_info`); nil: none.
+        public var acpi: AcpiConfig?
+        public init(kernelPath: String, initramfsPath: String? = nil, cmdline: String, acpi: AcpiConfig? = nil) {
+            self.kernelPath = kernelPath; self.initramfsPath = initramfsPath; self.cmdline = cmdline; self.acpi = acpi
         }
     }
 
@@ -62,16 +62,17 @@ public enum KernelLoader {
         return try load(image: image, bytes: bytes, request: request, memory: memory)
     }
 
-    /// The ELF64 entry (`Request` without an initramfs or ACPI), kept for callers that only have a path.
-    public static func loadElfKernel(path: String, cmdline: String, memory: GuestMemory) throws(BootError) -> BootSetup {
-        try load(Request(kernelPath: path, cmdline: cmdline), memory: memory)
+    /// The ELF64 entry (`Request` without an initramfs), kept for callers that only have a path.
+    public static func loadElfKernel(path: String, cmdline: String, memory: GuestMemory,
+                                     acpi: AcpiConfig? = nil) throws(BootError) -> BootSetup {
+        try load(Request(kernelPath: path, cmdline: cmdline, acpi: acpi), memory: memory)
     }
 
     /// Places a parsed ELF image (PVH when it has the note, else the 64-bit entry); split out so tests can
     /// feed crafted images.
     public static func load(image: Elf64Image, bytes: [UInt8], path: String, cmdline: String,
-                            memory: GuestMemory) throws(BootError) -> BootSetup {
-        try load(image: image, bytes: bytes, request: Request(kernelPath: path, cmdline: cmdline), memory: memory)
+                            memory: GuestMemory, acpi: AcpiConfig? = nil) throws(BootError) -> BootSetup {
+        try load(image: image, bytes: bytes, request: Request(kernelPath: path, cmdline: cmdline, acpi: acpi), memory: memory)
     }
 
     static func load(image: Elf64Image, bytes: [UInt8], request: Request, memory: GuestMemory) throws(BootError) -> BootSetup {
@@ -88,13 +89,14 @@ public enum KernelLoader {
         }
         let initramfs = try loadInitramfs(request.initramfsPath, above: kernelEnd, below: Layout.lowRamEnd, memory: memory)
         let cmdline = try writeCommandLine(request.cmdline, capacity: Layout.cmdlineCapacity, memory: memory)
+        let acpi = try writeAcpi(request.acpi, memory: memory)
 
         if let pvhEntry = image.pvhEntry {
             guard memory.contains(GuestAddress(UInt64(pvhEntry)), count: 1) else {
                 throw .badSegment(path: path, reason: "PVH entry point \(hex(pvhEntry)) is outside guest RAM")
             }
             let pieces = try Pvh.startInfo(cmdline: cmdline, module: initramfs.map { ($0.address, $0.size) },
-                                           rsdp: request.rsdp, memoryMap: BootParams.e820Map(for: memory))
+                                           rsdp: acpi.rsdp, memoryMap: BootParams.e820Map(for: memory, reserving: acpi.reserved))
             try write(pieces + [(Layout.gdt, gdtBytes(Pvh.gdt)), (Layout.idt, [UInt8](repeating: 0, count: 8))], memory: memory)
             return BootSetup(bootState: Pvh.bootState(entry: pvhEntry), kernelEnd: kernelEnd, bootProtocol: .pvh, initramfs: initramfs)
         }
@@ -103,7 +105,7 @@ public enum KernelLoader {
         }
         var params = BootParams()
         try writeZeroPage(&params, cmdline: cmdline, cmdlineLength: request.cmdline.utf8.count + 1,
-                          initramfs: initramfs, rsdp: request.rsdp, memory: memory)
+                          initramfs: initramfs, acpi: acpi, memory: memory)
         return BootSetup(bootState: LongMode.bootState(entry: image.entry), kernelEnd: kernelEnd, bootProtocol: .elf64, initramfs: initramfs)
     }
 
@@ -124,10 +126,11 @@ public enum KernelLoader {
         let initramfs = try loadInitramfs(request.initramfsPath, above: kernelEnd, below: ceiling, memory: memory)
         let capacity = min(Int(image.cmdlineSize) + 1, Layout.cmdlineCapacity)
         let cmdline = try writeCommandLine(request.cmdline, capacity: capacity, memory: memory)
+        let acpi = try writeAcpi(request.acpi, memory: memory)
         var params = BootParams()
         params.copySetupHeader(image.setupHeader)
         try writeZeroPage(&params, cmdline: cmdline, cmdlineLength: request.cmdline.utf8.count + 1,
-                          initramfs: initramfs, rsdp: request.rsdp, memory: memory)
+                          initramfs: initramfs, acpi: acpi, memory: memory)
         return BootSetup(bootState: LongMode.bootState(entry: load + 0x200), kernelEnd: kernelEnd, bootProtocol: .bzImage,
                          initramfs: initramfs)
     }
@@ -186,13 +189,27 @@ public enum KernelLoader {
         return Layout.cmdline
     }
 
+    /// What writing the ACPI tables left for the boot protocol: the RSDP's address (0: no tables) and the
+    /// ranges the memory map must mark reserved (the tables, MMCONFIG).
+    struct AcpiPlacement {
+        var rsdp: UInt64 = 0
+        var reserved: [E820Entry] = []
+    }
+
+    static func writeAcpi(_ config: AcpiConfig?, memory: GuestMemory) throws(BootError) -> AcpiPlacement {
+        guard let config else { return AcpiPlacement() }
+        let tables = try AcpiTables.build(config)
+        try tables.write(to: memory)
+        return AcpiPlacement(rsdp: tables.rsdp.address.rawValue, reserved: tables.e820Reservations)
+    }
+
     /// Zero page (with E820, command line, initramfs, RSDP), GDT and page tables for a 64-bit entry.
     static func writeZeroPage(_ params: inout BootParams, cmdline: GuestAddress, cmdlineLength: Int,
-                              initramfs: BootSetup.Initramfs?, rsdp: UInt64, memory: GuestMemory) throws(BootError) {
+                              initramfs: BootSetup.Initramfs?, acpi: AcpiPlacement, memory: GuestMemory) throws(BootError) {
         params.setCommandLine(at: cmdline, size: cmdlineLength)
         if let initramfs { params.setInitramfs(address: initramfs.address, size: initramfs.size) }
-        if rsdp != 0 { params.setRsdp(rsdp) }
-        try params.setE820(BootParams.e820Map(for: memory))
+        if acpi.rsdp != 0 { params.setAcpiRsdp(at: GuestAddress(acpi.rsdp)) }
+        try params.setE820(BootParams.e820Map(for: memory, reserving: acpi.reserved))
         try write([(Layout.zeroPage, params.bytes)], memory: memory)
         do {
             try LongMode.writeStructures(to: memory)
@@ -201,11 +218,13 @@ public enum KernelLoader {
         }
     }
 
-    /// Kept for tests: the command line and zero page of a plain 64-bit entry.
-    static func writeBootStructures(cmdline: String, memory: GuestMemory) throws(BootError) {
+    /// Command line, zero page, GDT and page tables of a plain 64-bit entry (and ACPI tables when asked).
+    static func writeBootStructures(cmdline: String, memory: GuestMemory, acpi: AcpiConfig? = nil) throws(BootError) {
         let address = try writeCommandLine(cmdline, capacity: Layout.cmdlineCapacity, memory: memory)
+        let placement = try writeAcpi(acpi, memory: memory)
         var params = BootParams()
-        try writeZeroPage(&params, cmdline: address, cmdlineLength: cmdline.utf8.count + 1, initramfs: nil, rsdp: 0, memory: memory)
+        try writeZeroPage(&params, cmdline: address, cmdlineLength: cmdline.utf8.count + 1, initramfs: nil,
+                          acpi: placement, memory: memory)
     }
 
     static func write(_ pieces: [(GuestAddress, [UInt8])], memory: GuestMemory) throws(BootError) {

@@ -23,6 +23,11 @@ public enum Layout {
     public static let cmdlineCapacity = 2048
     /// Start of the extended BIOS data area: RAM below it is usable, [EBDA, 1 MiB) is reserved.
     public static let ebdaStart: UInt64 = 0x9FC00
+    /// The ACPI RSDP, in the BIOS area [0xE0000, 0x100000) that Linux also scans for it (ACPI 6.5
+    /// §5.2.5.1); the other ACPI tables follow it, up to `acpiTablesEnd`. The E820 map marks the range
+    /// reserved when tables are written.
+    public static let acpiRsdp = GuestAddress(0xE_0000)
+    public static let acpiTablesEnd: UInt64 = 0x10_0000
     /// Kernels load at or above 1 MiB.
     public static let highMemoryStart: UInt64 = 0x10_0000
 
@@ -30,6 +35,12 @@ public enum Layout {
 
     /// RAM below 4 GiB ends here; larger guests continue at 4 GiB.
     public static let lowRamEnd: UInt64 = 0xC000_0000
+    /// The 32-bit PCI memory window the VMM assigns BARs in (docs/devices.md): 640 MiB from 3 GiB.
+    public static let pciMmio32Start: UInt64 = 0xC000_0000
+    public static let pciMmio32Size: UInt64 = 0x2800_0000
+    /// PCI ECAM (MMCONFIG): 256 MiB reserved, 1 MiB per bus; only bus 0 is used.
+    public static let pciMmconfigStart: UInt64 = 0xE800_0000
+    public static let pciMmconfigSize: UInt64 = 0x1000_0000
     /// The ActorVMM test device's MMIO page (see Devices/TestDevice).
     public static let testDeviceMmio: UInt64 = 0xFEA0_0000
     public static let ioapic: UInt64 = 0xFEC0_0000

@@ -2,6 +2,7 @@
 // the header is imported into Swift next to Glibc's module, and both must see libc the same way.
 #include "CKvm.h"
 #include <pthread.h>
+#include <sched.h>
 
 int ckvm_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
 #include <fcntl.h>
@@ -68,6 +69,14 @@ int ckvm_open_pty(char *path, size_t path_size) {
     return fd;
 }
 
+int ckvm_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+int ckvm_current_cpu(void) { return sched_getcpu(); }
 /* Inline assembly rather than __atomic_compare_exchange on unsigned __int128: without -mcx16 the compiler
  * calls libatomic, which may fall back to a lock of its own -- atomic only against other libatomic users,
  * not against the guest's hardware cmpxchg16b on the same memory. `lock cmpxchg16b` is atomic against every

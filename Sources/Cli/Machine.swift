@@ -19,9 +19,9 @@ struct Machine {
     let virtio: [VirtioPciDevice]
     let signals: SignalWatcher
 
-    /// Where guest-visible PCI resources go (docs/devices.md).
-    static let mmconfigBase: UInt64 = 0xE800_0000
-    static let pciBarWindow: UInt64 = 0xC000_0000
+    /// Where guest-visible PCI resources go (docs/devices.md; the same addresses the ACPI tables describe).
+    static let mmconfigBase = Layout.pciMmconfigStart
+    static let pciBarWindow = Layout.pciMmio32Start
 
     /// Builds the VM described by `options` on top of already-loaded `memory` and already-opened device
     /// backends. Host failures here are VMM faults (exit code 1); all user-input checks happened before.
@@ -94,7 +94,7 @@ struct Machine {
         var vcpus: [Vcpu] = []
         for id in 0..<options.bootVcpus {
             let vcpu = try vm.createVcpu(id: id)
-            try vcpu.setCPUID(supportedCPUID)
+            try vcpu.configure(supportedCPUID: supportedCPUID, maxVcpus: options.maxVcpus)
             if id == 0 { try vcpu.setBootState(boot.bootState) }
             vcpus.append(vcpu)
         }

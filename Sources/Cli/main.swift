@@ -51,7 +51,10 @@ do {
 let bootSetup: BootSetup
 do {
     bootSetup = try KernelLoader.load(
-        .init(kernelPath: options.kernel!, initramfsPath: options.initramfs, cmdline: options.cmdline), memory: memory)
+        .init(kernelPath: options.kernel!, initramfsPath: options.initramfs, cmdline: options.cmdline,
+              acpi: AcpiConfig(bootVcpus: options.bootVcpus, maxVcpus: options.maxVcpus,
+                               com1: options.serial == .off ? nil : .com1)),
+        memory: memory)
 } catch {
     fail(error.description, code: 2)
 }

@@ -60,6 +60,8 @@ func waitFor(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 }
 
 @Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"), .serialized)
+/// Every test here creates VMs, so the suite is serialized: the teardown census counts this process's KVM
+/// descriptors and must see no other VM.
 struct VcpuLifecycleTests {
     @Test func pauseResumeStopAndTeardownLeaveNothingBehind() async throws {
         let before = kvmResources()
@@ -102,23 +104,17 @@ struct VcpuLifecycleTests {
         #expect(after.threads == before.threads, "vCPU and loop threads are gone")
         #expect(after.fds == before.fds, "every KVM descriptor is closed")
     }
-}
 
-/// Nested in the serialized `VcpuLifecycleTests` so that its VM never exists while that suite compares the
-/// process's KVM descriptors before and after.
-extension VcpuLifecycleTests {
-    @Suite struct InterruptPlumbingTests {
-        @Test func msiRoutesAndIoeventfdsAreAccepted() throws {
-            let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
-            let kvm = try Kvm()
-            let vm = try Vm(kvm: kvm, memory: memory)
-            let router = GsiRouter(vm: vm)
-            let vectors = try router.allocate(count: 3)
-            #expect(vectors.map(\.gsi) == [24, 25, 26])
-            try router.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)])
-            let fd = try EventFD()
-            try vm.registerIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
-            vm.unregisterIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
-        }
+    @Test func msiRoutesAndIoeventfdsAreAccepted() throws {
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
+        let kvm = try Kvm()
+        let vm = try Vm(kvm: kvm, memory: memory)
+        let router = GsiRouter(vm: vm)
+        let vectors = try router.allocate(count: 3)
+        #expect(vectors.map(\.gsi) == [24, 25, 26])
+        try router.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)])
+        let fd = try EventFD()
+        try vm.registerIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
+        vm.unregisterIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
     }
 }

@@ -81,7 +81,7 @@ enum Kernels {
         let kernel = Kernels.write(Kernels.bzImage(), name: "bz")
         let initrd = Kernels.write([UInt8](repeating: 0x77, count: 5000), name: "initrd")
         defer { unlink(kernel); unlink(initrd) }
-        let setup = try KernelLoader.load(.init(kernelPath: kernel, initramfsPath: initrd, cmdline: "console=ttyS0", rsdp: 0xA0000), memory: memory)
+        let setup = try KernelLoader.load(.init(kernelPath: kernel, initramfsPath: initrd, cmdline: "console=ttyS0", acpi: AcpiConfig(bootVcpus: 1, maxVcpus: 1)), memory: memory)
         #expect(setup.bootProtocol == .bzImage)
         #expect(setup.bootState.rip == 0x100200 && setup.bootState.rsi == 0x7000)
         #expect(try memory.readBytes(at: GuestAddress(0x100000), count: 4) == [0, 1, 2, 3])
@@ -93,7 +93,7 @@ enum Kernels {
         #expect(initramfs.size == 5000 && initramfs.address == ((64 << 20) - 5000) & ~0xFFF)
         #expect(u32(0x218) == UInt32(initramfs.address) && u32(0x21C) == 5000)
         #expect(try memory.readBytes(at: GuestAddress(initramfs.address), count: 2) == [0x77, 0x77])
-        #expect(u32(0x070) == 0xA0000)  // acpi_rsdp_addr
+        #expect(u32(0x070) == 0xE0000)  // acpi_rsdp_addr
     }
 
     @Test func initramfsHonoursInitrdAddrMax() throws {
@@ -121,7 +121,7 @@ enum Kernels {
         let kernel = Kernels.write(Kernels.pvhElf(), name: "pvh")
         let initrd = Kernels.write([UInt8](repeating: 9, count: 100), name: "pvh-initrd")
         defer { unlink(kernel); unlink(initrd) }
-        let setup = try KernelLoader.load(.init(kernelPath: kernel, initramfsPath: initrd, cmdline: "quiet", rsdp: 0xA0000), memory: memory)
+        let setup = try KernelLoader.load(.init(kernelPath: kernel, initramfsPath: initrd, cmdline: "quiet", acpi: AcpiConfig(bootVcpus: 1, maxVcpus: 1)), memory: memory)
         #expect(setup.bootProtocol == .pvh)
         #expect(setup.bootState.rip == 0x200010 && setup.bootState.rbx == 0x6000)
         #expect(setup.bootState.cr0 & 0x8000_0001 == 1 && setup.bootState.efer == 0)  // protected mode, no paging
@@ -129,8 +129,8 @@ enum Kernels {
         #expect(try memory.read(UInt32.self, at: GuestAddress(0x6000)) == Pvh.magic)
         #expect(try memory.read(UInt32.self, at: GuestAddress(0x600C)) == 1)          // nr_modules
         #expect(try memory.read(UInt64.self, at: GuestAddress(0x6018)) == 0x20000)    // cmdline_paddr
-        #expect(try memory.read(UInt64.self, at: GuestAddress(0x6020)) == 0xA0000)    // rsdp_paddr
-        #expect(try memory.read(UInt32.self, at: GuestAddress(0x6030)) == 2)          // memmap_entries
+        #expect(try memory.read(UInt64.self, at: GuestAddress(0x6020)) == 0xE0000)    // rsdp_paddr
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x6030)) == 4)          // memmap_entries: RAM ×2, ACPI, MMCONFIG
         let module = try memory.read(UInt64.self, at: GuestAddress(0x6040))
         let moduleSize = try memory.read(UInt64.self, at: GuestAddress(0x6048))
         #expect(module == setup.initramfs?.address && moduleSize == 100)

@@ -86,6 +86,14 @@ int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size);
 int ckvm_if_configure(const char *name, uint32_t address_be, uint32_t netmask_be, int set_address);
 /// Opens a new pseudo-terminal master (non-blocking); writes the slave's path.
 int ckvm_open_pty(char *path, size_t path_size);
+// MARK: CPU affinity (pthread_setaffinity_np and sched_getcpu need _GNU_SOURCE too: implemented in shim.c)
+/// Pins the calling thread to CPU `cpu`; 0 on success, else an errno value.
+int ckvm_pin_current_thread(int cpu);
+/// The CPU the calling thread is running on, or -1.
+int ckvm_current_cpu(void);
+
+// MARK: the time-stamp counter (for the benchmarks' per-exit timestamps; not serialising)
+static inline uint64_t ckvm_rdtsc(void) { return __builtin_ia32_rdtsc(); }
 
 // MARK: errno (a thread-local macro)
 static inline int ckvm_errno(void) { return errno; }
@@ -132,6 +140,7 @@ static inline size_t ckvm_boot_params_header_offset(void) { return offsetof(stru
 static inline size_t ckvm_boot_params_cmdline_size_offset(void) { return offsetof(struct boot_params, hdr.cmdline_size); }
 static inline size_t ckvm_boot_params_ext_cmd_line_ptr_offset(void) { return offsetof(struct boot_params, ext_cmd_line_ptr); }
 static inline size_t ckvm_boot_params_loadflags_offset(void) { return offsetof(struct boot_params, hdr.loadflags); }
+static inline size_t ckvm_boot_params_acpi_rsdp_addr_offset(void) { return offsetof(struct boot_params, acpi_rsdp_addr); }
 static inline size_t ckvm_boot_params_size(void) { return sizeof(struct boot_params); }
 
 #endif

@@ -27,6 +27,8 @@ let allTests: [GuestTest] = [
     GuestTest(name: "rng", run: rngTest),
     GuestTest(name: "console", run: consoleTest),
     GuestTest(name: "net", run: netTest),
+    GuestTest(name: "bench-pio", run: benchPortTest),
+    GuestTest(name: "bench-mmio", run: benchMmioTest),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.

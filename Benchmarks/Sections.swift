@@ -1,0 +1,204 @@
+// The report's sections: titles and methods, rows built from measurements, the rows that cannot be
+// measured yet, the issue's targets, and the summary line.
+import ActorVmm
+
+enum Sections {
+    /// Rows 2 and 3 need ioeventfd/irqfd, MSI-X and virtio-blk (issue "virtio over PCI").
+    static let needsVirtio = "n/a (needs virtio-pci: not landed)"
+
+    // MARK: 1. Exit round trips
+
+    static func exit(_ options: BenchOptions) -> Section {
+        Section(id: "exit", title: "1. Exit round trip per hand-off strategy (test guest, 1 vCPU)",
+                method: "host: KVM_RUN return to next KVM_RUN return (TSC) per exit, guest in a lean write/read loop; "
+                    + "vmm: KVM_RUN return to exit handled; guest: rdtsc around each OUT/IN or MMIO write/read (a "
+                    + "second pass). \(options.exitRoundTrips) write+read round trips per row and view, in "
+                    + "\(options.rounds) interleaved rounds, \(options.exitWarmup) warm-up round trips per guest run. "
+                    + "p10-p99: median over rounds of each round's percentile; n, max: all samples.",
+                kind: .latency)
+    }
+
+    static func exitRow(_ config: ExitConfig, _ result: Result<[ExitSamples], BenchError>) -> LatencyRow {
+        var row = LatencyRow(id: config.id, label: config.label, floorID: config.handling == .raw ? nil : config.floorID)
+        let strategy = switch config.handling {
+        case .raw, .rawAgain: "raw"
+        case .actor(let strategy): strategy.rawValue
+        }
+        let onVcpu = config.handling == .raw || config.handling == .rawAgain
+        row.attributes = [("transport", config.transport.rawValue), ("strategy", strategy),
+                          ("placement", onVcpu ? "vcpu-thread" : config.placement.rawValue)]
+        switch result {
+        case .failure(let error):
+            row.unavailable = "failed: \(error)"
+        case .success(let rounds):
+            row.host = Summary(rounds: rounds.map(\.host))
+            row.handler = Summary(rounds: rounds.map(\.handler))
+            row.guest = Summary(rounds: rounds.map(\.guest))
+            let details: [(String, (ExitSamples) -> [Double])] = [
+                ("host_writes", \.hostWrites), ("host_reads", \.hostReads), ("guest_writes", \.guestWrites),
+                ("guest_reads", \.guestReads), ("host_during_guest_timing", \.hostWhileGuestTimes),
+            ]
+            row.details = details.compactMap { key, values in Summary(rounds: rounds.map(values)).map { (key, $0) } }
+            if let pooled = Summary(rounds.flatMap(\.host)) { row.details.append(("host_pooled", pooled)) }
+            row.roundP50s = rounds.compactMap { Summary($0.host)?.p50 }
+            if let check = medianValue(rounds.compactMap(\.guestToHostTsc)) {
+                row.attributes.append(("guest_cycles_per_host_cycle", fixed(check, 4)))
+            }
+        }
+        return row
+    }
+
+    // MARK: 2 and 3. Not landed yet
+
+    static func notify() -> Section {
+        Section(id: "notify", title: "2. Notify path (doorbell -> ioeventfd -> loop -> actor -> irqfd -> guest interrupt)",
+                method: "guest rdtsc from the doorbell write to its interrupt handler, against a bare eventfd "
+                    + "write/read between two host threads.",
+                kind: .latency,
+                latency: [
+                    LatencyRow(id: "notify-eventfd", label: "bare eventfd write -> read (floor)", floorID: nil,
+                               unavailable: needsVirtio),
+                    LatencyRow(id: "notify-path", label: "doorbell -> ioeventfd -> actor -> irqfd -> IRQ",
+                               floorID: "notify-eventfd", unavailable: needsVirtio),
+                ])
+    }
+
+    static func virtioBlk() -> Section {
+        var rows: [LatencyRow] = []
+        for depth in [1, 32] {
+            for operation in ["read", "write"] {
+                let floor = "blk-p\(operation)-qd\(depth)"
+                rows.append(LatencyRow(id: floor, label: "p\(operation) 4 KiB, same file, QD \(depth) (floor)",
+                                       floorID: nil, unavailable: needsVirtio))
+                rows.append(LatencyRow(id: "blk-\(operation)-qd\(depth)", label: "virtio-blk \(operation) 4 KiB, QD \(depth)",
+                                       floorID: floor, unavailable: needsVirtio))
+            }
+        }
+        return Section(id: "blk", title: "3. virtio-blk request service time (notify -> used ring + interrupt)",
+                       method: "4 KiB requests, queue depth 1 and 32, against pread/pwrite of the same file in the same run.",
+                       kind: .latency, latency: rows)
+    }
+
+    // MARK: 4. Placement
+
+    static func placement(_ options: BenchOptions) -> Section {
+        Section(id: "placement", title: "4. Placement: one shared loop vs one loop per device (busy test devices)",
+                method: "N vCPUs each hammer their own test device (OUT+IN loop) for \(fixed(options.placementDuration, 1)) s "
+                    + "x \(options.placementRounds) round(s), inline-if-idle hand-off, threads unpinned; "
+                    + "per exit KVM_RUN return to next KVM_RUN return (percentiles: median over rounds); exits/s "
+                    + "summed over vCPUs; via loop = share of exits that found the device's loop busy and went through it.",
+                kind: .latency)
+    }
+
+    static func placementRow(_ config: PlacementConfig, _ result: Result<[PlacementSamples], BenchError>) -> LatencyRow {
+        var row = LatencyRow(id: config.id, label: config.label, floorID: config.mode == .raw ? nil : config.floorID)
+        row.attributes = [("mode", config.mode.rawValue), ("devices", String(config.devices))]
+        switch result {
+        case .failure(let error):
+            row.unavailable = "failed: \(error)"
+        case .success(let rounds):
+            row.host = Summary(rounds: rounds.map(\.host))
+            row.handler = Summary(rounds: rounds.map(\.handler))
+            if let pooled = Summary(rounds.flatMap(\.host)) { row.details.append(("host_pooled", pooled)) }
+            row.roundP50s = rounds.compactMap { Summary($0.host)?.p50 }
+            row.exitsPerSecond = medianValue(rounds.map(\.exitsPerSecond))
+            if config.mode != .raw { row.slowPathShare = medianValue(rounds.map(\.slowPathShare)) }
+        }
+        return row
+    }
+
+    // MARK: 5. Start and memory
+
+    static func start(_ options: BenchOptions) -> Section {
+        Section(id: "start", title: "5. VMM start and memory (actor-vmm release binary, 1 vCPU, 128 MiB)",
+                method: "a tiny guest whose 3rd instruction writes 'S' to COM1: wall and CPU (all threads, process "
+                    + "CPU clock) from posix_spawn to that byte on stdout; memory with the process stopped "
+                    + "(SIGSTOP) after 10,000 round trips through the actor hand-off: overhead = VmRSS - Rss of "
+                    + "the guest-RAM mapping. Floor: a static-stdlib Swift hello world, same method, alternating. "
+                    + "\(options.startRuns) processes each.",
+                kind: .metrics)
+    }
+
+    static func startRows(_ result: Result<StartResults, BenchError>) -> [MetricRow] {
+        let mib = 1.0 / 1024
+        typealias Vmm = (StartSample) -> Double
+        typealias Floor = (FloorSample) -> Double
+        // id, label, unit, target, floor id, value for actor-vmm or for the floor
+        let specs: [(String, String, String, Double?, String?, Vmm?, Floor?)] = [
+            ("hello-wall", "hello world (static stdlib): start to output, wall", "ms", nil, nil, nil, { $0.wallMilliseconds }),
+            ("start-wall", "actor-vmm: start to first guest instruction, wall", "ms", nil, "hello-wall", { $0.wallMilliseconds }, nil),
+            ("hello-cpu", "hello world (static stdlib): start to output, CPU", "ms", nil, nil, nil, { $0.cpuMilliseconds }),
+            ("start-cpu", "actor-vmm: start to first guest instruction, CPU", "ms", 5, "hello-cpu", { $0.cpuMilliseconds }, nil),
+            ("hello-rss", "hello world (static stdlib): VmRSS", "MiB", nil, nil, nil, { Double($0.memory.vmRSS) * mib }),
+            ("rss-at-start", "actor-vmm: VmRSS at first guest instruction", "MiB", nil, "hello-rss", { Double($0.atStart.vmRSS) * mib }, nil),
+            ("rss-steady", "actor-vmm: VmRSS after 10,000 round trips", "MiB", nil, "hello-rss", { Double($0.steady.vmRSS) * mib }, nil),
+            ("guest-steady", "  guest RAM touched (Rss of its mapping)", "MiB", nil, nil, { Double($0.steady.guestRSS) * mib }, nil),
+            ("overhead-steady", "  RSS overhead (VmRSS - guest RAM)", "MiB", 6, "hello-rss", { Double($0.steady.overhead) * mib }, nil),
+            ("overhead-file", "    file-backed (code of actor-vmm + libs)", "MiB", nil, nil, { Double($0.steady.rssFile) * mib }, nil),
+            ("overhead-anon", "    anonymous (heap, stacks, data)", "MiB", nil, nil, { Double($0.steady.anonymousOverhead) * mib }, nil),
+            ("hello-file", "hello world: file-backed", "MiB", nil, nil, nil, { Double($0.memory.rssFile) * mib }),
+            ("hello-anon", "hello world: anonymous", "MiB", nil, nil, nil, { Double($0.memory.rssAnon) * mib }),
+        ]
+        return specs.map { id, label, unit, target, floor, vmm, hello in
+            var row = MetricRow(id: id, label: label, unit: unit, target: target)
+            row.floorID = floor
+            switch result {
+            case .success(let results):
+                if let vmm { row.values = results.vmm.map(vmm) }
+                if let hello {
+                    row.values = results.floor.map(hello)
+                    if let error = results.floorError { row.unavailable = "failed: \(error)" }
+                    else if results.floor.isEmpty { row.unavailable = "n/a (the floor program could not be built)" }
+                }
+            case .failure(let error):
+                row.unavailable = error.description.hasPrefix("not run") ? error.description : "failed: \(error)"
+            }
+            return row
+        }
+    }
+
+    // MARK: Targets and summary
+
+    /// The issue's targets, checked against this run.
+    static func targets(_ report: BenchReport) -> [TargetCheck] {
+        var checks: [TargetCheck] = []
+        for transport in ["pio", "mmio"] {
+            let row = report.sections.first { $0.id == "exit" }?.latency.first { $0.id.hasPrefix("\(transport)-inline-") }
+            let name = transport.uppercased()
+            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p50", measured: row?.hostRatioP50, limit: 1.10, unit: "x"))
+            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p99", measured: row?.hostRatioP99, limit: 1.5, unit: "x"))
+        }
+        checks.append(TargetCheck(name: "notify path / eventfd floor", measured: nil, limit: 2.5, unit: "x",
+                                  note: "needs virtio-pci: not landed"))
+        checks.append(TargetCheck(name: "VMM start, CPU", measured: report.metric("start-cpu")?.median, limit: 5, unit: " ms"))
+        checks.append(TargetCheck(name: "RSS overhead", measured: report.metric("overhead-steady")?.median, limit: 6, unit: " MiB"))
+        return checks
+    }
+
+    /// The last line of the output: the exit hand-off ratios first.
+    static func summary(_ report: BenchReport, files: String) -> String {
+        func ratios(_ transport: String) -> String {
+            guard let row = report.row("\(transport)-inline-cross-core") ?? report.row("\(transport)-inline-same-core")
+                    ?? report.row("\(transport)-inline-unpinned"), row.host != nil else { return "\(transport.uppercased()) n/a" }
+            return "\(transport.uppercased()) p50 \(times(row.hostRatioP50)) p99 \(times(row.hostRatioP99))"
+        }
+        let exitTargets = report.targets.filter { $0.name.contains("inline-if-idle") }
+        let exitVerdict = exitTargets.contains { $0.met == false } ? "MISSED"
+            : exitTargets.allSatisfy { $0.met == true } ? "met" : "n/a"
+        var parts = ["exit hand-off inline-if-idle vs raw inline: \(ratios("pio")), \(ratios("mmio")) "
+                     + "(target p50 <= 1.10x, p99 <= 1.5x: \(exitVerdict))"]
+        if let pio = report.row("pio-raw-again"), let mmio = report.row("mmio-raw-again"), pio.host != nil, mmio.host != nil {
+            parts.append("A/A noise (raw vs raw) p50 \(times(pio.hostRatioP50))/\(times(mmio.hostRatioP50)) "
+                         + "p99 \(times(pio.hostRatioP99))/\(times(mmio.hostRatioP99))")
+        }
+        if let same = report.row("pio-enqueue-same-core")?.hostRatioP50,
+           let cross = report.row("pio-enqueue-cross-core")?.hostRatioP50 {
+            parts.append("enqueue+wait same-core \(times(same)), cross-core \(times(cross))")
+        }
+        if let cpu = report.metric("start-cpu")?.median, let overhead = report.metric("overhead-steady")?.median {
+            parts.append("start \(fixed(cpu, 2)) CPU ms, RSS overhead \(fixed(overhead, 2)) MiB")
+        }
+        parts.append("notify, virtio-blk n/a")
+        return "summary: " + parts.joined(separator: "; ") + "; " + files
+    }
+}

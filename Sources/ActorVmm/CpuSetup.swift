@@ -1,0 +1,98 @@
+import CKvm
+import EpollLoop
+
+/// The architectural state every vCPU starts with besides its registers: CPUID with this VM's topology,
+/// a few MSRs, the FPU, and the local APIC's LINT pins — what Firecracker and Cloud Hypervisor set up.
+extension Vcpu {
+    /// Configures vCPU `id` of a VM with `maxVcpus` possible vCPUs (one core each, one thread per core).
+    public func configure(supportedCPUID: [kvm_cpuid_entry2], maxVcpus: Int) throws(KvmError) {
+        try setCPUID(Self.cpuid(supportedCPUID, id: id, maxVcpus: maxVcpus))
+        try setBootMSRs()
+        try setBootFPU()
+        try setLintPins()
+    }
+
+    /// KVM's supported CPUID with the topology leaves filled in for this vCPU: initial APIC id and logical
+    /// processor count (leaf 1), the extended topology (leaves 0xB and 0x1F: SMT level of 1 thread, core
+    /// level of `maxVcpus` cores), and AMD's core count (0x8000_0008). KVM's own hypervisor leaves
+    /// (0x4000_0000 "KVMKVMKVM", 0x4000_0001 features) come through unchanged.
+    public static func cpuid(_ supported: [kvm_cpuid_entry2], id: Int, maxVcpus: Int) -> [kvm_cpuid_entry2] {
+        let apicID = UInt32(id)
+        var coreShift: UInt32 = 0
+        while (1 << coreShift) < maxVcpus { coreShift += 1 }
+        var entries = supported
+        for index in entries.indices {
+            var e = entries[index]
+            switch e.function {
+            case 1:
+                e.ebx = (e.ebx & 0x0000_FFFF) | (UInt32(min(maxVcpus, 255)) << 16) | (apicID << 24)
+                if maxVcpus > 1 { e.edx |= 1 << 28 }  // HTT: the count in EBX[23:16] is valid
+            case 0xB, 0x1F:
+                switch e.index {
+                case 0:  // SMT level: one thread per core
+                    e.eax = 0; e.ebx = 1; e.ecx = 0x100
+                case 1:  // core level
+                    e.eax = coreShift; e.ebx = UInt32(maxVcpus); e.ecx = 0x201
+                default:
+                    e.eax = 0; e.ebx = 0; e.ecx = e.index
+                }
+                e.edx = apicID
+            case 0x8000_0008:
+                e.ecx = (e.ecx & ~0xF0FF) | (coreShift << 12) | UInt32(maxVcpus - 1)
+            default:
+                break
+            }
+            entries[index] = e
+        }
+        return entries
+    }
+
+    /// MSRs at reset for a 64-bit guest (`KVM_SET_MSRS`): SYSENTER/SYSCALL targets cleared and fast
+    /// strings enabled in IA32_MISC_ENABLE, as Firecracker does.
+    func setBootMSRs() throws(KvmError) {
+        let msrs: [(UInt32, UInt64)] = [
+            (0x174, 0), (0x175, 0), (0x176, 0),                 // IA32_SYSENTER_CS/ESP/EIP
+            (0xC000_0081, 0), (0xC000_0082, 0), (0xC000_0083, 0), (0xC000_0084, 0),  // STAR, LSTAR, CSTAR, SFMASK
+            (0xC000_0102, 0),                                   // KERNEL_GS_BASE
+            (0x1A0, 1),                                         // IA32_MISC_ENABLE: fast strings
+        ]
+        let header = MemoryLayout<kvm_msrs>.size, stride = MemoryLayout<kvm_msr_entry>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: header + msrs.count * stride, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: header + msrs.count * stride)
+        buffer.storeBytes(of: UInt32(msrs.count), as: UInt32.self)
+        for (i, (index, value)) in msrs.enumerated() {
+            var entry = kvm_msr_entry()
+            entry.index = index
+            entry.data = value
+            (buffer + header + i * stride).storeBytes(of: entry, as: kvm_msr_entry.self)
+        }
+        let set = try kvmIoctl("KVM_SET_MSRS") { ckvm_ioctl_ptr(fd, CKVM_SET_MSRS, buffer) }
+        if set != Int32(msrs.count) {
+            Log.debug("vcpu\(id): KVM_SET_MSRS set \(set) of \(msrs.count) MSRs")
+        }
+    }
+
+    /// The x87 and SSE control words at their reset values (FCW 0x37F, MXCSR 0x1F80).
+    func setBootFPU() throws(KvmError) {
+        var fpu = kvm_fpu()
+        fpu.fcw = 0x37F
+        fpu.mxcsr = 0x1F80
+        _ = try kvmIoctl("KVM_SET_FPU") { ckvm_ioctl_ptr(fd, CKVM_SET_FPU, &fpu) }
+    }
+
+    /// LINT0 as ExtINT (the 8259's output) and LINT1 as NMI, as on a PC.
+    func setLintPins() throws(KvmError) {
+        var lapic = kvm_lapic_state()
+        _ = try kvmIoctl("KVM_GET_LAPIC") { ckvm_ioctl_ptr(fd, CKVM_GET_LAPIC, &lapic) }
+        withUnsafeMutableBytes(of: &lapic.regs) { regs in
+            func setDeliveryMode(_ offset: Int, _ mode: UInt32) {
+                let value = regs.load(fromByteOffset: offset, as: UInt32.self)
+                regs.storeBytes(of: (value & ~0x700) | (mode << 8), toByteOffset: offset, as: UInt32.self)
+            }
+            setDeliveryMode(0x350, 0b111)  // LVT LINT0: ExtINT
+            setDeliveryMode(0x360, 0b100)  // LVT LINT1: NMI
+        }
+        _ = try kvmIoctl("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd, CKVM_SET_LAPIC, &lapic) }
+    }
+}

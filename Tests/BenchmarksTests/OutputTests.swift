@@ -1,0 +1,131 @@
+@testable import ActorVmm
+@testable import Benchmarks
+import Testing
+
+@Suite struct JsonTests {
+    @Test func serialisesValuesInOrder() {
+        let value: JSON = .object([("b", .number(1)), ("a", .array([.bool(true), .null, .number(1.5)])),
+                                   ("s", .string("q\"\\\n\u{1}")), ("o", .maybe(nil)), ("e", .object([]))])
+        #expect(value.serialized() == #"{"b":1,"a":[true,null,1.5],"s":"q\"\\\n\u0001","o":null,"e":{}}"#)
+    }
+
+    @Test func numbersAreFiniteAndShort() {
+        #expect(JSON.format(1e9) == "1000000000")
+        #expect(JSON.format(0.1234567) == "0.1235")
+        #expect(JSON.format(-2.5) == "-2.5")
+        #expect(JSON.maybe(.infinity) == .null)
+        #expect(JSON.number(.nan).serialized() == "null")
+    }
+
+    @Test func prettyOutputIndents() {
+        let value: JSON = .object([("a", .array([.number(1)]))])
+        #expect(value.serialized(pretty: true) == "{\n  \"a\": [\n    1\n  ]\n}")
+    }
+
+    @Test func reportJsonHasTheSections() {
+        var report = BenchReport(machine: MachineInfo(cpuModel: "X", cpuCount: 2, kernel: "K", kvmModules: [], hypervisorFlag: true),
+                                 options: BenchOptions(), tscHertz: 1e9, startedAt: "T")
+        report.sections = [Sections.notify()]
+        report.summary = "summary: s"
+        let text = report.json.serialized()
+        #expect(text.contains(#""id":"notify""#))
+        #expect(text.contains(#""status":"n/a (needs virtio-pci: not landed)""#))
+        #expect(text.contains(#""summary":"summary: s""#))
+    }
+}
+
+@Suite struct OptionsTests {
+    @Test func quickAppliesFirstAndExplicitSizesWin() throws {
+        let options = try BenchOptions.parse(["--samples", "500", "--quick"], cpuCount: 2)
+        #expect(options.quick && options.exitRoundTrips == 500 && options.rounds == 3)
+        #expect(options.pinVcpu == 0 && options.pinLoop == 1 && options.crossCore)
+    }
+
+    @Test func pinning() throws {
+        let none = try BenchOptions.parse(["--no-pin"], cpuCount: 2)
+        #expect(none.pinVcpu == nil && none.pinLoop == nil && !none.crossCore)
+        let swapped = try BenchOptions.parse(["--pin-vcpu", "1", "--pin-loop", "0"], cpuCount: 2)
+        #expect(swapped.pinVcpu == 1 && swapped.pinLoop == 0)
+        #expect(try BenchOptions.parse([], cpuCount: 1).pinLoop == nil)
+        #expect(throws: BenchError.self) { try BenchOptions.parse(["--pin-vcpu", "2"], cpuCount: 2) }
+    }
+
+    @Test func badArgumentsAreOneLineErrors() {
+        for arguments in [["--rounds"], ["--rounds", "0"], ["--only", "exit,nope"], ["--bogus"], ["--placement-seconds", "-1"]] {
+            #expect(throws: BenchError.self) { try BenchOptions.parse(arguments, cpuCount: 2) }
+        }
+    }
+
+    @Test func exitRowsPerPinning() {
+        #expect(ExitConfig.all(pinned: true, crossCore: true).count == 14)
+        #expect(ExitConfig.all(pinned: false, crossCore: false).map(\.id).contains("pio-enqueue-unpinned"))
+        #expect(ExitConfig.all(pinned: true, crossCore: false).count == 10)
+        #expect(Set(ExitConfig.all(pinned: true, crossCore: true).map(\.id)).count == 14)
+        #expect(ExitConfig.all(pinned: true, crossCore: true).filter { $0.handling == .rawAgain }.allSatisfy { $0.floorID == "\($0.transport.rawValue)-raw" })
+    }
+}
+
+@Suite struct ProcFilesTests {
+    @Test func statusFields() {
+        let status = "Name:\tactor-vmm\nVmRSS:\t    8176 kB\nRssAnon:\t     772 kB\n"
+        #expect(procStatusKiB(status, field: "VmRSS") == 8176)
+        #expect(procStatusKiB(status, field: "RssAnon") == 772)
+        #expect(procStatusKiB(status, field: "RssFile") == nil)
+    }
+
+    @Test func guestMappingIsTheAnonymousMappingOfTheGuestSize() {
+        let smaps = """
+            55febc61c000-55febcbeb000 r-xp 00000000 fe:00 5317387                    /bin/actor-vmm
+            Size:               5948 kB
+            Rss:                4076 kB
+            7f47fd800000-7f4805800000 rw-p 00000000 00:00 0
+            Size:             131072 kB
+            KernelPageSize:        4 kB
+            Rss:                 116 kB
+            7f47f7800000-7f47f8000000 rw-p 00000000 00:00 0
+            Size:               8192 kB
+            Rss:                  20 kB
+            """
+        #expect(guestMappingRssKiB(smaps: smaps, sizeKiB: 131072) == 116)
+        #expect(guestMappingRssKiB(smaps: smaps, sizeKiB: 5948) == nil)  // file-backed: not guest RAM
+        #expect(guestMappingRssKiB(smaps: smaps, sizeKiB: 65536) == nil)
+    }
+
+    @Test func startGuestIsAnElfWithOneLoadSegment() throws {
+        let image = StartGuest.image()
+        #expect(Array(image[0..<4]) == [0x7F, 0x45, 0x4C, 0x46])
+        #expect(image.count == 120 + StartGuest.code.count)
+        // The code starts by writing 'S' to COM1: mov dx, 0x3f8; mov al, 'S'; out dx, al.
+        #expect(Array(StartGuest.code.prefix(7)) == [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x53, 0xEE])
+        #expect(StartGuest.code.suffix(3) == [0xF4, 0xEB, 0xFD])
+    }
+}
+
+@Suite struct ExitExtractionTests {
+    /// Synthetic recording: some exits, marker A, 2 lean round trips, marker B, 2 timed ones, marker C.
+    @Test func measuredExitsLieBetweenTheMarkers() throws {
+        let magic = ExitKey(kind: .pio, isWrite: false, address: 0xA08)
+        let write = ExitKey(kind: .pio, isWrite: true, address: 0xA00)
+        let read = ExitKey(kind: .pio, isWrite: false, address: 0xA00)
+        let keys = [magic, write, read, magic] + [write, read, write, read] + [magic] + [write, read, write, read] + [magic, read]
+        var tsc: UInt64 = 0
+        let samples = keys.enumerated().map { index, key in
+            tsc += index < 5 ? 1000 : (index < 9 ? 2000 : 3000)
+            return ExitRecorder.Sample(exitTSC: tsc, doneTSC: tsc + 10, key: key)
+        }
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 0x800_0000)])
+        for (index, cycles) in [100, 200, 300, 400].enumerated() {
+            try memory.write(UInt32(cycles), at: GuestAddress(ExitBench.sampleBuffer + UInt64(4 * index)))
+        }
+        let bench = ExitBench(guestPath: "", options: BenchOptions(), clock: TscClock(ticksPerNanosecond: 1))
+        let config = ExitConfig(transport: .pio, handling: .raw, placement: .sameCore)
+        let result = try bench.extract(config, recorder: samples, memory: memory, roundTrips: 2)
+        #expect(result.host.count == 4)
+        #expect(result.host == [2000, 2000, 2000, 2000])
+        #expect(result.hostWrites.count == 2 && result.hostReads.count == 2)
+        #expect(result.handler.allSatisfy { $0 == 10 })
+        #expect(result.guestWrites == [100, 300] && result.guestReads == [200, 400])
+        #expect(result.hostWhileGuestTimes.count == 4)
+        #expect(throws: BenchError.self) { try bench.extract(config, recorder: samples, memory: memory, roundTrips: 3) }
+    }
+}
