@@ -39,8 +39,18 @@ public enum KernelLoader {
         public var cmdline: String
         /// ACPI tables to write (their RSDP goes in the zero page or `hvm_start_info`); nil: none.
         public var acpi: AcpiConfig?
-        public init(kernelPath: String, initramfsPath: String? = nil, cmdline: String, acpi: AcpiConfig? = nil) {
+        /// Parameters appended to the command line when the kernel boots through a Linux protocol (bzImage
+        /// or PVH): the host compatibility mode's workarounds. Other ELF payloads get the command line as is.
+        public var linuxParameters: [String]
+        public init(kernelPath: String, initramfsPath: String? = nil, cmdline: String, acpi: AcpiConfig? = nil,
+                    linuxParameters: [String] = []) {
             self.kernelPath = kernelPath; self.initramfsPath = initramfsPath; self.cmdline = cmdline; self.acpi = acpi
+            self.linuxParameters = linuxParameters
+        }
+
+        /// The command line for a Linux boot protocol.
+        var linuxCommandLine: String {
+            ([cmdline] + linuxParameters).filter { !$0.isEmpty }.joined(separator: " ")
         }
     }
 
@@ -88,7 +98,8 @@ public enum KernelLoader {
             kernelEnd = max(kernelEnd, start + segment.memorySize)
         }
         let initramfs = try loadInitramfs(request.initramfsPath, above: kernelEnd, below: Layout.lowRamEnd, memory: memory)
-        let cmdline = try writeCommandLine(request.cmdline, capacity: Layout.cmdlineCapacity, memory: memory)
+        let commandLine = image.pvhEntry == nil ? request.cmdline : request.linuxCommandLine
+        let cmdline = try writeCommandLine(commandLine, capacity: Layout.cmdlineCapacity, memory: memory)
         let acpi = try writeAcpi(request.acpi, memory: memory)
 
         if let pvhEntry = image.pvhEntry {
@@ -104,7 +115,7 @@ public enum KernelLoader {
             throw .badSegment(path: path, reason: "entry point \(hex(image.entry)) is outside every loaded segment")
         }
         var params = BootParams()
-        try writeZeroPage(&params, cmdline: cmdline, cmdlineLength: request.cmdline.utf8.count + 1,
+        try writeZeroPage(&params, cmdline: cmdline, cmdlineLength: commandLine.utf8.count + 1,
                           initramfs: initramfs, acpi: acpi, memory: memory)
         return BootSetup(bootState: LongMode.bootState(entry: image.entry), kernelEnd: kernelEnd, bootProtocol: .elf64, initramfs: initramfs)
     }
@@ -125,11 +136,12 @@ public enum KernelLoader {
         let ceiling = min(UInt64(image.initrdAddressMax) + 1, Layout.lowRamEnd)
         let initramfs = try loadInitramfs(request.initramfsPath, above: kernelEnd, below: ceiling, memory: memory)
         let capacity = min(Int(image.cmdlineSize) + 1, Layout.cmdlineCapacity)
-        let cmdline = try writeCommandLine(request.cmdline, capacity: capacity, memory: memory)
+        let commandLine = request.linuxCommandLine
+        let cmdline = try writeCommandLine(commandLine, capacity: capacity, memory: memory)
         let acpi = try writeAcpi(request.acpi, memory: memory)
         var params = BootParams()
         params.copySetupHeader(image.setupHeader)
-        try writeZeroPage(&params, cmdline: cmdline, cmdlineLength: request.cmdline.utf8.count + 1,
+        try writeZeroPage(&params, cmdline: cmdline, cmdlineLength: commandLine.utf8.count + 1,
                           initramfs: initramfs, acpi: acpi, memory: memory)
         return BootSetup(bootState: LongMode.bootState(entry: load + 0x200), kernelEnd: kernelEnd, bootProtocol: .bzImage,
                          initramfs: initramfs)

@@ -1,3 +1,4 @@
+import ActorVmm
 import Devices
 import Glibc
 
@@ -79,4 +80,18 @@ func randomLocalMac() -> [UInt8] {
     var bytes = (0..<6).map { _ in UInt8.random(in: 0...255) }
     bytes[0] = (bytes[0] & 0xFE) | 0x02
     return bytes
+}
+
+/// `--compat`: whether to turn on the host compatibility mode (docs/compat.md).
+enum CompatMode: String, Equatable {
+    case auto, on, off
+
+    /// What to run with on this host.
+    func resolve() -> HostCompatibility {
+        switch self {
+        case .auto: HostCompatibility.detected()
+        case .on: HostCompatibility(isNeeded: true)
+        case .off: HostCompatibility(isNeeded: false)
+        }
+    }
 }

@@ -25,10 +25,10 @@ struct Machine {
 
     /// Builds the VM described by `options` on top of already-loaded `memory` and already-opened device
     /// backends. Host failures here are VMM faults (exit code 1); all user-input checks happened before.
-    static func build(options: VmmOptions, memory: GuestMemory, boot: BootSetup,
+    static func build(options: VmmOptions, memory: GuestMemory, boot: BootSetup, compat: HostCompatibility,
                       devices: consuming PreparedDevices) async throws -> Machine {
         let kvm = try Kvm()
-        let vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: true))
+        let vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: compat.wantsPit))
         let stopLatch = StopLatch()
         let deviceLoop = try EventLoop(name: "vmm-devices")
         let controlLoop = try EventLoop(name: "vmm-control")
@@ -99,7 +99,7 @@ struct Machine {
             vcpus.append(vcpu)
         }
         let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: IoBuses(pio: pio, mmio: mmio),
-                                  stopLatch: stopLatch, strategy: options.handoff)
+                                  stopLatch: stopLatch, strategy: options.handoff, emulator: compat.emulator(for: vm))
         let signals = try SignalWatcher(loop: controlLoop, stopLatch: stopLatch)
         return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
                        extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, signals: signals)

@@ -46,6 +46,7 @@ struct VmmOptions: Equatable {
     var nets: [NetOptions] = []
     var rng: String?
     var placement = Placement.shared
+    var compat = CompatMode.auto
     var verbosity = 0
     var logFile: String?
     var handoff = HandoffStrategy.inlineIfIdle
@@ -139,6 +140,10 @@ struct VmmOptions: Equatable {
                     value = arguments[index]
                 }
                 options.rng = try parseRng(value)
+            case "--compat":
+                let text = try take()
+                guard let mode = CompatMode(rawValue: text) else { throw CliError("--compat \(text): expected auto, on or off") }
+                options.compat = mode
             case "--event-loops":
                 let text = try take()
                 guard let placement = Placement(rawValue: text) else {
@@ -200,6 +205,9 @@ let usage = """
       --event-loops shared|per-device    device actors on one event loop, or one per virtio device (default shared)
       --test-device on|off               ActorVMM test device at ports 0xa00-0xa0f and MMIO 0xfea00000 (default on)
     Tuning and diagnostics:
+      --compat auto|on|off               host compatibility mode for nested hosts without VMX (kvm_pvm): emulate
+                                         what the host's emulator rejects, no PIT, Linux parameters appended
+                                         (default auto: on when the host needs it; docs/compat.md)
       --handoff inline|enqueue|task      how vCPU threads hand exits to device actors (default inline)
       -v, -vv, -vvv                      log more (info: boot-progress codes; debug; trace)
       --log-file PATH                    write the log to PATH instead of stderr

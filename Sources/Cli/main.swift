@@ -48,12 +48,19 @@ do {
 } catch {
     fail("--memory size=\(options.memorySize >> 20)M: \(error)", code: 2)
 }
+// Host compatibility mode (docs/compat.md): decided once, before the kernel is loaded, because it adds
+// parameters to a Linux guest's command line.
+let compat = options.compat.resolve()
+if compat.isNeeded {
+    Log.info("host compatibility mode on (\(options.compat == .auto ? "detected a host without VMX" : "--compat on")): instruction emulation, no PIT; for Linux kernels the command line gains: \(compat.commandLineAdditions.joined(separator: " "))")
+}
 let bootSetup: BootSetup
 do {
     bootSetup = try KernelLoader.load(
         .init(kernelPath: options.kernel!, initramfsPath: options.initramfs, cmdline: options.cmdline,
               acpi: AcpiConfig(bootVcpus: options.bootVcpus, maxVcpus: options.maxVcpus,
-                               com1: options.serial == .off ? nil : .com1)),
+                               com1: options.serial == .off ? nil : .com1),
+              linuxParameters: compat.commandLineAdditions),
         memory: memory)
 } catch {
     fail(error.description, code: 2)
@@ -71,7 +78,7 @@ if let initramfs = bootSetup.initramfs {
 
 let machine: Machine
 do {
-    machine = try await Machine.build(options: options, memory: memory, boot: bootSetup, devices: devices)
+    machine = try await Machine.build(options: options, memory: memory, boot: bootSetup, compat: compat, devices: devices)
 } catch {
     fail("cannot create the VM: \(error)", code: 1)
 }
