@@ -135,7 +135,11 @@ struct Machine {
             Log.info("compatibility mode: emulated \(emulator.counters.summary)")
         }
         stdin?.stop()
-        for device in virtio { await device.stop() }
+        for device in virtio {
+            await device.stop()
+            let c = await device.counters
+            Log.info("\(device.name): \(c.requests) requests, \(c.bytesRead) bytes read, \(c.bytesWritten) written, \(c.errors) errors, \(c.interrupts) interrupts, \(c.dropped) dropped")
+        }
         signals.stop()
         deviceLoop.shutdown()
         for loop in extraLoops { loop.shutdown() }

@@ -1,0 +1,83 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// Runs Linux guests: prepares them with the recipes in Tests/Linux, runs the VMM until the kernel prints
+/// the line that ends the check, then stops it with SIGTERM (a clean exit) — so nothing hangs.
+enum LinuxHarness {
+    /// A line of guest output and when it arrived (seconds since the VMM started).
+    struct Line {
+        let time: Double
+        let text: String
+    }
+
+    struct Run {
+        let lines: [Line]
+        let stderr: String
+        let status: Int32
+        let stoppedOnMarker: Bool
+        let seconds: Double
+        func first(containing text: String) -> Line? { lines.first { $0.text.contains(text) } }
+        var transcript: String { lines.map { String(format: "[%7.2f] ", $0.time) + $0.text }.joined(separator: "\n") }
+    }
+
+    /// Runs a recipe script (building on first use) and returns the folder it prints.
+    static func recipe(_ name: String) throws -> String {
+        let result = Harness.run("/bin/bash", [Harness.packageRoot + "/Tests/Linux/" + name], timeout: 3000)
+        guard result.status == 0 else {
+            throw RecipeError(message: "Tests/Linux/\(name) failed (exit \(result.status)):\n\(result.stderr.suffix(3000))")
+        }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    struct RecipeError: Error, CustomStringConvertible {
+        let message: String
+        var description: String { message }
+    }
+
+    /// Runs `actor-vmm arguments` until a stdout line contains `marker` (then SIGTERM) or `timeout` passes
+    /// (then SIGKILL); returns every line with its arrival time.
+    static func run(_ arguments: [String], until marker: String, timeout: Double) -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.vmmPath)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let start = Date()
+        do { try process.run() } catch { return Run(lines: [], stderr: "\(error)", status: -1, stoppedOnMarker: false, seconds: 0) }
+        let pid = process.processIdentifier
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        let stderrBox = Mutex(Data())
+        let errReader = Thread { stderrBox.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
+        errReader.start()
+
+        var lines: [Line] = []
+        var pending = Data()
+        var sawMarker = false
+        let handle = out.fileHandleForReading
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let text = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                    .trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+                pending.removeSubrange(pending.startIndex...newline)
+                lines.append(Line(time: Date().timeIntervalSince(start), text: text))
+                if !sawMarker && text.contains(marker) {
+                    sawMarker = true
+                    kill(pid, SIGTERM)
+                }
+            }
+        }
+        process.waitUntilExit()
+        watchdog.cancel()
+        while errReader.isExecuting { usleep(1000) }
+        let stderrText = String(decoding: stderrBox.withLock { $0 }, as: UTF8.self)
+        return Run(lines: lines, stderr: stderrText, status: process.terminationStatus,
+                   stoppedOnMarker: sawMarker, seconds: Date().timeIntervalSince(start))
+    }
+}
