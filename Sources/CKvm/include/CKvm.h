@@ -55,6 +55,7 @@ static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+static const unsigned long CKVM_GET_DEVICE_ATTR = KVM_GET_DEVICE_ATTR;
 
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
