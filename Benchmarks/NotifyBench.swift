@@ -56,6 +56,8 @@ struct NotifySamples {
     /// written → guest interrupt handler.
     var doorbellToLoop: [Double] = []
     var irqfdToGuest: [Double] = []
+    /// Guest TSC − host TSC of the run's vCPU, if KVM told.
+    var tscOffset: Int64?
 }
 
 struct NotifyBench {
@@ -115,7 +117,7 @@ struct NotifyBench {
                                                count: count, warmup: warmup, requestsPerDoorbell: 1,
                                                vcpuCPU: options.pinVcpu, loopCPU: loopCPU(config.placement),
                                                sampleBuffer: Self.sampleBuffer).run()
-            var samples = NotifySamples()
+            var samples = NotifySamples(tscOffset: run.tscOffset)
             for (index, service) in run.services.enumerated() {
                 let start = run.guestStarts[index], end = run.guestEnds[index]
                 samples.roundTrip.append(clock.nanoseconds(end &- start))

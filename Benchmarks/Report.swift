@@ -159,12 +159,14 @@ enum TextTable {
 
     static func latencyTable(_ section: Section) -> String {
         let hasGuest = section.latency.contains { $0.guest != nil }
+        let hasGuestRatio = section.latency.contains { $0.guestRatioP50 != nil }
         let hasHandler = section.latency.contains { $0.handler != nil }
         let hasRate = section.latency.contains { $0.rate != nil }
         let hasSlowPath = section.latency.contains { $0.slowPathShare != nil }
         var header = ["row", "n", "p50", "p90", "p99", "max", "x p50", "x p99"]
         if hasHandler { header.append(section.handlerHeader) }
-        if hasGuest { header += ["guest p50", "guest p99", "g x p50"] }
+        if hasGuest { header += ["guest p50", "guest p99"] }
+        if hasGuestRatio { header.append("g x p50") }
         if hasRate { header.append(section.rateHeader) }
         if hasSlowPath { header.append("via loop") }
         var lines = [header]
@@ -177,9 +179,9 @@ enum TextTable {
                         micros(main.max), row.floorID == nil ? "1.00x" : times(row.ratioP50),
                         row.floorID == nil ? "1.00x" : times(row.ratioP99)]
             if hasHandler { line.append(row.handler.map { fixed($0.p50, 0) } ?? "-") }
-            if hasGuest {
-                line += [row.guest.map { micros($0.p50) } ?? "-", row.guest.map { micros($0.p99) } ?? "-",
-                         row.floorID == nil ? (row.guest == nil ? "-" : "1.00x") : times(row.guestRatioP50)]
+            if hasGuest { line += [row.guest.map { micros($0.p50) } ?? "-", row.guest.map { micros($0.p99) } ?? "-"] }
+            if hasGuestRatio {
+                line.append(row.floorID == nil ? (row.guest == nil ? "-" : "1.00x") : times(row.guestRatioP50))
             }
             if hasRate { line.append(row.rate.map { fixed($0, 0) } ?? "-") }
             if hasSlowPath { line.append(row.slowPathShare.map { fixed($0 * 100, 2) + "%" } ?? "-") }

@@ -6,12 +6,13 @@ extension Sections {
 
     static func notify(_ options: BenchOptions) -> Section {
         Section(id: "notify", title: "2. Notify path (doorbell -> ioeventfd -> loop -> actor -> irqfd -> guest interrupt)",
-                method: "round trip. floors: host thread A (placed like the vCPU) rdtsc, write eventfd X, block in read "
-                    + "on eventfd Y, rdtsc; B (placed like the device loop), a bare thread in epoll_wait or an EventLoop "
-                    + "fd handler, reads X and writes Y. path: the test guest's rdtsc just before its doorbell write to the "
-                    + "rdtsc that is the first instruction of the queue's interrupt handler (guest TSC = host TSC rate); "
-                    + "device: a null virtio device (no I/O). loop = the responder's own time: B from wake-up to its write "
-                    + "returned; the device loop from seeing the doorbell to its irqfd write returned. "
+                method: "round trip. path: the test guest's rdtsc just before its doorbell write to the rdtsc that is "
+                    + "the first instruction of the queue's interrupt handler (the guest halts in between; guest TSC = host "
+                    + "TSC rate); device: a null virtio device (no I/O). floors: host thread A (placed like the vCPU) "
+                    + "rdtsc, write eventfd X, block in read on eventfd Y, rdtsc; B (placed like the device loop), a bare "
+                    + "thread in epoll_wait or an EventLoop fd handler, reads X and writes Y. KVM floor: the same guest "
+                    + "window around a self-IPI (in-kernel LAPIC, no VMM). loop = the responder's own time: B from wake-up "
+                    + "to its write returned; the device loop from seeing the doorbell to its irqfd write returned. "
                     + "\(options.notifySamples) round trips per row in \(options.rounds) interleaved rounds "
                     + "(+\(options.notifyWarmup) warm-up per run); p10-p99: median over rounds.",
                 kind: .latency, handlerHeader: "loop p50")
@@ -41,6 +42,8 @@ extension Sections {
             if let leg = Summary(rounds: rounds.map(\.irqfdToGuest)) { row.details.append(("irqfd_to_guest_interrupt", leg)) }
             if let pooled = Summary(rounds.flatMap(\.roundTrip)) { row.details.append(("round_trip_pooled", pooled)) }
             row.roundP50s = rounds.compactMap { Summary($0.roundTrip)?.p50 }
+            let offsets = Set(rounds.compactMap(\.tscOffset))
+            if !offsets.isEmpty { row.attributes.append(("guest_tsc_offsets", offsets.sorted().map(String.init).joined(separator: ","))) }
         }
         return row
     }

@@ -16,7 +16,8 @@ enum SvgPlot {
         }
         var body = ""
         var y = 40.0
-        body += text(x: 10, y: 22, "actor-vmm-bench: latency per exit, host view (\(report.startedAt))", size: 15, weight: "bold")
+        body += text(x: 10, y: 22, "actor-vmm-bench: latency per exit (host view), round trip, request (\(report.startedAt))",
+                     size: 15, weight: "bold")
         for section in panels {
             let drawn = panel(section, top: y)
             body += drawn.svg
@@ -81,8 +82,14 @@ enum SvgPlot {
         return out
     }
 
-    /// One colour per way of handling an exit, so the same strategy looks the same in every panel.
+    /// One colour per way of handling an exit, so the same strategy looks the same in every panel; floors grey.
     static func colour(for id: String) -> String {
+        if id.hasPrefix("notify-") || id.hasPrefix("blk-") {
+            if id.contains("kvm") { return "#b8b8b8" }
+            if id.contains("eventfd") || id.hasPrefix("blk-p") { return "#7f7f7f" }
+            if id.contains("loop") { return "#17becf" }
+            return id.contains("same-core") ? "#ff7f0e" : "#2ca02c"
+        }
         if id.hasSuffix("raw-again") { return "#b8b8b8" }
         if id.contains("raw") { return "#7f7f7f" }
         if id.contains("inline") { return "#2ca02c" }
