@@ -39,6 +39,8 @@ struct BlkSamples {
     var perRequest: [Double] = []
     /// Per doorbell: the whole batch (floors: `depth` calls back to back).
     var batch: [Double] = []
+    /// Device rows, per doorbell: doorbell seen → last request on the used ring (no interrupt yet), / depth.
+    var perRequestToUsed: [Double] = []
     /// Device rows: the guest's view, TSC before the doorbell → interrupt handler, / depth.
     var guestPerRequest: [Double] = []
     /// Device rows, where the time goes: doorbell seen → first request on the used ring; between consecutive
@@ -143,12 +145,13 @@ struct BlkBench {
             samples.perRequest.append(batch / Double(config.depth))
             samples.guestPerRequest.append(clock.nanoseconds(cycles) / Double(config.depth))
             samples.busyNanoseconds += batch
+            let lastCompletion = service.completions[service.completions.count - 1]
+            samples.perRequestToUsed.append(clock.nanoseconds(from: service.doorbell, to: lastCompletion) / Double(config.depth))
             samples.firstCompletion.append(clock.nanoseconds(from: service.doorbell, to: service.completions[0]))
             for (earlier, later) in zip(service.completions, service.completions.dropFirst()) {
                 samples.betweenCompletions.append(clock.nanoseconds(from: earlier, to: later))
             }
-            samples.lastCompletionToIrqfd.append(clock.nanoseconds(from: service.completions[service.completions.count - 1],
-                                                                   to: service.interrupt))
+            samples.lastCompletionToIrqfd.append(clock.nanoseconds(from: lastCompletion, to: service.interrupt))
         }
         samples.requests = count * config.depth
         return samples

@@ -78,15 +78,17 @@ extension Sections {
                     + "BlockBackend -> used ring updated -> irqfd written, divided by the requests in the batch (QD 1: one; "
                     + "QD 32: the guest publishes 32 and rings once). floors: pread/pwrite of the same 4 KiB blocks of the "
                     + "same file (page cache), QD 32 = 32 calls back to back, on the same pinned loop thread. n = doorbells "
-                    + "(batches); guest = its rdtsc from the doorbell write to the interrupt handler / QD; req/s = requests "
-                    + "per second of the loop's busy time. \(options.blkSamples) QD 1 requests and \(options.blkBatches) "
+                    + "(batches); used = the same up to the last used-ring update, without the interrupt (ns); guest = its "
+                    + "rdtsc from the doorbell write to the interrupt handler / QD; req/s = requests per second of the "
+                    + "loop's busy time. \(options.blkSamples) QD 1 requests and \(options.blkBatches) "
                     + "QD 32 batches per row, \(options.rounds) interleaved rounds; p10-p99: median over rounds.",
-                kind: .latency, rateHeader: "req/s")
+                kind: .latency, handlerHeader: "used p50", rateHeader: "req/s")
     }
 
     static func blkRow(_ config: BlkConfig, _ result: Result<[BlkSamples], BenchError>) -> LatencyRow {
         var row = LatencyRow(id: config.id, label: config.label, floorID: config.floor ? nil : config.floorID)
         row.mainKey = "per_request"
+        row.handlerKey = "per_request_to_used_ring"
         row.rateKey = "requests_per_second"
         row.attributes = [("operation", config.operation), ("queue_depth", String(config.depth)),
                           ("path", config.floor ? "p\(config.operation) on the loop thread" : "virtio-blk")]
@@ -95,7 +97,10 @@ extension Sections {
             row.unavailable = "failed: \(error)"
         case .success(let rounds):
             row.main = Summary(rounds: rounds.map(\.perRequest))
-            if !config.floor { row.guest = Summary(rounds: rounds.map(\.guestPerRequest)) }
+            if !config.floor {
+                row.guest = Summary(rounds: rounds.map(\.guestPerRequest))
+                row.handler = Summary(rounds: rounds.map(\.perRequestToUsed))
+            }
             if config.depth > 1, let batch = Summary(rounds: rounds.map(\.batch)) { row.details.append(("batch", batch)) }
             let legs: [(String, (BlkSamples) -> [Double])] = [
                 ("doorbell_to_first_completion", \.firstCompletion), ("between_completions", \.betweenCompletions),
