@@ -153,7 +153,7 @@ enum TextTable {
 
     static func pinningText(_ options: BenchOptions) -> String {
         guard let vcpu = options.pinVcpu else { return "none (--no-pin)" }
-        let loop = options.pinLoop.map { ", cross-core device loop on CPU \($0)" } ?? ""
+        let loop = options.crossCore ? options.pinLoop.map { ", cross-core device loop on CPU \($0)" } ?? "" : ""
         return "vCPU thread on CPU \(vcpu), same-core device loop on CPU \(vcpu)\(loop)"
     }
 
