@@ -15,10 +15,8 @@ import CKvm
 /// The samples go into a ring allocated up front (no lock, no atomic, no allocation when recording); it
 /// keeps the most recent `capacity` events.
 public final class VirtioEventRecorder: @unchecked Sendable {
-    // SAFETY (@unchecked Sendable): `buffer` and `recorded` are written only inside the device actor's
-    // isolation, which one thread holds at a time (handing it over goes through the loop's owner word, an
-    // acquire/release atomic); `events()` may be read only after `await device.stop()`, whose hop to the
-    // actor orders every earlier write before it.
+    // SAFETY (@unchecked Sendable): written only inside the device actor's isolation (one thread at a time);
+    // read only after `await device.stop()`, whose hop to the actor orders every write before the read.
 
     public enum Kind: UInt8, Sendable {
         case doorbell = 1, completed = 2, interrupt = 3
