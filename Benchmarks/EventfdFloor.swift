@@ -74,31 +74,37 @@ enum EventfdFloor {
         case .eventLoop:
             let eventLoop = try Loops.make("bench-floor", cpu: loopCPU)
             loop = eventLoop
-            registration = try eventLoop.register(fd: request) { _ in
-                let awake = ckvm_rdtsc()
-                EventFD.drainRaw(request)
-                EventFD.signalRaw(reply)
-                let answered = ckvm_rdtsc()
-                wakes.withLock { $0.append(awake) }
-                dones.withLock { $0.append(answered) }
+            do {
+                registration = try eventLoop.register(fd: request) { _ in
+                    let awake = ckvm_rdtsc()
+                    EventFD.drainRaw(request)
+                    EventFD.signalRaw(reply)
+                    let answered = ckvm_rdtsc()
+                    wakes.withLock { $0.append(awake) }
+                    dones.withLock { $0.append(answered) }
+                }
+            } catch {
+                eventLoop.shutdown()
+                throw error
             }
         }
 
-        // A.
+        // A (B is stopped whatever happens to A, so no thread is left waiting).
         let starts = Mutex<[UInt64]>([]), ends = Mutex<[UInt64]>([])
-        let measuring = try HostThread(cpu: vcpuCPU) {
-            var start = [UInt64](repeating: 0, count: total), end = [UInt64](repeating: 0, count: total)
-            var value: UInt64 = 0
-            for index in 0..<total {
-                start[index] = ckvm_rdtsc()
-                EventFD.signalRaw(request)
-                while read(reply, &value, 8) < 0 && errno == EINTR {}
-                end[index] = ckvm_rdtsc()
-            }
-            starts.withLock { $0 = start }
-            ends.withLock { $0 = end }
+        let measured = Result { () throws(BenchError) in
+            try HostThread(cpu: vcpuCPU) {
+                var start = [UInt64](repeating: 0, count: total), end = [UInt64](repeating: 0, count: total)
+                var value: UInt64 = 0
+                for index in 0..<total {
+                    start[index] = ckvm_rdtsc()
+                    EventFD.signalRaw(request)
+                    while read(reply, &value, 8) < 0 && errno == EINTR {}
+                    end[index] = ckvm_rdtsc()
+                }
+                starts.withLock { $0 = start }
+                ends.withLock { $0 = end }
+            }.join()
         }
-        let measured = Result { () throws(BenchError) in try measuring.join() }
 
         // Stop B.
         if let responderThread {

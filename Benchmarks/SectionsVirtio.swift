@@ -77,7 +77,7 @@ extension Sections {
                 method: "per request, host TSC on the device loop: loop sees the doorbell -> requests served by the real "
                     + "BlockBackend -> used ring updated -> irqfd written, divided by the requests in the batch (QD 1: one; "
                     + "QD 32: the guest publishes 32 and rings once). floors: pread/pwrite of the same 4 KiB blocks of the "
-                    + "same file (page cache), QD 32 = 32 calls back to back, on the same pinned loop thread. n = doorbells "
+                    + "same file (page cache), QD 32 = 32 calls back to back, on a loop thread pinned like the device loop. n = doorbells "
                     + "(batches); used = the same up to the last used-ring update, without the interrupt (ns); guest = its "
                     + "rdtsc from the doorbell write to the interrupt handler / QD; req/s = requests per second of the "
                     + "loop's busy time. \(options.blkSamples) QD 1 requests and \(options.blkBatches) "
