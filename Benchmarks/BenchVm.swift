@@ -32,16 +32,20 @@ final class BenchVm {
     let serial = CapturedOutput()
     let systemLoop: EventLoop
     let controlLoop: EventLoop
+    /// vCPU 0's TSC offset (guest TSC − host TSC) before it first ran, if KVM tells.
+    let tscOffset: Int64?
 
     /// Builds the VM on `memory` (already loaded). vCPU `i` starts at `bootStates[i]`; vCPUs after the
-    /// first are made runnable directly (no INIT/SIPI). `buses` holds the devices under test; the UART
-    /// (0x3F8) and ACPI power (0x600) are added here.
-    init(memory: GuestMemory, bootStates: [VcpuBootState], buses: IoBuses, strategy: HandoffStrategy,
-         threadOptions: [VcpuThreadOptions]) throws {
+    /// first are made runnable directly (no INIT/SIPI). `devices` returns the buses with the devices
+    /// under test (it gets the VM, for devices that need ioeventfds or irqfds); the UART (0x3F8) and ACPI
+    /// power (0x600) are added here.
+    init(memory: GuestMemory, bootStates: [VcpuBootState], strategy: HandoffStrategy,
+         threadOptions: [VcpuThreadOptions], devices: (Vm) throws -> IoBuses) throws {
         let kvm = try Kvm()
         vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: true))
         systemLoop = try EventLoop(name: "bench-system")
         controlLoop = try EventLoop(name: "bench-control")
+        let buses = try devices(vm)
         var pio = buses.pio
         let uart = Uart8250(loop: systemLoop, interrupt: try IrqFdLine(vm: vm, gsi: 4), output: serial)
         pio = try pio.inserting(name: "serial (8250)", base: 0x3F8, size: 8, .device(uart))
@@ -56,6 +60,7 @@ final class BenchVm {
             if id > 0 { try vcpu.setRunnable() }
             vcpus.append(vcpu)
         }
+        tscOffset = vcpus.first?.tscOffset()
         manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: IoBuses(pio: pio, mmio: buses.mmio),
                               stopLatch: stopLatch, strategy: strategy, threadOptions: threadOptions)
     }

@@ -146,8 +146,8 @@ struct ExitBench {
             pio: try Bus().inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, target),
             mmio: try Bus().inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, target))
         let recorder = ExitRecorder(capacity: 2 * (2 * roundTrips + warmup) + 4096)
-        let vm = try BenchVm(memory: memory, bootStates: [boot.bootState], buses: buses, strategy: strategy,
-                             threadOptions: [VcpuThreadOptions(cpu: vcpuCPU, recorder: recorder)])
+        let vm = try BenchVm(memory: memory, bootStates: [boot.bootState], strategy: strategy,
+                             threadOptions: [VcpuThreadOptions(cpu: vcpuCPU, recorder: recorder)]) { _ in buses }
         try await vm.start()
         let reason = vm.waitForStop(timeout: 30 + Double(2 * roundTrips + warmup) * 0.002)
         await vm.tearDown()

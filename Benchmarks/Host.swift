@@ -39,6 +39,11 @@ struct MachineInfo: Sendable {
 
 /// The whole text of a (small) file, or nil.
 func readTextFile(_ path: String) -> String? {
+    readFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// The whole contents of a (small) file, or nil.
+func readFileBytes(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -50,7 +55,7 @@ func readTextFile(_ path: String) -> String? {
         if n == 0 { break }
         bytes += chunk[0..<n]
     }
-    return String(decoding: bytes, as: UTF8.self)
+    return bytes
 }
 
 /// Writes `text` to `path` (created or truncated).

@@ -95,6 +95,11 @@ extension BenchReport {
             ("quick", .bool(options.quick)), ("rounds", .number(Double(options.rounds))),
             ("exit_round_trips_per_row", .number(Double(options.exitRoundTrips))),
             ("warmup_round_trips_per_run", .number(Double(options.exitWarmup))),
+            ("notify_round_trips_per_row", .number(Double(options.notifySamples))),
+            ("notify_warmup_per_run", .number(Double(options.notifyWarmup))),
+            ("blk_qd1_requests_per_row", .number(Double(options.blkSamples))),
+            ("blk_qd32_batches_per_row", .number(Double(options.blkBatches))),
+            ("blk_warmup_doorbells_per_run", .number(Double(options.blkWarmup))),
             ("placement_rounds", .number(Double(options.placementRounds))),
             ("placement_seconds", .number(options.placementDuration)),
             ("start_runs", .number(Double(options.startRuns))),
@@ -141,14 +146,14 @@ extension LatencyRow {
             return .object(members)
         }
         members.append(("status", .string("measured")))
-        if let host { members.append(("host", host.json)) }
-        if let handler { members.append(("vmm", handler.json)) }
+        if let main { members.append((mainKey, main.json)) }
+        if let handler { members.append((handlerKey, handler.json)) }
         if let guest { members.append(("guest", guest.json)) }
         for (key, summary) in details { members.append((key, summary.json)) }
-        members += [("ratio_p50", .maybe(hostRatioP50)), ("ratio_p99", .maybe(hostRatioP99)),
+        members += [("ratio_p50", .maybe(ratioP50)), ("ratio_p99", .maybe(ratioP99)),
                     ("guest_ratio_p50", .maybe(guestRatioP50)), ("guest_ratio_p99", .maybe(guestRatioP99))]
         if !roundP50s.isEmpty { members.append(("round_p50s", .array(roundP50s.map { .number($0) }))) }
-        if let exitsPerSecond { members.append(("exits_per_second", .number(exitsPerSecond))) }
+        if let rate { members.append((rateKey, .number(rate))) }
         if let slowPathShare { members.append(("via_loop_share", .number(slowPathShare))) }
         return .object(members)
     }

@@ -10,12 +10,15 @@ let benchUsage = """
       --rounds N           interleaved rounds of the exit rows (default 5; quick 3)
       --samples N          measured round trips per exit row, over all rounds (default 40000; quick 3000)
       --warmup N           untimed round trips per guest run (default 1000; quick 300)
+      --notify-samples N   measured doorbells per notify row, over all rounds (default 20000; quick 1500)
+      --blk-samples N      measured requests per virtio-blk QD 1 row, over all rounds (default 10000; quick 1500)
+      --blk-batches N      measured batches of 32 per virtio-blk QD 32 row, over all rounds (default 2000; quick 300)
       --placement-seconds S  measured seconds per placement run (default 1.5; quick 0.3)
       --start-runs N       actor-vmm processes started for the start/memory row (default 15; quick 5)
       --pin-vcpu CPU       host CPU for the vCPU thread in the exit rows (default 0)
       --pin-loop CPU       host CPU for the device loop in the cross-core rows (default 1)
       --no-pin             pin nothing (the same-core/cross-core rows become one unpinned row)
-      --only LIST          sections to run, comma-separated: exit,placement,start (default all)
+      --only LIST          sections to run, comma-separated: exit,notify,blk,placement,start (default all)
       --out DIR            results folder (default results/ in the package)
       --vmm PATH           the actor-vmm binary for the start row (default: swift build -c release
                            --product actor-vmm, then .build/release/actor-vmm)
@@ -31,6 +34,11 @@ struct BenchOptions: Sendable {
     var rounds = 5
     var exitRoundTrips = 40_000
     var exitWarmup = 1_000
+    var notifySamples = 20_000
+    var notifyWarmup = 200
+    var blkSamples = 10_000
+    var blkBatches = 2_000
+    var blkWarmup = 64
     var placementRounds = 3
     var placementWarmup = 0.2
     var placementDuration = 1.5
@@ -43,7 +51,7 @@ struct BenchOptions: Sendable {
     var guestPath: String?
     var showHelp = false
 
-    static let allSections = ["exit", "placement", "start"]
+    static let allSections = ["exit", "notify", "blk", "placement", "start"]
 
     /// Applies the `--quick` sizes.
     mutating func makeQuick() {
@@ -51,6 +59,11 @@ struct BenchOptions: Sendable {
         rounds = 3
         exitRoundTrips = 3_000
         exitWarmup = 300
+        notifySamples = 1_500
+        notifyWarmup = 50
+        blkSamples = 1_500
+        blkBatches = 300
+        blkWarmup = 32
         placementRounds = 1
         placementWarmup = 0.05
         placementDuration = 0.3
@@ -89,6 +102,9 @@ struct BenchOptions: Sendable {
             case "--rounds": options.rounds = try integer(argument)
             case "--samples": options.exitRoundTrips = try integer(argument)
             case "--warmup": options.exitWarmup = try integer(argument, minimum: 0)
+            case "--notify-samples": options.notifySamples = try integer(argument)
+            case "--blk-samples": options.blkSamples = try integer(argument)
+            case "--blk-batches": options.blkBatches = try integer(argument)
             case "--placement-seconds":
                 let text = try value(argument)
                 guard let seconds = Double(text), seconds > 0, seconds <= 60 else {

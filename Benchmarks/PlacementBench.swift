@@ -114,8 +114,9 @@ struct PlacementBench {
             pio = try pio.inserting(name: "test device \(index)", base: port, size: TestDevice.portSize, target)
             recorders.append(ExitRecorder(capacity: 1 << 18))
         }
-        let vm = try BenchVm(memory: memory, bootStates: bootStates, buses: IoBuses(pio: pio),
-                             strategy: .inlineIfIdle, threadOptions: recorders.map { VcpuThreadOptions(recorder: $0) })
+        let buses = IoBuses(pio: pio)
+        let vm = try BenchVm(memory: memory, bootStates: bootStates, strategy: .inlineIfIdle,
+                             threadOptions: recorders.map { VcpuThreadOptions(recorder: $0) }) { _ in buses }
         try await vm.start()
         usleep(UInt32(options.placementWarmup * 1e6))
         let tsc0 = ckvm_rdtsc()

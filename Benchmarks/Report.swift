@@ -9,25 +9,31 @@ struct LatencyRow: Sendable {
     var floorID: String?
     /// Why there are no numbers ("n/a (...)" or the error), or nil.
     var unavailable: String?
-    /// Per exit, host view: KVM_RUN return to the next KVM_RUN return.
-    var host: Summary?
-    /// Per exit: the VMM's own time (KVM_RUN return to handled).
+    /// The row's main distribution, which the ratios compare: rows 1 and 4, per exit, host view (KVM_RUN
+    /// return to the next KVM_RUN return); row 2, per round trip; row 3, per request. Its JSON key is `mainKey`.
+    var main: Summary?
+    var mainKey = "host"
+    /// The serving side's own time: rows 1 and 4, the VMM's per exit (KVM_RUN return to handled); row 2, the
+    /// responder's (device loop or floor thread) from wake-up to its reply.
     var handler: Summary?
+    var handlerKey = "vmm"
     /// Per access, guest view (rdtsc around it).
     var guest: Summary?
     /// Further distributions for the JSON (e.g. "host_writes", "guest_reads").
     var details: [(String, Summary)] = []
     /// The host p50 of each round, to show drift across the run.
     var roundP50s: [Double] = []
-    var exitsPerSecond: Double?
+    /// Events per second (rows 1 and 4: exits/s summed over vCPUs; row 3: requests/s of busy time).
+    var rate: Double?
+    var rateKey = "exits_per_second"
     /// Share of exits handed to a busy device loop instead of running inline (placement rows).
     var slowPathShare: Double?
     /// Free-form facts for the JSON (placement, strategy, ...).
     var attributes: [(String, String)] = []
 
     // Filled in by `BenchReport.compareWithFloors()`.
-    var hostRatioP50: Double?
-    var hostRatioP99: Double?
+    var ratioP50: Double?
+    var ratioP99: Double?
     var guestRatioP50: Double?
     var guestRatioP99: Double?
 
@@ -62,6 +68,9 @@ struct Section: Sendable {
     /// What exactly is measured, in a sentence.
     var method: String
     var kind: SectionKind
+    /// Column headers of the handler and rate columns in the text table.
+    var handlerHeader = "vmm p50"
+    var rateHeader = "exits/s"
     var latency: [LatencyRow] = []
     var metrics: [MetricRow] = []
 }
@@ -107,9 +116,9 @@ struct BenchReport: Sendable {
             let rows = sections[s].latency
             for r in rows.indices {
                 guard let floorID = rows[r].floorID, let floor = rows.first(where: { $0.id == floorID }) else { continue }
-                if let host = rows[r].host, let base = floor.host {
-                    sections[s].latency[r].hostRatioP50 = ratio(host.p50, to: base.p50)
-                    sections[s].latency[r].hostRatioP99 = ratio(host.p99, to: base.p99)
+                if let main = rows[r].main, let base = floor.main {
+                    sections[s].latency[r].ratioP50 = ratio(main.p50, to: base.p50)
+                    sections[s].latency[r].ratioP99 = ratio(main.p99, to: base.p99)
                 }
                 if let guest = rows[r].guest, let base = floor.guest {
                     sections[s].latency[r].guestRatioP50 = ratio(guest.p50, to: base.p50)
@@ -128,7 +137,8 @@ enum TextTable {
         var out = "actor-vmm-bench (\(report.options.quick ? "quick" : "full") run, \(report.startedAt))\n"
         out += "host: \(report.machine.oneLine)\n"
         out += "pinning: \(pinningText(report.options)); TSC \(fixed(report.tscHertz / 1e6, 1)) MHz\n"
-        out += "times in microseconds; x p50/x p99 = this row's percentile / its floor's; vmm = VMM time per exit (ns)\n"
+        out += "times in microseconds; x p50/x p99 = this row's percentile / its floor's; vmm, loop = the serving "
+            + "side's own time (ns)\n"
         for section in report.sections {
             out += "\n== \(section.title)\n   \(section.method)\n"
             out += section.kind == .latency ? latencyTable(section) : metricsTable(section)
@@ -143,34 +153,38 @@ enum TextTable {
 
     static func pinningText(_ options: BenchOptions) -> String {
         guard let vcpu = options.pinVcpu else { return "none (--no-pin)" }
-        let loop = options.pinLoop.map { ", cross-core device loop on CPU \($0)" } ?? ""
+        let loop = options.crossCore ? options.pinLoop.map { ", cross-core device loop on CPU \($0)" } ?? "" : ""
         return "vCPU thread on CPU \(vcpu), same-core device loop on CPU \(vcpu)\(loop)"
     }
 
     static func latencyTable(_ section: Section) -> String {
         let hasGuest = section.latency.contains { $0.guest != nil }
-        let hasRate = section.latency.contains { $0.exitsPerSecond != nil }
-        var header = ["row", "n", "p50", "p90", "p99", "max", "x p50", "x p99", "vmm p50"]
-        if hasGuest { header += ["guest p50", "guest p99", "g x p50"] }
-        if hasRate { header += ["exits/s", "via loop"] }
+        let hasGuestRatio = section.latency.contains { $0.guestRatioP50 != nil }
+        let hasHandler = section.latency.contains { $0.handler != nil }
+        let hasRate = section.latency.contains { $0.rate != nil }
+        let hasSlowPath = section.latency.contains { $0.slowPathShare != nil }
+        var header = ["row", "n", "p50", "p90", "p99", "max", "x p50", "x p99"]
+        if hasHandler { header.append(section.handlerHeader) }
+        if hasGuest { header += ["guest p50", "guest p99"] }
+        if hasGuestRatio { header.append("g x p50") }
+        if hasRate { header.append(section.rateHeader) }
+        if hasSlowPath { header.append("via loop") }
         var lines = [header]
         for row in section.latency {
-            guard let host = row.host else {
+            guard let main = row.main else {
                 lines.append([row.label, row.unavailable ?? "n/a"])
                 continue
             }
-            var line = [row.label, String(host.count), micros(host.p50), micros(host.p90), micros(host.p99),
-                        micros(host.max), row.floorID == nil ? "1.00x" : times(row.hostRatioP50),
-                        row.floorID == nil ? "1.00x" : times(row.hostRatioP99),
-                        row.handler.map { fixed($0.p50, 0) } ?? "-"]
-            if hasGuest {
-                line += [row.guest.map { micros($0.p50) } ?? "-", row.guest.map { micros($0.p99) } ?? "-",
-                         row.floorID == nil ? (row.guest == nil ? "-" : "1.00x") : times(row.guestRatioP50)]
+            var line = [row.label, String(main.count), micros(main.p50), micros(main.p90), micros(main.p99),
+                        micros(main.max), row.floorID == nil ? "1.00x" : times(row.ratioP50),
+                        row.floorID == nil ? "1.00x" : times(row.ratioP99)]
+            if hasHandler { line.append(row.handler.map { fixed($0.p50, 0) } ?? "-") }
+            if hasGuest { line += [row.guest.map { micros($0.p50) } ?? "-", row.guest.map { micros($0.p99) } ?? "-"] }
+            if hasGuestRatio {
+                line.append(row.floorID == nil ? (row.guest == nil ? "-" : "1.00x") : times(row.guestRatioP50))
             }
-            if hasRate {
-                line += [row.exitsPerSecond.map { fixed($0, 0) } ?? "-",
-                         row.slowPathShare.map { fixed($0 * 100, 2) + "%" } ?? "-"]
-            }
+            if hasRate { line.append(row.rate.map { fixed($0, 0) } ?? "-") }
+            if hasSlowPath { line.append(row.slowPathShare.map { fixed($0 * 100, 2) + "%" } ?? "-") }
             lines.append(line)
         }
         return align(lines)

@@ -3,9 +3,6 @@
 import ActorVmm
 
 enum Sections {
-    /// Rows 2 and 3 need ioeventfd/irqfd, MSI-X and virtio-blk (issue "virtio over PCI").
-    static let needsVirtio = "n/a (needs virtio-pci: not landed)"
-
     // MARK: 1. Exit round trips
 
     static func exit(_ options: BenchOptions) -> Section {
@@ -31,7 +28,7 @@ enum Sections {
         case .failure(let error):
             row.unavailable = "failed: \(error)"
         case .success(let rounds):
-            row.host = Summary(rounds: rounds.map(\.host))
+            row.main = Summary(rounds: rounds.map(\.host))
             row.handler = Summary(rounds: rounds.map(\.handler))
             row.guest = Summary(rounds: rounds.map(\.guest))
             let details: [(String, (ExitSamples) -> [Double])] = [
@@ -46,37 +43,6 @@ enum Sections {
             }
         }
         return row
-    }
-
-    // MARK: 2 and 3. Not landed yet
-
-    static func notify() -> Section {
-        Section(id: "notify", title: "2. Notify path (doorbell -> ioeventfd -> loop -> actor -> irqfd -> guest interrupt)",
-                method: "guest rdtsc from the doorbell write to its interrupt handler, against a bare eventfd "
-                    + "write/read between two host threads.",
-                kind: .latency,
-                latency: [
-                    LatencyRow(id: "notify-eventfd", label: "bare eventfd write -> read (floor)", floorID: nil,
-                               unavailable: needsVirtio),
-                    LatencyRow(id: "notify-path", label: "doorbell -> ioeventfd -> actor -> irqfd -> IRQ",
-                               floorID: "notify-eventfd", unavailable: needsVirtio),
-                ])
-    }
-
-    static func virtioBlk() -> Section {
-        var rows: [LatencyRow] = []
-        for depth in [1, 32] {
-            for operation in ["read", "write"] {
-                let floor = "blk-p\(operation)-qd\(depth)"
-                rows.append(LatencyRow(id: floor, label: "p\(operation) 4 KiB, same file, QD \(depth) (floor)",
-                                       floorID: nil, unavailable: needsVirtio))
-                rows.append(LatencyRow(id: "blk-\(operation)-qd\(depth)", label: "virtio-blk \(operation) 4 KiB, QD \(depth)",
-                                       floorID: floor, unavailable: needsVirtio))
-            }
-        }
-        return Section(id: "blk", title: "3. virtio-blk request service time (notify -> used ring + interrupt)",
-                       method: "4 KiB requests, queue depth 1 and 32, against pread/pwrite of the same file in the same run.",
-                       kind: .latency, latency: rows)
     }
 
     // MARK: 4. Placement
@@ -97,11 +63,11 @@ enum Sections {
         case .failure(let error):
             row.unavailable = "failed: \(error)"
         case .success(let rounds):
-            row.host = Summary(rounds: rounds.map(\.host))
+            row.main = Summary(rounds: rounds.map(\.host))
             row.handler = Summary(rounds: rounds.map(\.handler))
             if let pooled = Summary(rounds.flatMap(\.host)) { row.details.append(("host_pooled", pooled)) }
             row.roundP50s = rounds.compactMap { Summary($0.host)?.p50 }
-            row.exitsPerSecond = medianValue(rounds.map(\.exitsPerSecond))
+            row.rate = medianValue(rounds.map(\.exitsPerSecond))
             if config.mode != .raw { row.slowPathShare = medianValue(rounds.map(\.slowPathShare)) }
         }
         return row
@@ -165,11 +131,10 @@ enum Sections {
         for transport in ["pio", "mmio"] {
             let row = report.sections.first { $0.id == "exit" }?.latency.first { $0.id.hasPrefix("\(transport)-inline-") }
             let name = transport.uppercased()
-            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p50", measured: row?.hostRatioP50, limit: 1.10, unit: "x"))
-            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p99", measured: row?.hostRatioP99, limit: 1.5, unit: "x"))
+            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p50", measured: row?.ratioP50, limit: 1.10, unit: "x"))
+            checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p99", measured: row?.ratioP99, limit: 1.5, unit: "x"))
         }
-        checks.append(TargetCheck(name: "notify path / eventfd floor", measured: nil, limit: 2.5, unit: "x",
-                                  note: "needs virtio-pci: not landed"))
+        checks += notifyTargets(report)
         checks.append(TargetCheck(name: "VMM start, CPU", measured: report.metric("start-cpu")?.median, limit: 5, unit: " ms"))
         checks.append(TargetCheck(name: "RSS overhead", measured: report.metric("overhead-steady")?.median, limit: 6, unit: " MiB"))
         return checks
@@ -179,26 +144,27 @@ enum Sections {
     static func summary(_ report: BenchReport, files: String) -> String {
         func ratios(_ transport: String) -> String {
             guard let row = report.row("\(transport)-inline-cross-core") ?? report.row("\(transport)-inline-same-core")
-                    ?? report.row("\(transport)-inline-unpinned"), row.host != nil else { return "\(transport.uppercased()) n/a" }
-            return "\(transport.uppercased()) p50 \(times(row.hostRatioP50)) p99 \(times(row.hostRatioP99))"
+                    ?? report.row("\(transport)-inline-unpinned"), row.main != nil else { return "\(transport.uppercased()) n/a" }
+            return "\(transport.uppercased()) p50 \(times(row.ratioP50)) p99 \(times(row.ratioP99))"
         }
         let exitTargets = report.targets.filter { $0.name.contains("inline-if-idle") }
         let exitVerdict = exitTargets.contains { $0.met == false } ? "MISSED"
             : exitTargets.allSatisfy { $0.met == true } ? "met" : "n/a"
         var parts = ["exit hand-off inline-if-idle vs raw inline: \(ratios("pio")), \(ratios("mmio")) "
                      + "(target p50 <= 1.10x, p99 <= 1.5x: \(exitVerdict))"]
-        if let pio = report.row("pio-raw-again"), let mmio = report.row("mmio-raw-again"), pio.host != nil, mmio.host != nil {
-            parts.append("A/A noise (raw vs raw) p50 \(times(pio.hostRatioP50))/\(times(mmio.hostRatioP50)) "
-                         + "p99 \(times(pio.hostRatioP99))/\(times(mmio.hostRatioP99))")
+        if let pio = report.row("pio-raw-again"), let mmio = report.row("mmio-raw-again"), pio.main != nil, mmio.main != nil {
+            parts.append("A/A noise (raw vs raw) p50 \(times(pio.ratioP50))/\(times(mmio.ratioP50)) "
+                         + "p99 \(times(pio.ratioP99))/\(times(mmio.ratioP99))")
         }
-        if let same = report.row("pio-enqueue-same-core")?.hostRatioP50,
-           let cross = report.row("pio-enqueue-cross-core")?.hostRatioP50 {
+        if let same = report.row("pio-enqueue-same-core")?.ratioP50,
+           let cross = report.row("pio-enqueue-cross-core")?.ratioP50 {
             parts.append("enqueue+wait same-core \(times(same)), cross-core \(times(cross))")
         }
         if let cpu = report.metric("start-cpu")?.median, let overhead = report.metric("overhead-steady")?.median {
             parts.append("start \(fixed(cpu, 2)) CPU ms, RSS overhead \(fixed(overhead, 2)) MiB")
         }
-        parts.append("notify, virtio-blk n/a")
+        parts.append(notifySummary(report))
+        parts.append(blkSummary(report))
         return "summary: " + parts.joined(separator: "; ") + "; " + files
     }
 }

@@ -12,11 +12,12 @@ enum SvgPlot {
 
     static func render(_ report: BenchReport) -> String {
         let panels = report.sections.filter { section in
-            section.kind == .latency && section.latency.contains { $0.host != nil }
+            section.kind == .latency && section.latency.contains { $0.main != nil }
         }
         var body = ""
         var y = 40.0
-        body += text(x: 10, y: 22, "actor-vmm-bench: latency per exit, host view (\(report.startedAt))", size: 15, weight: "bold")
+        body += text(x: 10, y: 22, "actor-vmm-bench: latency per exit (host view), round trip, request (\(report.startedAt))",
+                     size: 15, weight: "bold")
         for section in panels {
             let drawn = panel(section, top: y)
             body += drawn.svg
@@ -35,9 +36,9 @@ enum SvgPlot {
 
     /// One section: its title, a log axis in microseconds with grid lines, then a row per measured row.
     static func panel(_ section: Section, top: Double) -> (svg: String, bottom: Double) {
-        let rows = section.latency.filter { $0.host != nil }
-        let low = max(0.01, rows.compactMap { $0.host?.min }.min().map { $0 / 1000 } ?? 1)
-        let high = max(low * 10, rows.compactMap { $0.host?.max }.max().map { $0 / 1000 } ?? 10)
+        let rows = section.latency.filter { $0.main != nil }
+        let low = max(0.01, rows.compactMap { $0.main?.min }.min().map { $0 / 1000 } ?? 1)
+        let high = max(low * 10, rows.compactMap { $0.main?.max }.max().map { $0 / 1000 } ?? 10)
         let scale = LogScale(low: low, high: high, left: plotLeft, right: plotRight)
         var out = text(x: 10, y: top + 14, section.title, size: 13, weight: "bold")
         let axisTop = top + 22
@@ -52,7 +53,7 @@ enum SvgPlot {
             }
         }
         for (index, row) in rows.enumerated() {
-            guard let host = row.host else { continue }
+            guard let host = row.main else { continue }
             let mid = axisTop + Double(index) * rowHeight + rowHeight / 2 + 3
             let color = colour(for: row.id)
             out += text(x: labelWidth, y: mid + 4, row.label, size: 11, anchor: "end")
@@ -62,7 +63,7 @@ enum SvgPlot {
             let p50 = scale.x(host.p50 / 1000)
             out += line(x1: p50, y1: mid - 8, x2: p50, y2: mid + 8, color: "#000", width: 2)
             out += "<circle cx=\"\(n(scale.x(host.p99 / 1000)))\" cy=\"\(n(mid))\" r=\"3\" fill=\"#000\"/>\n"
-            let ratioText = row.floorID == nil ? "floor" : times(row.hostRatioP50)
+            let ratioText = row.floorID == nil ? "floor" : times(row.ratioP50)
             out += text(x: plotRight + 12, y: mid + 4, ratioText, size: 11)
         }
         return (out, axisBottom + 14)
@@ -81,8 +82,14 @@ enum SvgPlot {
         return out
     }
 
-    /// One colour per way of handling an exit, so the same strategy looks the same in every panel.
+    /// One colour per way of handling an exit, so the same strategy looks the same in every panel; floors grey.
     static func colour(for id: String) -> String {
+        if id.hasPrefix("notify-") || id.hasPrefix("blk-") {
+            if id.contains("kvm") { return "#b8b8b8" }
+            if id.contains("eventfd") || id.hasPrefix("blk-p") { return "#7f7f7f" }
+            if id.contains("loop") { return "#17becf" }
+            return id.contains("same-core") ? "#ff7f0e" : "#2ca02c"
+        }
         if id.hasSuffix("raw-again") { return "#b8b8b8" }
         if id.contains("raw") { return "#7f7f7f" }
         if id.contains("inline") { return "#2ca02c" }

@@ -23,6 +23,11 @@ struct TscClock: Sendable {
 
     func nanoseconds(_ ticks: UInt64) -> Double { Double(ticks) / ticksPerNanosecond }
 
+    /// `to - from` in nanoseconds, negative if `to` is earlier (stamps taken on two CPUs).
+    func nanoseconds(from: UInt64, to: UInt64) -> Double {
+        Double(Int64(bitPattern: to &- from)) / ticksPerNanosecond
+    }
+
     /// The TSC rate in Hz (for the report).
     var hertz: Double { ticksPerNanosecond * 1e9 }
 }

@@ -1,7 +1,8 @@
 // actor-vmm-bench: device-path latency benchmarks, each row side by side with its floor in one run.
 //
 // 1. exit round trips (PIO, MMIO) per hand-off strategy vs raw inline handling   -> ExitBench.swift
-// 2. notify path vs the bare eventfd, 3. virtio-blk vs pread/pwrite               -> n/a until virtio-pci lands
+// 2. notify path (guest doorbell -> ... -> guest IRQ) vs eventfd ping-pongs         -> NotifyBench.swift
+// 3. virtio-blk service time per 4 KiB request, QD 1 and 32, vs pread/pwrite      -> BlkBench.swift
 // 4. placement: one shared loop vs a loop per device, 1/2/4 busy devices          -> PlacementBench.swift
 // 5. VMM start (CPU ms, wall) and RSS overhead of the real actor-vmm binary       -> StartBench.swift
 // Output: a table on stdout, JSON + SVG + text under results/, and a one-line summary as the last line.
@@ -83,9 +84,25 @@ if options.sections.contains("exit") {
 }
 report.sections.append(exitSection)
 
-// 2 and 3. Not measurable until virtio over PCI (ioeventfd, irqfd, MSI-X, virtio-blk) lands.
-report.sections.append(Sections.notify())
-report.sections.append(Sections.virtioBlk())
+// 2. Notify path.
+var notifySection = Sections.notify(options)
+if options.sections.contains("notify") {
+    let results = await NotifyBench(guestPath: guestPath, options: options, clock: clock).run(progress: note)
+    notifySection.latency = results.map { Sections.notifyRow($0.0, $0.1) }
+} else {
+    notifySection.latency = [LatencyRow(id: "notify", label: "notify path", floorID: nil, unavailable: "not run (--only)")]
+}
+report.sections.append(notifySection)
+
+// 3. virtio-blk service time.
+var blkSection = Sections.blk(options)
+if options.sections.contains("blk") {
+    let results = await BlkBench(guestPath: guestPath, options: options, clock: clock).run(progress: note)
+    blkSection.latency = results.map { Sections.blkRow($0.0, $0.1) }
+} else {
+    blkSection.latency = [LatencyRow(id: "blk", label: "virtio-blk", floorID: nil, unavailable: "not run (--only)")]
+}
+report.sections.append(blkSection)
 
 // 4. Placement.
 var placementSection = Sections.placement(options)

@@ -28,6 +28,21 @@ public func currentCPU() -> Int? {
 }
 
 extension Vcpu {
+    /// How far this vCPU's TSC is ahead of the host's (guest TSC = host TSC + offset), so that guest `rdtsc`
+    /// readings and host ones can be put on one time line (benchmarks). Nil where KVM cannot tell
+    /// (`KVM_VCPU_TSC_CTRL` needs Linux 5.16). The corresponding ioctl is `KVM_GET_DEVICE_ATTR`.
+    public func tscOffset() -> Int64? {
+        var offset: UInt64 = 0
+        return withUnsafeMutablePointer(to: &offset) { pointer -> Int64? in
+            var attribute = kvm_device_attr()
+            attribute.group = UInt32(KVM_VCPU_TSC_CTRL)
+            attribute.attr = UInt64(KVM_VCPU_TSC_OFFSET)
+            attribute.addr = UInt64(UInt(bitPattern: pointer))
+            guard ckvm_ioctl_ptr(fd, CKVM_GET_DEVICE_ATTR, &attribute) == 0 else { return nil }
+            return Int64(bitPattern: pointer.pointee)
+        }
+    }
+
     /// Marks this vCPU runnable, so it enters the guest at the state set by ``setBootState(_:)`` without
     /// waiting for INIT/SIPI from the boot vCPU (application processors start out waiting for them).
     /// The corresponding ioctl is `KVM_SET_MP_STATE`.

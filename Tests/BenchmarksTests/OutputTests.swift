@@ -25,11 +25,13 @@ import Testing
     @Test func reportJsonHasTheSections() {
         var report = BenchReport(machine: MachineInfo(cpuModel: "X", cpuCount: 2, kernel: "K", kvmModules: [], hypervisorFlag: true),
                                  options: BenchOptions(), tscHertz: 1e9, startedAt: "T")
-        report.sections = [Sections.notify()]
+        var notify = Sections.notify(BenchOptions())
+        notify.latency = [LatencyRow(id: "notify", label: "notify path", floorID: nil, unavailable: "not run (--only)")]
+        report.sections = [notify]
         report.summary = "summary: s"
         let text = report.json.serialized()
         #expect(text.contains(#""id":"notify""#))
-        #expect(text.contains(#""status":"n/a (needs virtio-pci: not landed)""#))
+        #expect(text.contains(#""status":"not run (--only)""#))
         #expect(text.contains(#""summary":"summary: s""#))
     }
 }

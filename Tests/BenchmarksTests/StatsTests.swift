@@ -53,7 +53,7 @@ import Testing
 @Suite struct ReportTests {
     func row(_ id: String, floor: String?, p50: Double, p99: Double) -> LatencyRow {
         var row = LatencyRow(id: id, label: id, floorID: floor)
-        row.host = Summary(count: 10, min: p50 / 2, p10: p50 * 0.9, p50: p50, p90: p99 * 0.9, p99: p99, max: p99 * 2, mean: p50)
+        row.main = Summary(count: 10, min: p50 / 2, p10: p50 * 0.9, p50: p50, p90: p99 * 0.9, p99: p99, max: p99 * 2, mean: p50)
         return row
     }
 
@@ -73,9 +73,9 @@ import Testing
     @Test func rowsAreComparedWithTheirFloors() throws {
         let report = report()
         let inline = try #require(report.row("pio-inline-cross-core"))
-        #expect(inline.hostRatioP50 == 1.05)
-        #expect(inline.hostRatioP99 == 1.3)
-        #expect(report.row("pio-raw")?.hostRatioP50 == nil)
+        #expect(inline.ratioP50 == 1.05)
+        #expect(inline.ratioP99 == 1.3)
+        #expect(report.row("pio-raw")?.ratioP50 == nil)
         let p50 = try #require(report.targets.first { $0.name == "PIO inline-if-idle / raw, p50" })
         #expect(p50.met == true && p50.verdict == "met")
         #expect(report.targets.first { $0.name.hasPrefix("MMIO") }?.verdict == "n/a")

@@ -48,6 +48,8 @@ public actor VirtioPciDevice: PciDevice {
     /// One eventfd per queue, for `KVM_IOEVENTFD` on the queue's notify address (closed in deinit).
     public nonisolated let notifyFDs: [Int32]
     var notifyRegistrations: [Registration] = []
+    /// Event timestamps for the benchmarks; nil (one check per event) unless attached.
+    var recorder: VirtioEventRecorder?
 
     /// Creates the device with `backend`, placing BAR0 at `barAddress`. `vectors` must hold
     /// `backend.queueCount + 1` MSI targets (one per queue, one for configuration changes).
@@ -104,10 +106,19 @@ public actor VirtioPciDevice: PciDevice {
     public func watchDoorbells() throws(Errno) {
         for (index, fd) in notifyFDs.enumerated() {
             notifyRegistrations.append(try loop.register(fd: fd) { [weak self] _ in
-                EventFD.drainRaw(fd)
-                self?.assumeIsolated { $0.queueNotified(index) }
+                guard let self else { EventFD.drainRaw(fd); return }
+                self.assumeIsolated { device in
+                    device.recorder?.record(.doorbell, queue: UInt16(index))
+                    EventFD.drainRaw(fd)
+                    device.queueNotified(index)
+                }
             })
         }
+    }
+
+    /// Starts stamping doorbells, completions and interrupts into `recorder` (benchmarks only).
+    public func attach(recorder: VirtioEventRecorder) {
+        self.recorder = recorder
     }
 
     /// Stops watching doorbells and host descriptors (before the VM is torn down).
@@ -238,6 +249,7 @@ public actor VirtioPciDevice: PciDevice {
         counters.bytesWritten &+= UInt64(written)
         do {
             try queues[index].complete(chain, written: written, memory: memory)
+            recorder?.record(.completed, queue: UInt16(index))
         } catch {
             counters.errors &+= 1
             failDevice()
@@ -276,6 +288,7 @@ public actor VirtioPciDevice: PciDevice {
         counters.interrupts &+= 1
         if !msix.enabled { isr |= isrBit }
         msix.signal(Int(vector))
+        recorder?.record(.interrupt, queue: vector)
     }
 
     /// DEVICE_NEEDS_RESET (§2.1.2): the driver must reset the device; a configuration interrupt tells it.

@@ -187,3 +187,24 @@ static inline _Noreturn void cpu_halt_forever(void) {
         __asm__ volatile("cli; hlt" : : : "memory");
     }
 }
+
+// ---- Benchmarks (bench.S) -------------------------------------------------------------------
+
+/// Reads the TSC, writes `queue_index` to the doorbell at `notify_address`, then waits (sti; hlt)
+/// until `bench_irq_stub` has run; returns the TSC read before the doorbell, with IF=0 again.
+uint64_t bench_doorbell_and_wait(uint64_t notify_address, uint16_t queue_index);
+
+/// The same with a self-IPI: writes `icr_low` to the local APIC's ICR at `icr_address`.
+uint64_t bench_self_ipi_and_wait(uint64_t icr_address, uint32_t icr_low);
+
+/// The interrupt entry point that stores the TSC at arrival (its first instruction) and returns.
+static inline uint64_t bench_irq_stub_address(void) {
+    extern uint8_t bench_irq_stub[];
+    return (uint64_t)(uintptr_t)bench_irq_stub;
+}
+
+/// The TSC `bench_irq_stub` stored for the last interrupt it took.
+static inline uint64_t bench_irq_tsc_value(void) {
+    extern volatile uint64_t bench_irq_tsc;
+    return bench_irq_tsc;
+}

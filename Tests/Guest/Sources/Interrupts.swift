@@ -4,6 +4,7 @@
 //   0-31        CPU exceptions: print `GUEST EXCEPTION vector=N rip=0x... error=0x...` and power
 //               off, so a guest bug is one readable line instead of a triple fault
 //   0x40-0x5F   MSI-X vectors handed out to virtio devices (Interrupts.allocateVectors)
+//   0x60        `bench-ipi`'s self-IPI (BenchVirtio.swift)
 //   0xFF        the LAPIC's spurious-interrupt vector (no EOI for it)
 // Every vector has a gate (interrupts.S has 256 stubs); each interrupt that is not an exception
 // is counted per vector, and wait loops watch the counters.
@@ -15,6 +16,8 @@ enum Interrupts {
     static let firstDeviceVector: UInt8 = 0x40
     static let lastDeviceVector: UInt8 = 0x5F
     static let spuriousVector: UInt8 = 0xFF
+    /// `bench-ipi`'s self-IPI (outside the device range).
+    static let benchVector: UInt8 = 0x60
 
     /// A generous bound for one device round trip, in TSC cycles (about 2 s at 2.5 GHz).
     static let defaultTimeout: UInt64 = 5_000_000_000
@@ -22,21 +25,26 @@ enum Interrupts {
     /// Fills the IDT with an interrupt gate per vector, loads it, and enables the LAPIC.
     /// Called once at boot, before any check runs.
     static func install() {
-        let idt = MmioBlock(base: guest_idt_address())
         for vector in 0..<256 {
-            // 64-bit interrupt gate (IF cleared on entry): offset 15:0, selector, IST 0,
-            // type 0xE with P=1 and DPL=0 (0x8E), offset 31:16, offset 63:32, reserved.
-            let handler = interrupt_stub_address(UInt8(vector))
-            let gate = vector * 16
-            idt.write16(UInt16(truncatingIfNeeded: handler), at: gate)
-            idt.write16(codeSelector, at: gate + 2)
-            idt.write16(0x8E00, at: gate + 4)
-            idt.write16(UInt16(truncatingIfNeeded: handler >> 16), at: gate + 6)
-            idt.write32(UInt32(truncatingIfNeeded: handler >> 32), at: gate + 8)
-            idt.write32(0, at: gate + 12)
+            setGate(UInt8(vector), handler: interrupt_stub_address(UInt8(vector)))
         }
         cpu_load_idt(guest_idt_address(), 256 * 16 - 1)
         Lapic.enable()
+    }
+
+    /// Points `vector`'s gate at `handler`: a 64-bit interrupt gate (IF cleared on entry): offset
+    /// 15:0, selector, IST 0, type 0xE with P=1 and DPL=0 (0x8E), offset 31:16, offset 63:32,
+    /// reserved. The benchmarks swap in their own entry point for one vector, then put the
+    /// standard stub (`interrupt_stub_address`) back.
+    static func setGate(_ vector: UInt8, handler: UInt64) {
+        let idt = MmioBlock(base: guest_idt_address())
+        let gate = Int(vector) * 16
+        idt.write16(UInt16(truncatingIfNeeded: handler), at: gate)
+        idt.write16(codeSelector, at: gate + 2)
+        idt.write16(0x8E00, at: gate + 4)
+        idt.write16(UInt16(truncatingIfNeeded: handler >> 16), at: gate + 6)
+        idt.write32(UInt32(truncatingIfNeeded: handler >> 32), at: gate + 8)
+        idt.write32(0, at: gate + 12)
     }
 
     /// The boot GDT's 64-bit code segment (the VMM's flat GDT; we keep it).
@@ -79,6 +87,7 @@ enum Lapic {
     static let taskPriority = 0x80           // TPR: 0 lets every vector through
     static let endOfInterruptRegister = 0xB0 // EOI: write 0
     static let spuriousVectorRegister = 0xF0 // SVR: bit 8 software-enables the APIC, 7:0 vector
+    static let interruptCommandLow = 0x300   // ICR 31:0: a write sends the IPI
 
     /// Software-enables the APIC (SVR bit 8) with spurious vector 0xFF, accepting all priorities.
     static func enable() {

@@ -29,6 +29,9 @@ let allTests: [GuestTest] = [
     GuestTest(name: "net", run: netTest),
     GuestTest(name: "bench-pio", run: benchPortTest),
     GuestTest(name: "bench-mmio", run: benchMmioTest),
+    GuestTest(name: "bench-notify", run: benchNotifyTest),
+    GuestTest(name: "bench-ipi", run: benchSelfIpiTest),
+    GuestTest(name: "bench-blk", run: benchBlkTest),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.

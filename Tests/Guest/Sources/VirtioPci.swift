@@ -216,17 +216,39 @@ struct VirtioPciDevice {
 
         let notifyOffset = UInt32(common.read16(at: Self.queueNotifyOff)) &* notifyMultiplier
         guard notifyOffset + 2 <= notifyLength else { throw DriverError("notify-off", notifyOffset) }
-        let entry = UInt16(1) + index
-        let queue = Virtqueue(index: index, size: size, vector: firstVector + UInt8(entry),
+        let queue = Virtqueue(index: index, size: size, vector: firstVector + UInt8(1 + index),
                               notifyAddress: notifyBase + UInt64(notifyOffset))
-        write64(queue.descriptorTableAddress, at: Self.queueDesc)
-        write64(queue.availableRingAddress, at: Self.queueDriver)
-        write64(queue.usedRingAddress, at: Self.queueDevice)
+        try enableQueue(index, descriptors: queue.descriptorTableAddress,
+                        available: queue.availableRingAddress, used: queue.usedRingAddress)
+        return queue
+    }
+
+    /// Points the selected queue `index` at its three areas, gives it MSI-X entry 1 + index, and
+    /// enables it (the queue size has been written already).
+    private func enableQueue(_ index: UInt16, descriptors: UInt64, available: UInt64, used: UInt64) throws(DriverError) {
+        write64(descriptors, at: Self.queueDesc)
+        write64(available, at: Self.queueDriver)
+        write64(used, at: Self.queueDevice)
+        let entry = UInt16(1) + index
         common.write16(entry, at: Self.queueMsixVector)
         let accepted = common.read16(at: Self.queueMsixVector)
         guard accepted == entry else { throw DriverError("queue-vector-rejected", accepted) }
         common.write16(1, at: Self.queueEnable)
-        return queue
+    }
+
+    /// Sets up queue `index` with exactly `size` entries (a power of 2) over areas the caller laid
+    /// out (the benchmarks' rings, BenchVirtio.swift); returns its doorbell address and IDT vector.
+    func setUpQueue(_ index: UInt16, size: Int, descriptors: UInt64, available: UInt64,
+                    used: UInt64) throws(DriverError) -> (notifyAddress: UInt64, vector: UInt8) {
+        guard Int(index) < numQueues else { throw DriverError("no-queue", index) }
+        common.write16(index, at: Self.queueSelect)
+        let maximum = Int(common.read16(at: Self.queueSize))
+        guard size <= maximum else { throw DriverError("queue-size-max", maximum) }
+        common.write16(UInt16(size), at: Self.queueSize)
+        let notifyOffset = UInt32(common.read16(at: Self.queueNotifyOff)) &* notifyMultiplier
+        guard notifyOffset + 2 <= notifyLength else { throw DriverError("notify-off", notifyOffset) }
+        try enableQueue(index, descriptors: descriptors, available: available, used: used)
+        return (notifyBase + UInt64(notifyOffset), firstVector + UInt8(1 + index))
     }
 
     /// A 64-bit common-configuration field as two 32-bit halves, low first (allowed by §4.1.3.1).
