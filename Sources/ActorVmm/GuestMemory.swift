@@ -53,7 +53,7 @@ public final class GuestMemory: @unchecked Sendable {
         public let start: GuestAddress
         public let size: UInt64
         /// Host address of the mapping; for registering the region with KVM only (package access).
-        package let hostAddress: UInt
+        @usableFromInline package let hostAddress: UInt
 
         public var end: UInt64 { start.rawValue + size }
     }
@@ -94,8 +94,8 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// The host pointer for [address, address+count) if it lies within one region.
-    @inline(__always)
-    func hostPointer(_ address: GuestAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+    @inlinable @inline(__always)
+    package func hostPointer(_ address: GuestAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard count >= 0 else { throw .outOfRange(address, count: count) }
         let a = address.rawValue
         for region in regions where a >= region.start.rawValue {
@@ -114,14 +114,14 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// Reads a little-endian integer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let pointer = try hostPointer(address, MemoryLayout<T>.size)
         return T(littleEndian: pointer.loadUnaligned(as: T.self))
     }
 
     /// Writes a little-endian integer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let pointer = try hostPointer(address, MemoryLayout<T>.size)
         pointer.storeBytes(of: value.littleEndian, as: T.self)
