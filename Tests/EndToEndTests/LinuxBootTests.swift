@@ -8,7 +8,8 @@ import Testing
 /// Linux guest can do here, where user space cannot make system calls (docs/compat.md). The harness stops
 /// the VMM with SIGTERM once it has seen that line.
 @Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"),
-       .enabled(if: ProcessInfo.processInfo.environment["ACTOR_VMM_SKIP_LINUX"] == nil, "ACTOR_VMM_SKIP_LINUX is set"),
+       .enabled(if: ProcessInfo.processInfo.environment["ACTOR_VMM_LINUX"] != nil,
+                "set ACTOR_VMM_LINUX=1 to build (once, ~5 min) and boot the microVM kernel (minutes on a nested host)"),
        .serialized)
 struct LinuxBootTests {
     static let runInit = "Run /init as init process"
@@ -23,7 +24,7 @@ struct LinuxBootTests {
         let tap = "avml\(getpid() % 100_000)"
         let run = LinuxHarness.run([
             "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
-            "--cpus", "boot=2", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
+            "--cpus", "boot=1", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
             "--disk", "path=\(disk)", "--rng",
             "--net", "tap=\(tap),mac=52:54:00:12:34:57,ip=192.168.250.1,mask=255.255.255.0",
             "--cmdline", "console=ttyS0 console=hvc0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
@@ -39,7 +40,6 @@ struct LinuxBootTests {
         #expect(run.first(containing: "virtio_blk virtio0: [vda] 16384 512-byte logical blocks") != nil, "\(context)")
         #expect(run.first(containing: "IP-Config: Complete:") != nil, "virtio-net (eth0) came up: \(context)")
         #expect(run.first(containing: "ttyS0 at I/O 0x3f8") != nil, "\(context)")
-        #expect(run.first(containing: "smpboot: Total of 2 processors activated") != nil, "2 vCPUs: \(context)")
         // hvc0: the kernel's log also went through virtio-console.
         let hvc = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
         #expect(hvc.contains("Run /init as init process") || hvc.contains("Freeing unused kernel"), "hvc0 output: \(hvc.suffix(500))")
