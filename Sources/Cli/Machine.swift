@@ -14,17 +14,36 @@ struct Machine {
     let controlLoop: EventLoop
     let stopLatch: StopLatch
     let serial: Uart8250?
-    let signals: SignalWatcher
+    let buses: IoBuses
 
-    /// Builds the VM described by `options` on top of already-loaded `memory`. Host failures here are VMM
-    /// faults (exit code 1); all user-input checks happened before.
-    static func build(options: VmmOptions, memory: GuestMemory, boot: BootSetup,
-                      serialOutput: (any SerialOutput)?) throws -> Machine {
+    /// Builds the VM described by `config` on top of already-loaded `memory`; `stopLatch` hears when the
+    /// guest stops it. Host failures here are VMM faults (exit code 1, API status 500); all user-input
+    /// checks happened before. On failure the loops it started are shut down again.
+    static func build(config: VmConfig, memory: GuestMemory, boot: BootSetup,
+                      serialOutput: (any SerialOutput)?, stopLatch: StopLatch) throws -> Machine {
         let kvm = try Kvm()
         let vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: true))
-        let stopLatch = StopLatch()
         let deviceLoop = try EventLoop(name: "vmm-devices")
-        let controlLoop = try EventLoop(name: "vmm-control")
+        let controlLoop: EventLoop
+        do {
+            controlLoop = try EventLoop(name: "vmm-control")
+        } catch {
+            deviceLoop.shutdown()
+            throw error
+        }
+        do {
+            return try build(config: config, vm: vm, boot: boot, serialOutput: serialOutput, stopLatch: stopLatch,
+                             deviceLoop: deviceLoop, controlLoop: controlLoop)
+        } catch {
+            deviceLoop.shutdown()
+            controlLoop.shutdown()
+            throw error
+        }
+    }
+
+    private static func build(config: VmConfig, vm: Vm, boot: BootSetup, serialOutput: (any SerialOutput)?,
+                              stopLatch: StopLatch, deviceLoop: EventLoop, controlLoop: EventLoop) throws -> Machine {
+        let kvm = vm.kvm
 
         var pio = Bus(), mmio = Bus()
         var serial: Uart8250?
@@ -39,7 +58,7 @@ struct Machine {
                                 .device(DebugPort(loop: deviceLoop)))
         pio = try pio.inserting(name: "acpi power", base: AcpiPowerDevice.port, size: AcpiPowerDevice.size,
                                 .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
-        if options.testDevice {
+        if config.testDevice {
             let testDevice = TestDevice(loop: deviceLoop)
             pio = try pio.inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, .device(testDevice))
             mmio = try mmio.inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, .device(testDevice))
@@ -47,22 +66,21 @@ struct Machine {
 
         let supportedCPUID = try kvm.supportedCPUID()
         var vcpus: [Vcpu] = []
-        for id in 0..<options.bootVcpus {
+        for id in 0..<config.bootVcpus {
             let vcpu = try vm.createVcpu(id: id)
             try vcpu.setCPUID(supportedCPUID)
             if id == 0 { try vcpu.setBootState(boot.bootState) }
             vcpus.append(vcpu)
         }
-        let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: IoBuses(pio: pio, mmio: mmio),
-                                  stopLatch: stopLatch, strategy: options.handoff)
-        let signals = try SignalWatcher(loop: controlLoop, stopLatch: stopLatch)
+        let buses = IoBuses(pio: pio, mmio: mmio)
+        let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: buses,
+                                  stopLatch: stopLatch, strategy: config.handoff)
         return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                       stopLatch: stopLatch, serial: serial, signals: signals)
+                       stopLatch: stopLatch, serial: serial, buses: buses)
     }
 
-    /// Starts the vCPUs and, for `--serial tty`, terminal input; returns when the VM has stopped and
-    /// everything is torn down.
-    func run(serialInput: Bool) async throws -> VmStopReason {
+    /// Starts the vCPUs and, for `--serial tty`, terminal input (returned, for ``teardown(stdin:)``).
+    func start(serialInput: Bool) async throws -> StdinPump? {
         var stdin: StdinPump?
         if serialInput, let serial {
             Terminal.enterRawMode()
@@ -72,64 +90,24 @@ struct Machine {
                 Log.info("serial input disabled: stdin cannot be polled (a regular file or /dev/null)")
             }
         }
-        try await manager.start()
+        do {
+            try await manager.start()
+        } catch {
+            stdin?.stop()
+            throw error
+        }
         Log.info("started \(manager.exitCounts().count) vCPU(s)")
-        let reason = stopLatch.wait()
+        return stdin
+    }
+
+    /// Stops and joins the vCPUs, then tears down terminal input, the loops and the terminal, in order.
+    func teardown(stdin: StdinPump?) async {
         await manager.stop()
         stdin?.stop()
-        signals.stop()
         deviceLoop.shutdown()
         controlLoop.shutdown()
         Terminal.restore()
-        return reason
     }
-}
-
-/// Turns SIGINT, SIGTERM and SIGHUP into a clean stop. The handler (which may run on any thread) only
-/// records the signal and writes an eventfd; the control loop watches that eventfd and asks the VM to stop.
-final class SignalWatcher: Sendable {
-    let wake: EventFD
-    let registration: Registration
-    let loop: EventLoop
-
-    /// The eventfd and the last signal, in static storage the async-signal-safe handler can reach.
-    nonisolated(unsafe) static var wakeFD: Int32 = -1
-    // SAFETY (nonisolated(unsafe)): set once in init, before the handlers are installed; read-only after.
-    static let lastSignal = Atomic<Int32>(0)
-
-    init(loop: EventLoop, stopLatch: StopLatch) throws {
-        let wake = try EventFD()
-        let raw = wake.rawValue
-        self.wake = wake
-        self.loop = loop
-        registration = try loop.register(fd: raw) { _ in
-            EventFD.drainRaw(raw)
-            let name = switch SignalWatcher.lastSignal.load(ordering: .relaxed) {
-            case SIGINT: "SIGINT"
-            case SIGTERM: "SIGTERM"
-            default: "SIGHUP"
-            }
-            stopLatch.requestStop(.stopRequested("received \(name)"))
-        }
-        Self.wakeFD = raw
-        for signal in [SIGINT, SIGTERM, SIGHUP] {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = stopSignalHandler
-            sigemptyset(&action.sa_mask)
-            action.sa_flags = Int32(SA_RESTART)
-            sigaction(signal, &action, nil)
-        }
-    }
-
-    func stop() {
-        loop.deregister(registration)
-    }
-}
-
-/// Async-signal-safe: an atomic store and a write(2).
-private func stopSignalHandler(_ signal: Int32) {
-    SignalWatcher.lastSignal.store(signal, ordering: .relaxed)
-    EventFD.signalRaw(SignalWatcher.wakeFD)
 }
 
 /// Feeds terminal input to the UART on the device loop. When the UART's receive buffer is full it stops

@@ -40,6 +40,7 @@ struct VmmOptions: Equatable {
     var logFile: String?
     var handoff = HandoffStrategy.inlineIfIdle
     var testDevice = true
+    var apiSocket: ApiSocketOption?
     var showHelp = false
     var showVersion = false
 
@@ -119,6 +120,7 @@ struct VmmOptions: Equatable {
                     throw CliError("--handoff \(text): expected inline, enqueue or task")
                 }
                 options.handoff = strategy
+            case "--api-socket": options.apiSocket = try ApiSocketOption.parse(try take())
             case "--test-device":
                 let text = try take()
                 switch text {
@@ -134,8 +136,8 @@ struct VmmOptions: Equatable {
         if options.serial == .tty && options.console == .tty {
             throw CliError("--serial tty and --console tty: only one of them can use the terminal")
         }
-        if !options.showHelp && !options.showVersion && options.kernel == nil {
-            throw CliError("--kernel: missing (a payload is required; see --help)")
+        if !options.showHelp && !options.showVersion && options.kernel == nil && options.apiSocket == nil {
+            throw CliError("--kernel: missing (a payload or --api-socket is required; see --help)")
         }
         return options
     }
@@ -143,6 +145,7 @@ struct VmmOptions: Equatable {
 
 let usage = """
     Usage: actor-vmm --kernel PATH [options]
+           actor-vmm --api-socket path=PATH [options]    (create and boot the VM through the API)
 
     Runs a 64-bit guest on /dev/kvm. Devices are Swift actors on epoll event loops.
 
@@ -156,6 +159,9 @@ let usage = """
       --serial off|null|tty|file=PATH    8250 UART at 0x3f8, IRQ 4 (default tty)
       --console off                      virtio-console (not available yet; default off)
       --test-device on|off               ActorVMM test device at ports 0xa00-0xa0f and MMIO 0xfea00000 (default on)
+    API:
+      --api-socket path=PATH|fd=N        serve the REST API (Cloud Hypervisor's) on a unix socket; see
+                                         docs/api.md and actor-vmm-remote
     Tuning and diagnostics:
       --handoff inline|enqueue|task      how vCPU threads hand exits to device actors (default inline)
       -v, -vv, -vvv                      log more (info: boot-progress codes; debug; trace)

@@ -4,8 +4,12 @@ import Devices
 import EpollLoop
 import Glibc
 
-// actor-vmm: parse the command line, check every input, then build and run the VM.
-// Exit codes: 0 the guest powered off (or reset, or a stop signal); 1 VMM or guest fault; 2 bad input.
+// One target, two programs (SwiftPM links it as both products), chosen by the name it runs as:
+// - actor-vmm-remote: the API client (Remote/RemoteCommand.swift);
+// - actor-vmm: parse the command line, check every input, then run the VM given on the command line and/or
+//   serve the API until the VMM is told to exit.
+// Exit codes: 0 the guest powered off or reset, a stop signal, or vmm.shutdown; 1 VMM or guest fault;
+// 2 bad command line or configuration.
 
 /// Writes one line to stderr (no stdio buffering: the line is out before the process exits).
 func printError(_ message: String) {
@@ -20,6 +24,10 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 signal(SIGPIPE, SIG_IGN)
+
+if CommandLine.arguments.first?.split(separator: "/").last == "actor-vmm-remote" {
+    exit(RemoteCommand.run(Array(CommandLine.arguments.dropFirst())))
+}
 
 let options: VmmOptions
 do {
@@ -37,48 +45,73 @@ if let logFile = options.logFile {
     Log.setSink(fd: fd)
 }
 
-// Inputs the user controls are all checked here, before /dev/kvm is opened.
-let hostMemory = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) &* UInt64(sysconf(Int32(_SC_PAGESIZE)))
-if options.memorySize > hostMemory {
-    fail("--memory size=\(options.memorySize >> 20)M: more than the host's \(hostMemory >> 20) MiB of RAM", code: 2)
-}
-let memory: GuestMemory
+// The VMM's own loop runs the lifecycle controller and turns stop signals into a clean stop.
+let exitLatch = StopLatch()
+let mainLoop: EventLoop
+let controller: VmmController
+let signals: SignalWatcher
 do {
-    memory = try GuestMemory(layout: Layout.ramRegions(size: options.memorySize))
+    mainLoop = try EventLoop(name: "vmm-main")
+    let vmm = VmmController(loop: mainLoop, backend: KvmBackend(), exitLatch: exitLatch)
+    controller = vmm
+    signals = try SignalWatcher(loop: mainLoop, stopLatch: StopLatch { reason in
+        Task { await vmm.terminate(reason) }
+    })
 } catch {
-    fail("--memory size=\(options.memorySize >> 20)M: \(error)", code: 2)
+    fail("cannot start the VMM: \(error)", code: 1)
 }
-let bootSetup: BootSetup
-do {
-    bootSetup = try KernelLoader.loadElfKernel(path: options.kernel!, cmdline: options.cmdline, memory: memory)
-} catch {
-    fail(error.description, code: 2)
-}
-let serialOutput: (any SerialOutput)?
-do {
-    switch options.serial {
-    case .off: serialOutput = nil
-    case .null: serialOutput = DiscardOutput()
-    case .tty: serialOutput = FileOutput(fd: 1, owned: false)
-    case .file(let path): serialOutput = try FileOutput(path: path, option: "--serial")
-    }
-} catch {
-    fail(error.description, code: 2)
-}
-Log.info("kernel \(options.kernel!) loaded, entry \(hex(bootSetup.bootState.rip)), \(options.memorySize >> 20) MiB, \(options.bootVcpus) vCPU(s)")
 
-let machine: Machine
-do {
-    machine = try Machine.build(options: options, memory: memory, boot: bootSetup, serialOutput: serialOutput)
-} catch {
-    fail("cannot create the VM: \(error)", code: 1)
+// The API server, bound before any VM exists: a socket that cannot be served is a bad command line.
+var apiServer: HttpServer?
+var apiLoop: EventLoop?
+if let apiSocket = options.apiSocket {
+    let listener: UnixSocket.Listener
+    do {
+        listener = try apiSocket.listen()
+    } catch {
+        fail(error.description, code: 2)
+    }
+    do {
+        let loop = try EventLoop(name: "vmm-api")
+        let router = ApiRouter(controller: controller, exitLatch: exitLatch)
+        let server = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
+        try await server.start()
+        (apiServer, apiLoop) = (server, loop)
+    } catch {
+        UnixSocket.close(listener)
+        fail("cannot start the API server: \(error)", code: 1)
+    }
+    Log.info("API listening on \(listener.path ?? "fd=\(listener.fd)")")
 }
-let reason: VmStopReason
-do {
-    reason = try await machine.run(serialInput: options.serial == .tty)
-} catch {
-    fail("cannot start the VM: \(error)", code: 1)
+
+// A VM on the command line: every input it names is checked against the host first (exit code 2), then it
+// is created and booted through the same lifecycle as the API's (a failure there is exit code 1).
+if options.kernel != nil {
+    let config = VmConfig(options: options)
+    let prepared: PreparedPayload
+    do {
+        prepared = try Payload.prepare(config)
+    } catch {
+        await apiServer?.stop()
+        fail(error.cli, code: 2)
+    }
+    Log.info("kernel \(config.payload.kernel) loaded, entry \(hex(prepared.boot.bootState.rip)), \(config.memorySize >> 20) MiB, \(config.bootVcpus) vCPU(s)")
+    do {
+        try await controller.create(config, prepared: prepared)
+        try await controller.boot()
+    } catch {
+        await apiServer?.stop()
+        fail(error.messages.dropFirst().joined(separator: ": "), code: error.status == .badRequest ? 2 : 1)
+    }
 }
+
+// Until the guest stops the VM, vmm.shutdown is answered, or a signal arrives; the VM is torn down by then.
+let reason = exitLatch.wait()
+await apiServer?.stop()
+apiLoop?.shutdown()
+signals.stop()
+mainLoop.shutdown()
+Terminal.restore()
 if reason.exitCode == 0 {
     Log.info(reason.description)
 } else {
