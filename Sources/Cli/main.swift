@@ -55,7 +55,7 @@ do {
     let vmm = VmmController(loop: mainLoop, backend: KvmBackend(), exitLatch: exitLatch)
     controller = vmm
     signals = try SignalWatcher(loop: mainLoop, stopLatch: StopLatch { reason in
-        Task { await vmm.terminate(reason) }
+        Task(executorPreference: vmm.loop) { await vmm.terminate(reason) }
     })
 } catch {
     fail("cannot start the VMM: \(error)", code: 1)

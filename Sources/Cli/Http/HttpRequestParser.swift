@@ -79,7 +79,15 @@ struct HttpRequestParser {
     private mutating func scanHead(_ buffer: [UInt8]) -> Result<Head?, HttpParseFailure> {
         var start = 0  // RFC 9112 §2.2: ignore empty lines before the request line
         while start + 1 < buffer.count, buffer[start] == Self.cr, buffer[start + 1] == Self.lf { start += 2 }
-        var firstLineEnd: Int?
+        // Bare CRs are refused below, so the first CR ends the request line. Check the line as soon as it is
+        // there: garbage and over-long lines are refused without waiting for the rest of the head.
+        let firstLineEnd = buffer[start...].firstIndex(of: Self.cr)
+        if (firstLineEnd ?? buffer.count) - start > limits.maxRequestLine {
+            return .failure(.init(status: .uriTooLong, message: "request line longer than \(limits.maxRequestLine) bytes"))
+        }
+        if let firstLineEnd, case .failure(let failure) = Self.parseRequestLine(buffer[start..<firstLineEnd]) {
+            return .failure(failure)
+        }
         var index = max(scanned, start)
         while index < buffer.count {
             let byte = buffer[index]
@@ -87,9 +95,10 @@ struct HttpRequestParser {
                 guard index > start, buffer[index - 1] == Self.cr else {
                     return .failure(.init(status: .badRequest, message: "bare LF in the request head (lines end with CRLF)"))
                 }
-                if firstLineEnd == nil { firstLineEnd = index - 1 }
                 if index >= start + 3, buffer[index - 2] == Self.lf, buffer[index - 3] == Self.cr {
-                    guard index + 1 - start <= limits.maxHeaderBytes else { break }
+                    guard index + 1 - start <= limits.maxHeaderBytes else {
+                        return .failure(.init(status: .headersTooLarge, message: "request head larger than \(limits.maxHeaderBytes) bytes"))
+                    }
                     return Self.parseHead(buffer[start..<(index - 3)], length: index + 1, limits: limits).map { Optional($0) }
                 }
             } else if byte == Self.cr, index + 1 < buffer.count, buffer[index + 1] != Self.lf {
@@ -97,15 +106,7 @@ struct HttpRequestParser {
             }
             index += 1
         }
-        if firstLineEnd == nil, let end = buffer[start...].firstIndex(of: Self.cr) { firstLineEnd = end }
-        let lineLength = (firstLineEnd ?? buffer.count) - start
-        if lineLength > limits.maxRequestLine {
-            return .failure(.init(status: .uriTooLong, message: "request line longer than \(limits.maxRequestLine) bytes"))
-        }
-        if let firstLineEnd, case .failure(let failure) = Self.parseRequestLine(buffer[start..<firstLineEnd]) {
-            return .failure(failure)  // refuse garbage without waiting for the rest of the head
-        }
-        if buffer.count - start > limits.maxHeaderBytes {
+        if index - start > limits.maxHeaderBytes {
             return .failure(.init(status: .headersTooLarge, message: "request head larger than \(limits.maxHeaderBytes) bytes"))
         }
         scanned = buffer.last == Self.cr ? buffer.count - 1 : buffer.count

@@ -179,9 +179,11 @@ actor HttpServer {
             updateInterest(connection)
             let id = connection.id
             let handler = self.handler
-            Task { [self] in
+            // On this loop (a TaskExecutor), not the shared cooperative pool; awaits inside the handler hop
+            // to the actors they call (the lifecycle controller has a loop of its own).
+            Task(executorPreference: loop) { [self] in
                 let response = await handler(request)
-                finish(id, request: request, response: response)
+                await finish(id, request: request, response: response)
             }
         }
     }
@@ -194,7 +196,9 @@ actor HttpServer {
             response.afterSend?()  // the client went away; the action still happened
             return
         }
-        respond(connection, response, keepAlive: request.keepAlive && !response.closeConnection && !connection.peerClosed)
+        // A client that half-closed still gets an answer to every complete request it sent; the connection
+        // closes once nothing complete is left (see `process`).
+        respond(connection, response, keepAlive: request.keepAlive && !response.closeConnection)
     }
 
     private func respond(_ connection: HttpConnection, _ response: HttpResponse, keepAlive: Bool) {

@@ -194,7 +194,7 @@ actor VmmController {
         let bootGeneration = generation
         do throws(BootFailure) {
             instance = try await backend.boot(config, payload) { [self] reason in
-                Task { await self.vmStopped(generation: bootGeneration, reason: reason) }
+                Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
             }
         } catch {
             throw ApiError(.internalServerError, action.failure, error.message)
