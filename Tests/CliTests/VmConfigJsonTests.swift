@@ -99,6 +99,8 @@ import Testing
         (#"{"payload": {"kernel": "/k"}, "rng": {"src": "/dev/urandom", "iommu": true}}"#, "rng.iommu", "not supported yet"),
         (#"{"payload": {"kernel": "/k"}, "vsock": {"cid": 3, "socket": "/v"}}"#, "vsock", "not supported yet"),
         (#"{"payload": {"kernel": "/k"}, "watchdog": true}"#, "watchdog", "not supported yet"),
+        (#"{"payload": {"kernel": "/etc/passwd\u0000.elf"}}"#, "payload.kernel", "must not contain a NUL character"),
+        (#"{"payload": {"kernel": "/k", "cmdline": "a\u0000b"}}"#, "payload.cmdline", "must not contain a NUL character"),
         (#"{"payload": {"kernel": "/k"}, "actor_vmm": {"handoff": "fast"}}"#, "actor_vmm.handoff", "\"fast\" is not one of inline, enqueue, task"),
     ])
     func invalidConfigNamesTheField(text: String, field: String, fragment: String) {

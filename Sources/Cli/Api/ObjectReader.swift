@@ -35,9 +35,11 @@ struct ObjectReader {
         ConfigError(field: field(key), "expected \(expected), got \(value.typeName)")
     }
 
+    /// A string. NUL is refused: paths and command lines go to C APIs, which would stop at it.
     mutating func string(_ key: String) throws(ConfigError) -> String? {
         guard let value = take(key) else { return nil }
         guard case .string(let text) = value else { throw wrongType(key, "a string", value) }
+        guard !text.utf8.contains(0) else { throw ConfigError(field: field(key), "must not contain a NUL character") }
         return text
     }
 

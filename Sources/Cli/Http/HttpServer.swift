@@ -105,8 +105,12 @@ actor HttpServer {
         loop.schedule(after: .milliseconds(100)) { [self] in
             assumeIsolated { server in
                 guard !server.stopped else { return }
-                try? server.start()
-                server.acceptConnections()
+                do {
+                    try server.start()
+                    server.acceptConnections()
+                } catch {
+                    Log.error("api: cannot watch the listening socket again: \(error); the API no longer accepts connections")
+                }
             }
         }
     }
