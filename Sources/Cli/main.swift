@@ -61,7 +61,9 @@ do {
     fail("cannot start the VMM: \(error)", code: 1)
 }
 
-// The API server, bound before any VM exists: a socket that cannot be served is a bad command line.
+// The API socket is bound before any VM exists (a socket that cannot be served is a bad command line), but
+// served only once a command-line VM is up: early clients wait in the listen backlog instead of seeing it
+// half-booted.
 var apiServer: HttpServer?
 var apiLoop: EventLoop?
 if let apiSocket = options.apiSocket {
@@ -74,14 +76,12 @@ if let apiSocket = options.apiSocket {
     do {
         let loop = try EventLoop(name: "vmm-api")
         let router = ApiRouter(controller: controller, exitLatch: exitLatch)
-        let server = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
-        try await server.start()
-        (apiServer, apiLoop) = (server, loop)
+        apiServer = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
+        apiLoop = loop
     } catch {
         UnixSocket.close(listener)
         fail("cannot start the API server: \(error)", code: 1)
     }
-    Log.info("API listening on \(listener.path ?? "fd=\(listener.fd)")")
 }
 
 // A VM on the command line: every input it names is checked against the host first (exit code 2), then it
@@ -103,6 +103,16 @@ if options.kernel != nil {
         await apiServer?.stop()
         fail(error.messages.dropFirst().joined(separator: ": "), code: error.status == .badRequest ? 2 : 1)
     }
+}
+
+if let apiServer {
+    do {
+        try await apiServer.start()
+    } catch {
+        await apiServer.stop()
+        fail("cannot start the API server: \(error)", code: 1)
+    }
+    Log.info("API listening on \(apiServer.listener.path ?? "fd=\(apiServer.listener.fd)")")
 }
 
 // Until the guest stops the VM, vmm.shutdown is answered, or a signal arrives; the VM is torn down by then.
