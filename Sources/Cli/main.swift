@@ -65,7 +65,6 @@ do {
 // served only once a command-line VM is up: early clients wait in the listen backlog instead of seeing it
 // half-booted.
 var apiServer: HttpServer?
-var apiLoop: EventLoop?
 if let apiSocket = options.apiSocket {
     let listener: UnixSocket.Listener
     do {
@@ -77,7 +76,6 @@ if let apiSocket = options.apiSocket {
         let loop = try EventLoop(name: "vmm-api")
         let router = ApiRouter(controller: controller, exitLatch: exitLatch)
         apiServer = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
-        apiLoop = loop
     } catch {
         UnixSocket.close(listener)
         fail("cannot start the API server: \(error)", code: 1)
@@ -99,13 +97,13 @@ if options.kernel != nil {
     do {
         try await controller.create(config, prepared: prepared)
         try await controller.boot()
-    } catch {
+    } catch where exitLatch.stopReason == nil {  // (else a signal came first: exit as it says, below)
         await apiServer?.stop()
         fail(error.messages.dropFirst().joined(separator: ": "), code: error.status == .badRequest ? 2 : 1)
-    }
+    } catch {}
 }
 
-if let apiServer {
+if let apiServer, exitLatch.stopReason == nil {
     do {
         try await apiServer.start()
     } catch {
@@ -116,11 +114,12 @@ if let apiServer {
 }
 
 // Until the guest stops the VM, vmm.shutdown is answered, or a signal arrives; the VM is torn down by then.
+// The API server stops (closing every connection and removing its socket file); its loop and `vmm-main` are
+// left to `exit`: a request still in flight (say, queued behind vmm.shutdown) may yet resume on them, and
+// a loop that has shut down traps on new work.
 let reason = exitLatch.wait()
 await apiServer?.stop()
-apiLoop?.shutdown()
 signals.stop()
-mainLoop.shutdown()
 Terminal.restore()
 if reason.exitCode == 0 {
     Log.info(reason.description)

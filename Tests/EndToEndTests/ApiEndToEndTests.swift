@@ -102,6 +102,29 @@ struct ApiGuestTests {
         #expect(vmm.stderr.isEmpty, "\(vmm.stderr)")
     }
 
+    /// Requests still in flight when the VMM exits (reboots queued behind vmm.shutdown) must not crash it
+    /// on the way out.
+    @Test func exitWithRequestsInFlight() throws {
+        let kernel = Harness.writeTinyKernel("api-exit", code: [0x66, 0xBA, 0x00, 0x0A, 0xEE, 0xEB, 0xFD])
+        defer { unlink(kernel) }
+        for _ in 0..<8 {
+            let vmm = try VmmProcess()
+            #expect(vmm.call("PUT", "vm.create", body: Harness.vmConfig(kernel: kernel, memory: 16 << 20)).status == 204)
+            #expect(vmm.call("PUT", "vm.boot").status == 204)
+            var sockets: [Int32] = []
+            for index in 0..<12 {  // two reboots, vmm.shutdown, then requests that queue behind it
+                guard let fd = try? vmm.connect() else { break }
+                let endpoint = index == 2 ? "vmm.shutdown" : index < 2 ? "vm.reboot" : ["vm.reboot", "vm.pause", "vm.delete"][index % 3]
+                let text = "PUT /api/v1/\(endpoint) HTTP/1.1\r\nHost: x\r\n\r\n"
+                _ = Array(text.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                sockets.append(fd)
+            }
+            #expect(vmm.waitForExit() == 0, "\(vmm.stderr)")
+            #expect(!vmm.stderr.contains("Precondition failed"), "\(vmm.stderr)")
+            for fd in sockets { close(fd) }
+        }
+    }
+
     /// With a payload on the command line, the API is there while it runs.
     @Test func commandLineVmWithTheApi() throws {
         let kernel = Harness.writeTinyKernel("api-spin", code: [0xEB, 0xFE])
