@@ -29,6 +29,7 @@ struct ApiFixture {
         apiLoop = try EventLoop(name: "test-api")
         vmmLoop = try EventLoop(name: "test-vmm")
         backend = FakeBackend(slowBoot: slowBoot)
+        backend.controllerLoop.withLock { [vmmLoop] in $0 = vmmLoop }
         controller = VmmController(loop: vmmLoop, backend: backend, exitLatch: exitLatch)
         let router = ApiRouter(controller: controller, exitLatch: exitLatch)
         server = HttpServer(loop: apiLoop, listener: try UnixSocket.listen(path: path), config: config) { await router.handle($0) }

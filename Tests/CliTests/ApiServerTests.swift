@@ -48,6 +48,7 @@ import Testing
         #expect(try api.request("PUT", "vm.delete").status == 204)
         #expect(try api.request("GET", "vm.info").status == 404)
         #expect(api.backend.events == ["prepare", "boot", "pause", "resume", "shutdown", "prepare", "boot", "shutdown"])
+        #expect(api.backend.offLoopCalls.load(ordering: .relaxed) == 0, "all VM work ran on the controller's loop, none on the API's")
     }
 
     /// Illegal transitions are 4xx with Cloud Hypervisor's error body; nothing changes.

@@ -6,21 +6,30 @@ import Synchronization
 
 /// A ``VmBackend`` without KVM, recording what the lifecycle asks of it. Kernel paths steer it:
 /// a kernel named "/missing" fails preparation (as a missing file would), "/boot-fails" fails to boot,
-/// and "/slow" takes `slowBoot` to boot.
+/// "/slow" takes `slowBoot` to boot, and "/gated" boots when the test opens `gate`.
 final class FakeBackend: VmBackend {
     let log = Mutex<[String]>([])
     let instances = Mutex<[FakeInstance]>([])
     let slowBoot: Duration
+    let gate = Gate()
+    /// When set, every call is checked to run on this loop (the controller's); `offLoopCalls` counts misses.
+    let controllerLoop = Mutex<EventLoop?>(nil)
+    let offLoopCalls = Atomic<Int>(0)
 
     init(slowBoot: Duration = .milliseconds(300)) { self.slowBoot = slowBoot }
 
     var events: [String] { log.withLock { $0 } }
+
+    func record(_ event: String) {
+        log.withLock { $0.append(event) }
+        if let loop = controllerLoop.withLock({ $0 }), !loop.inLoopThread { offLoopCalls.add(1, ordering: .relaxed) }
+    }
     var lastInstance: FakeInstance? { instances.withLock { $0.last } }
 
     struct Prepared: PreparedVm { let kernel: String }
 
     func prepare(_ config: VmConfig) throws(PrepareError) -> any PreparedVm {
-        log.withLock { $0.append("prepare") }
+        record("prepare")
         if config.payload.kernel == "/missing" {
             throw PrepareError(config: ConfigError(field: "payload.kernel", "cannot read /missing: No such file or directory"),
                                cli: "--kernel /missing: cannot read: No such file or directory")
@@ -28,11 +37,12 @@ final class FakeBackend: VmBackend {
         return Prepared(kernel: config.payload.kernel)
     }
 
-    func boot(_ config: VmConfig, _ prepared: any PreparedVm,
-              onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
-        log.withLock { $0.append("boot") }
+    nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
+                                      onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
+        record("boot")
         if config.payload.kernel == "/boot-fails" { throw BootFailure("cannot create the VM: KVM_CREATE_VM failed") }
         if config.payload.kernel == "/slow" { try? await Task.sleep(for: slowBoot) }
+        if config.payload.kernel == "/gated" { await gate.wait() }
         let instance = FakeInstance(backend: self, onStop: onStop)
         instances.withLock { $0.append(instance) }
         return instance
@@ -50,12 +60,12 @@ final class FakeInstance: VmInstance {
         self.onStop = onStop
     }
 
-    func pause() async { backend.log.withLock { $0.append("pause") } }
-    func resume() async { backend.log.withLock { $0.append("resume") } }
-    func shutdown() async {
-        if !down.exchange(true, ordering: .relaxed) { backend.log.withLock { $0.append("shutdown") } }
+    nonisolated(nonsending) func pause() async { backend.record("pause") }
+    nonisolated(nonsending) func resume() async { backend.record("resume") }
+    nonisolated(nonsending) func shutdown() async {
+        if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
     }
-    func counters() async -> JsonValue {
+    nonisolated(nonsending) func counters() async -> JsonValue {
         .object(["fake": .object(["requests": .int(requests.add(1, ordering: .relaxed).newValue), "bytes": .int(0),
                                   "errors": .int(0), "interrupts": .int(0)])])
     }
@@ -83,4 +93,29 @@ func eventuallyAsync(_ seconds: Double = 5, _ condition: () async -> Bool) async
         try? await Task.sleep(for: .milliseconds(2))
     }
     return true
+}
+
+/// A one-shot gate: `wait()` returns once `open()` has been called.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.open = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
 }

@@ -1,6 +1,7 @@
 import ActorVmm
 @testable import Cli
 import EpollLoop
+import Glibc
 import Testing
 
 @Suite struct LifecycleTableTests {
@@ -142,6 +143,25 @@ import Testing
         async let paused: Int = status { try await c.pause() }
         #expect(await booted == 200)
         #expect(await paused == 200, "pause waited for the boot to finish")
+        #expect(await c.state == .paused)
+    }
+
+    /// The interleaving that once lost a waiter: the pause takes its turn-ticket while the boot runs, but
+    /// (on an EventLoop, for a task that does not prefer it) registers its continuation only in a later job,
+    /// after the boot has already handed its turn on. The pause must go ahead, not wait forever.
+    @Test(.timeLimit(.minutes(1))) func aWaiterThatRegistersLateIsNotLost() async throws {
+        let f = try Fixture()
+        defer { f.loop.shutdown() }
+        let c = f.controller
+        try await c.create(config("/gated"))
+        async let booted: Int = status { try await c.boot() }
+        #expect(await eventuallyAsync { f.backend.events.last == "boot" }, "the boot holds the turn, parked in the gate")
+        f.loop.execute { usleep(300_000) }  // keep the loop busy while the next two jobs queue, in this order:
+        f.backend.gate.open()  // 1. the boot's return to the controller (which hops once more before it ends)
+        try await Task.sleep(for: .milliseconds(100))
+        async let paused: Int = status { try await c.pause() }  // 2. the pause's entry, in that gap
+        #expect(await booted == 200)
+        #expect(await paused == 200)
         #expect(await c.state == .paused)
     }
 

@@ -13,11 +13,11 @@ final class MachineInstance: VmInstance {
         state = Mutex((stdin: stdin, down: false))
     }
 
-    func pause() async { await machine.manager.pause() }
+    nonisolated(nonsending) func pause() async { await machine.manager.pause() }
 
-    func resume() async { await machine.manager.resume() }
+    nonisolated(nonsending) func resume() async { await machine.manager.resume() }
 
-    func shutdown() async {
+    nonisolated(nonsending) func shutdown() async {
         let stdin = state.withLock { state -> StdinPump?? in
             guard !state.down else { return nil }
             state.down = true
@@ -30,7 +30,7 @@ final class MachineInstance: VmInstance {
 
     /// Bus accesses per device (requests, bytes), plus what the serial port counts itself (interrupts sent,
     /// bytes transmitted and received, input lost to overruns, reported as errors).
-    func counters() async -> JsonValue {
+    nonisolated(nonsending) func counters() async -> JsonValue {
         var devices: [(id: String, counters: [String: UInt64])] = []
         func add(_ id: String, _ values: [String: UInt64]) {
             if let index = devices.firstIndex(where: { $0.id == id }) {

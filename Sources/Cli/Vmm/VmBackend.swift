@@ -2,6 +2,11 @@ import ActorVmm
 
 /// What the lifecycle needs from the machinery that runs VMs: the real one (``KvmBackend``) or, in the
 /// unit tests, a fake that needs no /dev/kvm. The ``VmmController`` calls these one at a time.
+///
+/// The async requirements here and in ``VmInstance`` are `nonisolated(nonsending)`: they run on the
+/// caller's executor, the controller's `vmm-main` loop. (A plain nonisolated async function would run on
+/// the calling task's preferred executor instead: for an API request, the `vmm-api` loop, which must
+/// not build VMs or join vCPU threads.)
 protocol VmBackend: Sendable {
     /// Checks `config` against the host and prepares what booting it takes. Runs at vm.create (so a bad
     /// kernel is refused before the VM exists) and again before each later boot.
@@ -9,8 +14,8 @@ protocol VmBackend: Sendable {
 
     /// Builds the VM from `prepared` and starts its vCPUs. `onStop` is called once, from any thread, when
     /// the guest stops the VM by itself (power-off, reset, fault). On failure nothing is left behind.
-    func boot(_ config: VmConfig, _ prepared: any PreparedVm,
-              onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance
+    nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
+                                      onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance
 }
 
 /// What ``VmBackend/prepare(_:)`` made, handed back to ``VmBackend/boot(_:_:onStop:)``.
@@ -19,12 +24,12 @@ protocol PreparedVm: Sendable {}
 /// A booted VM.
 protocol VmInstance: AnyObject, Sendable {
     /// Parks every vCPU; returns when none runs guest code.
-    func pause() async
-    func resume() async
+    nonisolated(nonsending) func pause() async
+    nonisolated(nonsending) func resume() async
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
-    func shutdown() async
+    nonisolated(nonsending) func shutdown() async
     /// Per-device counters: `{"<device>": {"requests": n, "bytes": n, "errors": n, "interrupts": n, …}}`.
-    func counters() async -> JsonValue
+    nonisolated(nonsending) func counters() async -> JsonValue
     /// The devices and the address ranges they occupy (`vm.info`'s `device_tree`).
     func deviceTree() -> JsonValue
 }
@@ -42,8 +47,8 @@ struct KvmBackend: VmBackend {
         try Payload.prepare(config)
     }
 
-    func boot(_ config: VmConfig, _ prepared: any PreparedVm,
-              onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
+    nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
+                                      onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
         guard let payload = prepared as? PreparedPayload else { throw BootFailure("internal error: not a prepared payload") }
         let machine: Machine
         do {

@@ -28,8 +28,10 @@ actor VmmController {
     /// Counts boots, so that a stop notification from an earlier machine is recognised and ignored.
     private var generation = 0
     private var exiting = false
-    private var busy = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+    /// The turn queue of ``exclusive(_:)``: tickets are handed out in arrival order and served in order.
+    private var nextTicket = 0
+    private var servingTicket = 0
+    private var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
 
     init(loop: EventLoop, backend: any VmBackend, exitLatch: StopLatch) {
         self.loop = loop
@@ -207,15 +209,23 @@ actor VmmController {
         await instance.shutdown()
     }
 
-    /// Runs `body` when no other lifecycle operation is running; operations take turns in FIFO order.
+    /// Runs `body` when no other lifecycle operation is running; operations take turns in arrival order.
+    ///
+    /// The ticket is taken before any suspension. Waiting must not assume that the continuation is registered
+    /// in the same executor job as the check before it: on an `EventLoop`, a task that does not prefer that
+    /// loop as its task executor is re-enqueued at `withCheckedContinuation`, so the operation ahead may
+    /// finish in between. Hence the second check inside: if our turn came meanwhile, go on at once.
     private func exclusive<T>(_ body: () async throws(ApiError) -> T) async throws(ApiError) -> T {
-        if busy {
-            await withCheckedContinuation { waiters.append($0) }  // the finishing operation hands its turn over
-        } else {
-            busy = true
+        let ticket = nextTicket
+        nextTicket += 1
+        if ticket != servingTicket {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                if ticket == servingTicket { continuation.resume() } else { waiters[ticket] = continuation }
+            }
         }
         defer {
-            if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+            servingTicket += 1
+            waiters.removeValue(forKey: servingTicket)?.resume()
         }
         return try await body()
     }
