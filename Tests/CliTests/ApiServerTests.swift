@@ -247,6 +247,32 @@ import Testing
         #expect(await eventuallyAsync { await api.server.connectionCount == 0 })
     }
 
+    /// `--api-socket fd=N`: an inherited listening unix socket is adopted and served; anything else is refused.
+    @Test func adoptsAnInheritedListeningSocket() async throws {
+        let path = "/tmp/actor-vmm-test-\(getpid())-adopt.sock"
+        let bound = try UnixSocket.listen(path: path)
+        let adopted = try UnixSocket.adopt(fd: bound.fd)
+        #expect(adopted.path == nil, "an adopted socket's file is not ours to remove")
+        let loop = try EventLoop(name: "test-adopt")
+        let server = HttpServer(loop: loop, listener: adopted) { _ in .json(.ok, .object(["adopted": .bool(true)])) }
+        try await server.start()
+        let response = try HttpClient.send(socketPath: path, method: "GET", path: "/x", timeout: 10)
+        #expect(response.status == 200 && response.json?["adopted"] == .bool(true))
+        await server.stop()
+        loop.shutdown()
+        unlink(path)
+
+        let unbound = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(unbound) }
+        #expect(throws: SocketError("fd=\(unbound): the socket is not listening")) { try UnixSocket.adopt(fd: unbound) }
+        let datagram = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(datagram) }
+        #expect(throws: SocketError("fd=\(datagram): not a stream socket")) { try UnixSocket.adopt(fd: datagram) }
+        let inet = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(inet) }
+        #expect(throws: SocketError("fd=\(inet): not a unix-domain socket")) { try UnixSocket.adopt(fd: inet) }
+    }
+
     @Test func clientParsesResponses() throws {
         let ok = try HttpClient.parse(Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".utf8), complete: false)
         #expect(ok == HttpClient.Response(status: 200, reason: "OK", headers: [HttpHeader(name: "content-length", value: "2")], body: Array("{}".utf8)))
