@@ -11,6 +11,8 @@ let package = Package(
     name: "ActorVmm",
     products: [
         .executable(name: "actor-vmm", targets: ["Cli"]),
+        // The same program: it runs as the API client when invoked as actor-vmm-remote (see main.swift).
+        .executable(name: "actor-vmm-remote", targets: ["Cli"]),
         .executable(name: "actor-vmm-bench", targets: ["Benchmarks"]),
     ],
     targets: [

@@ -48,6 +48,8 @@ public struct Bus: Sendable {
         public let base: UInt64
         public let size: UInt64
         public let target: BusTarget
+        /// What the vCPU threads have delivered to this range (one object per range unless shared).
+        public let counters: DeviceCounters
     }
 
     public let entries: [Entry]
@@ -56,8 +58,9 @@ public struct Bus: Sendable {
 
     private init(sorted: [Entry]) { entries = sorted }
 
-    /// A new bus with `target` added at [base, base+size).
-    public func inserting(name: String, base: UInt64, size: UInt64, _ target: BusTarget) throws(BusError) -> Bus {
+    /// A new bus with `target` added at [base, base+size), counting its accesses in `counters`.
+    public func inserting(name: String, base: UInt64, size: UInt64, _ target: BusTarget,
+                          counters: DeviceCounters = DeviceCounters()) throws(BusError) -> Bus {
         guard size > 0, base.addingReportingOverflow(size - 1).overflow == false else {
             throw .invalidRange(name: name, base: base, size: size)
         }
@@ -66,7 +69,7 @@ public struct Bus: Sendable {
             throw .overlap(name: name, base: base, other: entry.name)
         }
         var all = entries
-        all.append(Entry(name: name, base: base, size: size, target: target))
+        all.append(Entry(name: name, base: base, size: size, target: target, counters: counters))
         all.sort { $0.base < $1.base }
         return Bus(sorted: all)
     }

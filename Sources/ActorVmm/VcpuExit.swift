@@ -35,6 +35,7 @@ func handleExit(
         }
         let data = UnsafeMutableRawPointer(run) + offset
         let target = buses.pio.lookup(UInt64(io.port))
+        target?.entry.counters.countAccesses(count, width: width)
         for index in 0..<count {
             let element = data + index * width
             if io.direction == UInt8(KVM_EXIT_IO_OUT) {
@@ -55,6 +56,7 @@ func handleExit(
             return .stop(.unhandledExit(reason: "KVM_EXIT_MMIO with length \(width)", rip: rip()))
         }
         let target = buses.mmio.lookup(address)
+        target?.entry.counters.countAccesses(1, width: width)
         withUnsafeMutableBytes(of: &run.pointee.mmio.data) { bytes in
             let data = bytes.baseAddress!
             if run.pointee.mmio.is_write != 0 {

@@ -46,12 +46,17 @@ public protocol PowerControl: Sendable {
     func requestStop(_ reason: VmStopReason)
 }
 
-/// The VM's stop latch: the first reason wins; the main thread waits for it.
+/// The VM's stop latch: the first reason wins; a thread may wait for it, and `onStop` hears of it.
 public final class StopLatch: PowerControl, Sendable {
     private let reason = Mutex<VmStopReason?>(nil)
     private let parker = ThreadParker()
+    private let onStop: (@Sendable (VmStopReason) -> Void)?
 
-    public init() {}
+    /// `onStop` runs once, on the thread of the first ``requestStop(_:)`` (a vCPU thread, a device loop):
+    /// it must be short and must not block.
+    public init(onStop: (@Sendable (VmStopReason) -> Void)? = nil) {
+        self.onStop = onStop
+    }
 
     public func requestStop(_ newReason: VmStopReason) {
         let first = reason.withLock { current -> Bool in
@@ -59,7 +64,10 @@ public final class StopLatch: PowerControl, Sendable {
             current = newReason
             return true
         }
-        if first { parker.signal() }
+        if first {
+            parker.signal()
+            onStop?(newReason)
+        }
     }
 
     /// The reason, if the VM has been asked to stop.

@@ -17,21 +17,42 @@ struct Machine {
     let stopLatch: StopLatch
     let serial: Uart8250?
     let virtio: [VirtioPciDevice]
-    let signals: SignalWatcher
+    let buses: IoBuses
+    /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
+    let usesTerminal: Bool
 
     /// Where guest-visible PCI resources go (docs/devices.md; the same addresses the ACPI tables describe).
     static let mmconfigBase = Layout.pciMmconfigStart
     static let pciBarWindow = Layout.pciMmio32Start
 
-    /// Builds the VM described by `options` on top of already-loaded `memory` and already-opened device
-    /// backends. Host failures here are VMM faults (exit code 1); all user-input checks happened before.
-    static func build(options: VmmOptions, memory: GuestMemory, boot: BootSetup, compat: HostCompatibility,
-                      devices: consuming PreparedDevices) async throws -> Machine {
+    /// Builds the VM described by `config` from `prepared` (guest memory loaded, device backends opened);
+    /// `stopLatch` hears when the guest stops it. Host failures here are VMM faults (exit code 1, API status
+    /// 500); all user-input checks happened before. On failure the loops it started are shut down again.
+    static func build(config: VmConfig, prepared: PreparedPayload, stopLatch: StopLatch) async throws -> Machine {
         let kvm = try Kvm()
-        let vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: compat.wantsPit))
-        let stopLatch = StopLatch()
+        let vm = try Vm(kvm: kvm, memory: prepared.memory, options: VmOptions(pit: prepared.compat.wantsPit))
         let deviceLoop = try EventLoop(name: "vmm-devices")
-        let controlLoop = try EventLoop(name: "vmm-control")
+        let controlLoop: EventLoop
+        do {
+            controlLoop = try EventLoop(name: "vmm-control")
+        } catch {
+            deviceLoop.shutdown()
+            throw error
+        }
+        do {
+            return try await build(config: config, vm: vm, prepared: prepared, stopLatch: stopLatch,
+                                   deviceLoop: deviceLoop, controlLoop: controlLoop)
+        } catch {
+            deviceLoop.shutdown()
+            controlLoop.shutdown()
+            throw error
+        }
+    }
+
+    private static func build(config: VmConfig, vm: Vm, prepared: PreparedPayload,
+                              stopLatch: StopLatch, deviceLoop: EventLoop, controlLoop: EventLoop) async throws -> Machine {
+        let kvm = vm.kvm
+        let memory = prepared.memory, boot = prepared.boot, devices = prepared.devices
 
         var pio = Bus(), mmio = Bus()
         var serial: Uart8250?
@@ -46,13 +67,14 @@ struct Machine {
                                 .device(DebugPort(loop: deviceLoop)))
         pio = try pio.inserting(name: "acpi power", base: AcpiPowerDevice.port, size: AcpiPowerDevice.size,
                                 .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
-        if options.testDevice {
+        if config.testDevice {
             let testDevice = TestDevice(loop: deviceLoop)
             pio = try pio.inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, .device(testDevice))
             mmio = try mmio.inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, .device(testDevice))
         }
 
-        // PCI: the host bridge in slot 0, virtio devices from slot 1 (docs/devices.md).
+        // PCI: the host bridge in slot 0, virtio devices from slot 1 (docs/devices.md). Devices and loops
+        // made here are stopped again if a later step fails.
         let router = GsiRouter(vm: vm)
         var functions = [BusTarget?](repeating: nil, count: 32)
         func addFunction(slot: Int, _ device: any PciDevice) throws {
@@ -60,49 +82,56 @@ struct Machine {
             functions[slot] = window
             mmio = try mmio.inserting(name: "mmconfig 00:\(slot).0", base: mmconfigBase + UInt64(slot) << 15, size: 0x1000, window)
         }
-        try addFunction(slot: 0, PciHostBridge(loop: deviceLoop))
         var virtio: [VirtioPciDevice] = []
         var extraLoops: [EventLoop] = []
-        for (index, prepared) in devices.virtio.enumerated() {
-            let slot = index + 1
-            let loop: EventLoop
-            if options.placement == .perDevice {
-                loop = try EventLoop(name: "vmm-\(prepared.name)")
-                extraLoops.append(loop)
-            } else {
-                loop = deviceLoop
+        do {
+            try addFunction(slot: 0, PciHostBridge(loop: deviceLoop))
+            for (index, prepared) in devices.virtio.enumerated() {
+                let slot = index + 1
+                let loop: EventLoop
+                if config.placement == .perDevice {
+                    loop = try EventLoop(name: "vmm-\(prepared.name)")
+                    extraLoops.append(loop)
+                } else {
+                    loop = deviceLoop
+                }
+                let barAddress = pciBarWindow + UInt64(index) * VirtioPciDevice.barSize
+                let backend = prepared.makeBackend()
+                let queueCount = backend.queueCount, type = backend.deviceType
+                let vectors = try router.allocate(count: queueCount + 1)
+                let device = try VirtioPciDevice(name: prepared.name, loop: loop, memory: memory, backend: backend,
+                                                 barAddress: barAddress, vectors: vectors, msiController: router)
+                virtio.append(device)
+                try await device.watchDoorbells()
+                for queue in 0..<queueCount {
+                    try registerDoorbell(vm: vm, fd: device.notifyFDs[queue], address: device.notifyAddress(queue: queue))
+                }
+                mmio = try mmio.inserting(name: "\(prepared.name) BAR0", base: barAddress, size: VirtioPciDevice.barSize, .device(device))
+                try addFunction(slot: slot, device)
+                Log.info("PCI 00:\(slot).0: virtio \(type) '\(prepared.name)', BAR0 \(hex(barAddress)), loop \(loop.name)")
             }
-            let barAddress = pciBarWindow + UInt64(index) * VirtioPciDevice.barSize
-            let backend = prepared.makeBackend()
-            let queueCount = backend.queueCount, type = backend.deviceType
-            let vectors = try router.allocate(count: queueCount + 1)
-            let device = try VirtioPciDevice(name: prepared.name, loop: loop, memory: memory, backend: backend,
-                                             barAddress: barAddress, vectors: vectors, msiController: router)
-            try await device.watchDoorbells()
-            for queue in 0..<queueCount {
-                try registerDoorbell(vm: vm, fd: device.notifyFDs[queue], address: device.notifyAddress(queue: queue))
-            }
-            mmio = try mmio.inserting(name: "\(prepared.name) BAR0", base: barAddress, size: VirtioPciDevice.barSize, .device(device))
-            try addFunction(slot: slot, device)
-            virtio.append(device)
-            Log.info("PCI 00:\(slot).0: virtio \(type) '\(prepared.name)', BAR0 \(hex(barAddress)), loop \(loop.name)")
-        }
-        pio = try pio.inserting(name: "pci config ports", base: PciConfigPorts.port, size: PciConfigPorts.size,
-                                .router(PciConfigPorts(functions: functions)))
+            pio = try pio.inserting(name: "pci config ports", base: PciConfigPorts.port, size: PciConfigPorts.size,
+                                    .router(PciConfigPorts(functions: functions)))
 
-        let supportedCPUID = try kvm.supportedCPUID()
-        var vcpus: [Vcpu] = []
-        for id in 0..<options.bootVcpus {
-            let vcpu = try vm.createVcpu(id: id)
-            try vcpu.configure(supportedCPUID: supportedCPUID, maxVcpus: options.maxVcpus)
-            if id == 0 { try vcpu.setBootState(boot.bootState) }
-            vcpus.append(vcpu)
+            let supportedCPUID = try kvm.supportedCPUID()
+            var vcpus: [Vcpu] = []
+            for id in 0..<config.bootVcpus {
+                let vcpu = try vm.createVcpu(id: id)
+                try vcpu.configure(supportedCPUID: supportedCPUID, maxVcpus: config.maxVcpus)
+                if id == 0 { try vcpu.setBootState(boot.bootState) }
+                vcpus.append(vcpu)
+            }
+            let buses = IoBuses(pio: pio, mmio: mmio)
+            let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: buses, stopLatch: stopLatch,
+                                      strategy: config.handoff, emulator: prepared.compat.emulator(for: vm))
+            return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
+                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, buses: buses,
+                           usesTerminal: devices.usesTerminal)
+        } catch {
+            for device in virtio { await device.stop() }
+            for loop in extraLoops { loop.shutdown() }
+            throw error
         }
-        let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: IoBuses(pio: pio, mmio: mmio),
-                                  stopLatch: stopLatch, strategy: options.handoff, emulator: compat.emulator(for: vm))
-        let signals = try SignalWatcher(loop: controlLoop, stopLatch: stopLatch)
-        return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                       extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, signals: signals)
     }
 
     /// A doorbell as a `KVM_IOEVENTFD` matching any write width; hosts without that capability get one
@@ -116,8 +145,8 @@ struct Machine {
         }
     }
 
-    /// Starts the vCPUs and terminal input; returns when the VM has stopped and everything is torn down.
-    func run(serialInput: Bool, usesTerminal: Bool) async throws -> VmStopReason {
+    /// Starts the vCPUs and, for `--serial tty`, terminal input (returned, for ``teardown(stdin:)``).
+    func start(serialInput: Bool) async throws -> StdinPump? {
         var stdin: StdinPump?
         if usesTerminal { Terminal.enterRawMode() }
         if serialInput, let serial {
@@ -127,9 +156,19 @@ struct Machine {
                 Log.info("serial input disabled: stdin cannot be polled (a regular file or /dev/null)")
             }
         }
-        try await manager.start()
+        do {
+            try await manager.start()
+        } catch {
+            stdin?.stop()
+            throw error
+        }
         Log.info("started \(manager.exitCounts().count) vCPU(s)")
-        let reason = stopLatch.wait()
+        return stdin
+    }
+
+    /// Stops and joins the vCPUs, then tears down terminal input, the virtio devices (logging their
+    /// counters), the loops and the terminal, in order.
+    func teardown(stdin: StdinPump?) async {
         await manager.stop()
         if let emulator = manager.emulator {
             Log.info("compatibility mode: emulated \(emulator.counters.summary)")
@@ -140,60 +179,11 @@ struct Machine {
             let c = await device.counters
             Log.info("\(device.name): \(c.requests) requests, \(c.bytesRead) bytes read, \(c.bytesWritten) written, \(c.errors) errors, \(c.interrupts) interrupts, \(c.dropped) dropped")
         }
-        signals.stop()
         deviceLoop.shutdown()
         for loop in extraLoops { loop.shutdown() }
         controlLoop.shutdown()
         Terminal.restore()
-        return reason
     }
-}
-
-/// Turns SIGINT, SIGTERM and SIGHUP into a clean stop. The handler (which may run on any thread) only
-/// records the signal and writes an eventfd; the control loop watches that eventfd and asks the VM to stop.
-final class SignalWatcher: Sendable {
-    let wake: EventFD
-    let registration: Registration
-    let loop: EventLoop
-
-    /// The eventfd and the last signal, in static storage the async-signal-safe handler can reach.
-    nonisolated(unsafe) static var wakeFD: Int32 = -1
-    // SAFETY (nonisolated(unsafe)): set once in init, before the handlers are installed; read-only after.
-    static let lastSignal = Atomic<Int32>(0)
-
-    init(loop: EventLoop, stopLatch: StopLatch) throws {
-        let wake = try EventFD()
-        let raw = wake.rawValue
-        self.wake = wake
-        self.loop = loop
-        registration = try loop.register(fd: raw) { _ in
-            EventFD.drainRaw(raw)
-            let name = switch SignalWatcher.lastSignal.load(ordering: .relaxed) {
-            case SIGINT: "SIGINT"
-            case SIGTERM: "SIGTERM"
-            default: "SIGHUP"
-            }
-            stopLatch.requestStop(.stopRequested("received \(name)"))
-        }
-        Self.wakeFD = raw
-        for signal in [SIGINT, SIGTERM, SIGHUP] {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = stopSignalHandler
-            sigemptyset(&action.sa_mask)
-            action.sa_flags = Int32(SA_RESTART)
-            sigaction(signal, &action, nil)
-        }
-    }
-
-    func stop() {
-        loop.deregister(registration)
-    }
-}
-
-/// Async-signal-safe: an atomic store and a write(2).
-private func stopSignalHandler(_ signal: Int32) {
-    SignalWatcher.lastSignal.store(signal, ordering: .relaxed)
-    EventFD.signalRaw(SignalWatcher.wakeFD)
 }
 
 /// Feeds terminal input to the UART on the device loop. When the UART's receive buffer is full it stops

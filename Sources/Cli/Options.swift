@@ -51,6 +51,7 @@ struct VmmOptions: Equatable {
     var logFile: String?
     var handoff = HandoffStrategy.inlineIfIdle
     var testDevice = true
+    var apiSocket: ApiSocketOption?
     var showHelp = false
     var showVersion = false
 
@@ -160,6 +161,7 @@ struct VmmOptions: Equatable {
                     throw CliError("--handoff \(text): expected inline, enqueue or task")
                 }
                 options.handoff = strategy
+            case "--api-socket": options.apiSocket = try ApiSocketOption.parse(try take())
             case "--test-device":
                 let text = try take()
                 switch text {
@@ -177,8 +179,8 @@ struct VmmOptions: Equatable {
         if options.serial == .tty && options.console == .tty {
             throw CliError("--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another")
         }
-        if !options.showHelp && !options.showVersion && options.kernel == nil {
-            throw CliError("--kernel: missing (a payload is required; see --help)")
+        if !options.showHelp && !options.showVersion && options.kernel == nil && options.apiSocket == nil {
+            throw CliError("--kernel: missing (a payload or --api-socket is required; see --help)")
         }
         return options
     }
@@ -186,6 +188,7 @@ struct VmmOptions: Equatable {
 
 let usage = """
     Usage: actor-vmm --kernel PATH [options]
+           actor-vmm --api-socket path=PATH [options]    (create and boot the VM through the API)
 
     Runs a 64-bit guest on /dev/kvm. Devices are Swift actors on epoll event loops.
 
@@ -204,6 +207,9 @@ let usage = """
       --rng [src=PATH]                   virtio-rng from PATH (default /dev/urandom)
       --event-loops shared|per-device    device actors on one event loop, or one per virtio device (default shared)
       --test-device on|off               ActorVMM test device at ports 0xa00-0xa0f and MMIO 0xfea00000 (default on)
+    API:
+      --api-socket path=PATH|fd=N        serve the REST API (Cloud Hypervisor's) on a unix socket; see
+                                         docs/api.md and actor-vmm-remote
     Tuning and diagnostics:
       --compat auto|on|off               host compatibility mode for nested hosts without VMX (kvm_pvm): emulate
                                          what the host's emulator rejects, no PIT, Linux parameters appended

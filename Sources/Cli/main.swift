@@ -4,8 +4,12 @@ import Devices
 import EpollLoop
 import Glibc
 
-// actor-vmm: parse the command line, check every input, then build and run the VM.
-// Exit codes: 0 the guest powered off (or reset, or a stop signal); 1 VMM or guest fault; 2 bad input.
+// One target, two programs (SwiftPM links it as both products), chosen by the name it runs as:
+// - actor-vmm-remote: the API client (Remote/RemoteCommand.swift);
+// - actor-vmm: parse the command line, check every input, then run the VM given on the command line and/or
+//   serve the API until the VMM is told to exit.
+// Exit codes: 0 the guest powered off or reset, a stop signal, or vmm.shutdown; 1 VMM or guest fault;
+// 2 bad command line or configuration.
 
 /// Writes one line to stderr (no stdio buffering: the line is out before the process exits).
 func printError(_ message: String) {
@@ -20,6 +24,10 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 signal(SIGPIPE, SIG_IGN)
+
+if CommandLine.arguments.first?.split(separator: "/").last == "actor-vmm-remote" {
+    exit(RemoteCommand.run(Array(CommandLine.arguments.dropFirst())))
+}
 
 let options: VmmOptions
 do {
@@ -37,57 +45,85 @@ if let logFile = options.logFile {
     Log.setSink(fd: fd)
 }
 
-// Inputs the user controls are all checked here, before /dev/kvm is opened.
-let hostMemory = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) &* UInt64(sysconf(Int32(_SC_PAGESIZE)))
-if options.memorySize > hostMemory {
-    fail("--memory size=\(options.memorySize >> 20)M: more than the host's \(hostMemory >> 20) MiB of RAM", code: 2)
-}
-let memory: GuestMemory
+// The VMM's own loop runs the lifecycle controller and turns stop signals into a clean stop.
+let exitLatch = StopLatch()
+let mainLoop: EventLoop
+let controller: VmmController
+let signals: SignalWatcher
 do {
-    memory = try GuestMemory(layout: Layout.ramRegions(size: options.memorySize))
+    mainLoop = try EventLoop(name: "vmm-main")
+    let vmm = VmmController(loop: mainLoop, backend: KvmBackend(), exitLatch: exitLatch)
+    controller = vmm
+    signals = try SignalWatcher(loop: mainLoop, stopLatch: StopLatch { reason in
+        Task(executorPreference: vmm.loop) { await vmm.terminate(reason) }
+    })
 } catch {
-    fail("--memory size=\(options.memorySize >> 20)M: \(error)", code: 2)
-}
-// Host compatibility mode (docs/compat.md): decided once, before the kernel is loaded, because it adds
-// parameters to a Linux guest's command line.
-let compat = options.compat.resolve()
-if compat.isNeeded {
-    Log.info("host compatibility mode on (\(options.compat == .auto ? "detected a host without VMX" : "--compat on")): instruction emulation, no PIT; for Linux kernels the command line gains: \(compat.commandLineAdditions.joined(separator: " "))")
-}
-let bootSetup: BootSetup
-do {
-    bootSetup = try KernelLoader.load(
-        .init(kernelPath: options.kernel!, initramfsPath: options.initramfs, cmdline: options.cmdline,
-              acpi: AcpiConfig(bootVcpus: options.bootVcpus, maxVcpus: options.maxVcpus,
-                               com1: options.serial == .off ? nil : .com1),
-              linuxParameters: compat.commandLineAdditions),
-        memory: memory)
-} catch {
-    fail(error.description, code: 2)
-}
-let devices: PreparedDevices
-do {
-    devices = try PreparedDevices.open(options)
-} catch {
-    fail(error.description, code: 2)
-}
-Log.info("kernel \(options.kernel!) loaded (\(bootSetup.bootProtocol.rawValue)), entry \(hex(bootSetup.bootState.rip)), \(options.memorySize >> 20) MiB, \(options.bootVcpus) vCPU(s)")
-if let initramfs = bootSetup.initramfs {
-    Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
+    fail("cannot start the VMM: \(error)", code: 1)
 }
 
-let machine: Machine
-do {
-    machine = try await Machine.build(options: options, memory: memory, boot: bootSetup, compat: compat, devices: devices)
-} catch {
-    fail("cannot create the VM: \(error)", code: 1)
+// The API socket is bound before any VM exists (a socket that cannot be served is a bad command line), but
+// served only once a command-line VM is up: early clients wait in the listen backlog instead of seeing it
+// half-booted.
+var apiServer: HttpServer?
+if let apiSocket = options.apiSocket {
+    let listener: UnixSocket.Listener
+    do {
+        listener = try apiSocket.listen()
+    } catch {
+        fail(error.description, code: 2)
+    }
+    do {
+        let loop = try EventLoop(name: "vmm-api")
+        let router = ApiRouter(controller: controller, exitLatch: exitLatch)
+        apiServer = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
+    } catch {
+        UnixSocket.close(listener)
+        fail("cannot start the API server: \(error)", code: 1)
+    }
 }
-let reason: VmStopReason
-do {
-    reason = try await machine.run(serialInput: options.serial == .tty, usesTerminal: devices.usesTerminal)
-} catch {
-    fail("cannot start the VM: \(error)", code: 1)
+
+// A VM on the command line: every input it names is checked against the host first (exit code 2), then it
+// is created and booted through the same lifecycle as the API's (a failure there is exit code 1).
+if options.kernel != nil {
+    let config = VmConfig(options: options)
+    let prepared: PreparedPayload
+    do {
+        prepared = try Payload.prepare(config)
+    } catch {
+        await apiServer?.stop()
+        fail(error.cli, code: 2)
+    }
+    Log.info("kernel \(config.payload.kernel) loaded (\(prepared.boot.bootProtocol.rawValue)), entry \(hex(prepared.boot.bootState.rip)), \(config.memorySize >> 20) MiB, \(config.bootVcpus) vCPU(s)")
+    if let initramfs = prepared.boot.initramfs {
+        Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
+    }
+    do {
+        try await controller.create(config, prepared: prepared)
+        try await controller.boot()
+    } catch where exitLatch.stopReason == nil {  // (else a signal came first: exit as it says, below)
+        await apiServer?.stop()
+        fail(error.messages.dropFirst().joined(separator: ": "), code: error.status == .badRequest ? 2 : 1)
+    } catch {}
 }
+
+if let apiServer, exitLatch.stopReason == nil {
+    do {
+        try await apiServer.start()
+    } catch {
+        await apiServer.stop()
+        fail("cannot start the API server: \(error)", code: 1)
+    }
+    Log.info("API listening on \(apiServer.listener.path ?? "fd=\(apiServer.listener.fd)")")
+}
+
+// Until the guest stops the VM, vmm.shutdown is answered, or a signal arrives; the VM is torn down by then.
+// The API server stops (closing every connection and removing its socket file); its loop and `vmm-main` are
+// left to `exit`: a request still in flight (say, queued behind vmm.shutdown) may yet resume on them, and
+// a loop that has shut down traps on new work.
+let reason = exitLatch.wait()
+await apiServer?.stop()
+signals.stop()
+Terminal.restore()
 if reason.exitCode == 0 {
     Log.info(reason.description)
 } else {

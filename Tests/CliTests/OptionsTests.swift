@@ -58,7 +58,7 @@ import Testing
         (["--kernel", "k", "--cpus", "boot=x"], "--cpus boot=x: expected an integer from 1 to 254"),
         (["--kernel", "k", "--frobnicate"], "unknown option '--frobnicate' (see --help)"),
         (["--kernel"], "--kernel: missing value"),
-        (["--cmdline", "x"], "--kernel: missing (a payload is required; see --help)"),
+        (["--cmdline", "x"], "--kernel: missing (a payload or --api-socket is required; see --help)"),
         (["--kernel", "a", "--kernel", "b"], "--kernel: given more than once"),
         (["--kernel", "k", "--handoff", "fast"], "--handoff fast: expected inline, enqueue or task"),
         (["--kernel", "k", "--memory", "size=1G,size=2G"], "--memory: key 'size' given twice"),

@@ -33,17 +33,23 @@ enum Harness {
         var lines: [String] { stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .init(charactersIn: "\r")) } }
     }
 
-    /// Runs `path` with `arguments`, killing it after `timeout` seconds. `afterStart` may signal it.
-    static func run(_ path: String, _ arguments: [String], timeout: Double = 120,
+    /// Runs `path` with `arguments` (and `stdin` as its input), killing it after `timeout` seconds.
+    /// `afterStart` may signal it.
+    static func run(_ path: String, _ arguments: [String], timeout: Double = 120, stdin: String? = nil,
                     afterStart: ((Int32) -> Void)? = nil) -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
+        let input = Pipe()
+        process.standardInput = stdin == nil ? FileHandle.nullDevice : input
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
         do { try process.run() } catch { return Result(status: -1, stdout: "", stderr: "\(error)", timedOut: false) }
+        if let stdin {
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try? input.fileHandleForWriting.close()
+        }
         let pid = process.processIdentifier
         nonisolated(unsafe) var timedOut = false
         let watchdog = DispatchWorkItem {

@@ -1,0 +1,35 @@
+/// A failed API request: the HTTP status and Cloud Hypervisor's error body, a JSON array of messages from
+/// the general to the specific (`["cannot pause the VM", "the VM is not booted (state: Created)"]`).
+struct ApiError: Error, Equatable, Sendable, CustomStringConvertible {
+    let status: HttpStatus
+    let messages: [String]
+
+    init(_ status: HttpStatus, _ messages: String...) {
+        self.status = status
+        self.messages = messages
+    }
+
+    /// The messages as one line.
+    var description: String { messages.joined(separator: ": ") }
+
+    var response: HttpResponse { .json(status, .array(messages.map { .string($0) })) }
+
+    /// 400 for a configuration that is invalid or asks for what the VMM cannot do.
+    static func invalidConfig(_ error: ConfigError, _ summary: String = "invalid VM configuration") -> ApiError {
+        ApiError(.badRequest, summary, error.description)
+    }
+}
+
+/// A configuration field that is wrong, by its path in the VmConfig JSON (`cpus.boot_vcpus`,
+/// `disks[0].path`), and why. The command line reports the same problems by option name instead.
+struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    let field: String
+    let message: String
+
+    init(field: String, _ message: String) {
+        self.field = field
+        self.message = message
+    }
+
+    var description: String { "\(field): \(message)" }
+}

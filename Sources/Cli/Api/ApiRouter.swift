@@ -1,0 +1,124 @@
+import ActorVmm
+import Glibc
+
+/// The endpoints of Cloud Hypervisor's API (OpenAPI file, version 54), under `/api/v1/`. ActorVMM implements
+/// the lifecycle and inspection ones; the rest are known, so that they answer 501 rather than 404.
+enum ApiEndpoint: String, CaseIterable, Sendable {
+    case vmmPing = "vmm.ping", vmmShutdown = "vmm.shutdown"
+    case vmCreate = "vm.create", vmBoot = "vm.boot", vmShutdown = "vm.shutdown", vmReboot = "vm.reboot"
+    case vmPowerButton = "vm.power-button", vmPause = "vm.pause", vmResume = "vm.resume", vmDelete = "vm.delete"
+    case vmInfo = "vm.info", vmCounters = "vm.counters"
+    // Not implemented by ActorVMM.
+    case vmResize = "vm.resize", vmResizeDisk = "vm.resize-disk", vmResizeZone = "vm.resize-zone"
+    case vmAddDevice = "vm.add-device", vmRemoveDevice = "vm.remove-device", vmAddDisk = "vm.add-disk"
+    case vmAddFs = "vm.add-fs", vmAddGenericVhostUser = "vm.add-generic-vhost-user", vmAddPmem = "vm.add-pmem"
+    case vmAddNet = "vm.add-net", vmAddVsock = "vm.add-vsock", vmAddVdpa = "vm.add-vdpa"
+    case vmAddUserDevice = "vm.add-user-device", vmSnapshot = "vm.snapshot", vmCoredump = "vm.coredump"
+    case vmNmi = "vm.nmi", vmRestore = "vm.restore", vmReceiveMigration = "vm.receive-migration"
+    case vmSendMigration = "vm.send-migration"
+
+    static let prefix = "/api/v1/"
+
+    /// The one method the endpoint accepts.
+    var method: String {
+        switch self {
+        case .vmmPing, .vmInfo, .vmCounters: "GET"
+        default: "PUT"
+        }
+    }
+
+    var isImplemented: Bool {
+        switch self {
+        case .vmmPing, .vmmShutdown, .vmCreate, .vmBoot, .vmShutdown, .vmReboot, .vmPowerButton, .vmPause, .vmResume,
+             .vmDelete, .vmInfo, .vmCounters: true
+        default: false
+        }
+    }
+
+    /// The status of a successful call: 200 with a JSON body, or 204.
+    var successStatus: HttpStatus {
+        switch self {
+        case .vmmPing, .vmInfo, .vmCounters: .ok
+        default: .noContent
+        }
+    }
+}
+
+/// Maps requests to the ``VmmController``: method and path checks, bodies, status codes and JSON shapes as
+/// in Cloud Hypervisor. Errors come back as Cloud Hypervisor's error body, a JSON array of messages.
+struct ApiRouter: Sendable {
+    let controller: VmmController
+    /// Released after vmm.shutdown has been answered; the main thread then exits the process.
+    let exitLatch: StopLatch
+
+    func handle(_ request: HttpRequest) async -> HttpResponse {
+        let path = request.path
+        guard path.hasPrefix(ApiEndpoint.prefix), let endpoint = ApiEndpoint(rawValue: String(path.dropFirst(ApiEndpoint.prefix.count))) else {
+            return ApiError(.notFound, "unknown endpoint \(path) (endpoints are /api/v1/vmm.ping, /api/v1/vm.info, …)").response
+        }
+        guard request.method == endpoint.method else {
+            var response = ApiError(.methodNotAllowed, "\(endpoint.rawValue) takes \(endpoint.method), not \(request.method)").response
+            response.headers.append(HttpHeader(name: "Allow", value: endpoint.method))
+            return response
+        }
+        guard endpoint.isImplemented else {
+            return ApiError(.notImplemented, "\(endpoint.rawValue) is not implemented by actor-vmm").response
+        }
+        if endpoint != .vmCreate && !request.body.isEmpty {
+            return ApiError(.badRequest, "\(endpoint.rawValue) takes no request body").response
+        }
+        do {
+            return try await dispatch(endpoint, request)
+        } catch {
+            return error.response
+        }
+    }
+
+    private func dispatch(_ endpoint: ApiEndpoint, _ request: HttpRequest) async throws(ApiError) -> HttpResponse {
+        switch endpoint {
+        case .vmmPing:
+            return .json(.ok, .object([
+                "build_version": .string(versionNumber), "version": .string(versionNumber),
+                "pid": .int(getpid()), "features": .array([]),
+            ]))
+        case .vmmShutdown:
+            try await controller.shutdownVmm()
+            var response = HttpResponse(status: .noContent, closeConnection: true)
+            let exitLatch = self.exitLatch
+            response.afterSend = { exitLatch.requestStop(.stopRequested("vmm.shutdown request")) }
+            return response
+        case .vmCreate:
+            try await controller.create(try Self.decodeConfig(request.body))
+        case .vmBoot: try await controller.boot()
+        case .vmShutdown: try await controller.shutdown()
+        case .vmReboot: try await controller.reboot()
+        case .vmPowerButton: try await controller.powerButton()
+        case .vmPause: try await controller.pause()
+        case .vmResume: try await controller.resume()
+        case .vmDelete: try await controller.delete()
+        case .vmInfo: return .json(.ok, try await controller.info())
+        case .vmCounters: return .json(.ok, try await controller.counters())
+        default: throw ApiError(.notImplemented, "\(endpoint.rawValue) is not implemented by actor-vmm")
+        }
+        return HttpResponse(status: endpoint.successStatus)
+    }
+
+    /// The vm.create body: JSON, then a VmConfig; errors name the byte or the field.
+    static func decodeConfig(_ body: [UInt8]) throws(ApiError) -> VmConfig {
+        guard !body.isEmpty else { throw ApiError(.badRequest, "invalid VM configuration", "vm.create needs a VmConfig JSON body") }
+        let json: JsonValue
+        do {
+            json = try JsonParser.parse(body)
+        } catch {
+            throw ApiError(.badRequest, "invalid VM configuration", error.description)
+        }
+        do {
+            return try VmConfig(json: json)
+        } catch {
+            throw ApiError.invalidConfig(error)
+        }
+    }
+}
+
+/// "0.1.0": the version without the program name.
+let versionNumber = String(version.split(separator: " ").last ?? "0")

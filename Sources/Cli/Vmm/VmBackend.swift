@@ -1,0 +1,67 @@
+import ActorVmm
+
+/// What the lifecycle needs from the machinery that runs VMs: the real one (``KvmBackend``) or, in the
+/// unit tests, a fake that needs no /dev/kvm. The ``VmmController`` calls these one at a time.
+///
+/// The async requirements here and in ``VmInstance`` are `nonisolated(nonsending)`: they run on the
+/// caller's executor, the controller's `vmm-main` loop. (A plain nonisolated async function would run on
+/// the calling task's preferred executor instead: for an API request, the `vmm-api` loop, which must
+/// not build VMs or join vCPU threads.)
+protocol VmBackend: Sendable {
+    /// Checks `config` against the host and prepares what booting it takes. Runs at vm.create (so a bad
+    /// kernel is refused before the VM exists) and again before each later boot.
+    func prepare(_ config: VmConfig) throws(PrepareError) -> any PreparedVm
+
+    /// Builds the VM from `prepared` and starts its vCPUs. `onStop` is called once, from any thread, when
+    /// the guest stops the VM by itself (power-off, reset, fault). On failure nothing is left behind.
+    nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
+                                      onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance
+}
+
+/// What ``VmBackend/prepare(_:)`` made, handed back to ``VmBackend/boot(_:_:onStop:)``.
+protocol PreparedVm: Sendable {}
+
+/// A booted VM.
+protocol VmInstance: AnyObject, Sendable {
+    /// Parks every vCPU; returns when none runs guest code.
+    nonisolated(nonsending) func pause() async
+    nonisolated(nonsending) func resume() async
+    /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
+    nonisolated(nonsending) func shutdown() async
+    /// Per-device counters: `{"<device>": {"requests": n, "bytes": n, "errors": n, "interrupts": n, …}}`.
+    nonisolated(nonsending) func counters() async -> JsonValue
+    /// The devices and the address ranges they occupy (`vm.info`'s `device_tree`).
+    func deviceTree() -> JsonValue
+}
+
+/// Why a prepared VM could not be built or started (a host problem: the API answers 500).
+struct BootFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}
+
+/// The real backend: `Payload.prepare` and `Machine.build` on /dev/kvm.
+struct KvmBackend: VmBackend {
+    func prepare(_ config: VmConfig) throws(PrepareError) -> any PreparedVm {
+        try Payload.prepare(config)
+    }
+
+    nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
+                                      onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
+        guard let payload = prepared as? PreparedPayload else { throw BootFailure("internal error: not a prepared payload") }
+        let machine: Machine
+        do {
+            machine = try await Machine.build(config: config, prepared: payload, stopLatch: StopLatch(onStop: onStop))
+        } catch {
+            throw BootFailure("cannot create the VM: \(error)")
+        }
+        do {
+            let stdin = try await machine.start(serialInput: config.serial == .tty)
+            return MachineInstance(machine: machine, stdin: stdin)
+        } catch {
+            await machine.teardown(stdin: nil)
+            throw BootFailure("cannot start the VM: \(error)")
+        }
+    }
+}

@@ -1,0 +1,77 @@
+/// The VM's lifecycle state, as `vm.info` reports it (Cloud Hypervisor's `VmState` names).
+enum VmState: String, Sendable, CaseIterable {
+    /// Configured (vm.create) but never booted: no vCPU, no device, no guest RAM in use.
+    case created = "Created"
+    case running = "Running"
+    case paused = "Paused"
+    /// Stopped by vm.shutdown (or a failed reboot); the config is kept and vm.boot starts it afresh.
+    case shutdown = "Shutdown"
+}
+
+/// What the API asks of the VM's lifecycle.
+enum VmAction: String, Sendable, CaseIterable {
+    case create, boot, pause, resume, shutdown, reboot, powerButton = "power-button", delete
+
+    /// "cannot pause the VM": the first message of an error.
+    var failure: String {
+        switch self {
+        case .create: "cannot create the VM"
+        case .powerButton: "cannot press the power button"
+        default: "cannot \(rawValue) the VM"
+        }
+    }
+}
+
+/// The lifecycle state machine, one pure function so that every transition is tested without KVM:
+///
+/// ```
+/// (none) ──create──▶ Created ──boot──▶ Running ──pause──▶ Paused
+///                                       ▲   │  ◀──resume──   │
+///               Shutdown ──boot─────────┘   └──shutdown──┬───┘ (reboot: Running/Paused ▶ Running)
+///                  ▲─────────────────────────────────────┘
+/// any state ──delete──▶ (none)
+/// ```
+///
+/// Status codes follow the OpenAPI file: 404 when there is no VM, 405 when the VM is in the wrong state for
+/// the action, 409 for vm.create when a VM exists.
+enum VmLifecycle {
+    /// The state after `action` from `state` (nil: no VM), or the error that refuses it.
+    static func next(_ action: VmAction, from state: VmState?) -> Result<VmState?, ApiError> {
+        guard let state else {
+            switch action {
+            case .create: return .success(.created)
+            case .delete: return .success(nil)
+            default: return .failure(ApiError(.notFound, action.failure, "no VM has been created (use vm.create first)"))
+            }
+        }
+        func wrongState(_ why: String) -> Result<VmState?, ApiError> {
+            .failure(ApiError(.methodNotAllowed, action.failure, "\(why) (state: \(state.rawValue))"))
+        }
+        switch (action, state) {
+        case (.create, _):
+            return .failure(ApiError(.conflict, action.failure, "a VM already exists (state: \(state.rawValue)); delete it first"))
+        case (.delete, _):
+            return .success(nil)
+        case (.boot, .created), (.boot, .shutdown):
+            return .success(.running)
+        case (.boot, _):
+            return wrongState("the VM is already booted")
+        case (.pause, .running):
+            return .success(.paused)
+        case (.pause, .paused):
+            return wrongState("the VM is already paused")
+        case (.resume, .paused):
+            return .success(.running)
+        case (.resume, _):
+            return wrongState("the VM is not paused")
+        case (.shutdown, .running), (.shutdown, .paused):
+            return .success(.shutdown)
+        case (.reboot, .running), (.reboot, .paused):
+            return .success(.running)
+        case (.powerButton, .running), (.powerButton, .paused):
+            return .success(state)
+        case (.pause, _), (.shutdown, _), (.reboot, _), (.powerButton, _):
+            return wrongState("the VM is not booted")
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import ActorVmm
+@testable import Cli
+import EpollLoop
+import Glibc
+import Synchronization
+
+/// A ``VmBackend`` without KVM, recording what the lifecycle asks of it. Kernel paths steer it:
+/// a kernel named "/missing" fails preparation (as a missing file would), "/boot-fails" fails to boot,
+/// "/slow" takes `slowBoot` to boot, and "/gated" boots when the test opens `gate`.
+final class FakeBackend: VmBackend {
+    let log = Mutex<[String]>([])
+    let instances = Mutex<[FakeInstance]>([])
+    let slowBoot: Duration
+    let gate = Gate()
+    /// When set, every call is checked to run on this loop (the controller's); `offLoopCalls` counts misses.
+    let controllerLoop = Mutex<EventLoop?>(nil)
+    let offLoopCalls = Atomic<Int>(0)
+
+    init(slowBoot: Duration = .milliseconds(300)) { self.slowBoot = slowBoot }
+
+    var events: [String] { log.withLock { $0 } }
+
+    func record(_ event: String) {
+        log.withLock { $0.append(event) }
+        if let loop = controllerLoop.withLock({ $0 }), !loop.inLoopThread { offLoopCalls.add(1, ordering: .relaxed) }
+    }
+    var lastInstance: FakeInstance? { instances.withLock { $0.last } }
+
+    struct Prepared: PreparedVm { let kernel: String }
+
+    func prepare(_ config: VmConfig) throws(PrepareError) -> any PreparedVm {
+        record("prepare")
+        if config.payload.kernel == "/missing" {
+            throw PrepareError(config: ConfigError(field: "payload.kernel", "cannot read /missing: No such file or directory"),
+                               cli: "--kernel /missing: cannot read: No such file or directory")
+        }
+        return Prepared(kernel: config.payload.kernel)
+    }
+
+    nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
+                                      onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
+        record("boot")
+        if config.payload.kernel == "/boot-fails" { throw BootFailure("cannot create the VM: KVM_CREATE_VM failed") }
+        if config.payload.kernel == "/slow" { try? await Task.sleep(for: slowBoot) }
+        if config.payload.kernel == "/gated" { await gate.wait() }
+        let instance = FakeInstance(backend: self, onStop: onStop)
+        instances.withLock { $0.append(instance) }
+        return instance
+    }
+}
+
+final class FakeInstance: VmInstance {
+    let backend: FakeBackend
+    let onStop: @Sendable (VmStopReason) -> Void
+    let requests = Atomic<UInt64>(0)
+    let down = Atomic<Bool>(false)
+
+    init(backend: FakeBackend, onStop: @escaping @Sendable (VmStopReason) -> Void) {
+        self.backend = backend
+        self.onStop = onStop
+    }
+
+    nonisolated(nonsending) func pause() async { backend.record("pause") }
+    nonisolated(nonsending) func resume() async { backend.record("resume") }
+    nonisolated(nonsending) func shutdown() async {
+        if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
+    }
+    nonisolated(nonsending) func counters() async -> JsonValue {
+        .object(["fake": .object(["requests": .int(requests.add(1, ordering: .relaxed).newValue), "bytes": .int(0),
+                                  "errors": .int(0), "interrupts": .int(0)])])
+    }
+    func deviceTree() -> JsonValue { .object(["fake": .object(["id": .string("fake")])]) }
+
+    /// The guest stops the VM by itself.
+    func guestStops(_ reason: VmStopReason) { onStop(reason) }
+}
+
+/// Polls `condition` for up to `seconds`.
+func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
+    while !condition() {
+        if monotonicNanoseconds() > deadline { return false }
+        usleep(2000)
+    }
+    return true
+}
+
+/// Polls `condition` for up to `seconds` without blocking a concurrency thread.
+func eventuallyAsync(_ seconds: Double = 5, _ condition: () async -> Bool) async -> Bool {
+    let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
+    while !(await condition()) {
+        if monotonicNanoseconds() > deadline { return false }
+        try? await Task.sleep(for: .milliseconds(2))
+    }
+    return true
+}
+
+/// A one-shot gate: `wait()` returns once `open()` has been called.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.open = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+}
