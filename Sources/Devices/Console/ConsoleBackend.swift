@@ -17,13 +17,14 @@ public final class ConsoleBackend: VirtioBackend {
     public let configSize = 12
     let output: any SerialOutput
     let inputFD: Int32?
-    var inputRegistration: Registration?
+    var input: HostWatch?
     var inputEnded = false
     public private(set) var bytesOut: UInt64 = 0
 
     public init(output: any SerialOutput, inputFD: Int32?) {
         self.output = output
         self.inputFD = inputFD
+        input = inputFD.map { HostWatch(fd: $0) }
     }
 
     public func readConfig(offset: Int, width: Int) -> UInt64 {
@@ -40,8 +41,7 @@ public final class ConsoleBackend: VirtioBackend {
     }
 
     public func reset(device: isolated VirtioPciDevice) {
-        if let inputRegistration { device.loop.deregister(inputRegistration) }
-        inputRegistration = nil
+        input?.stop(device: device)
     }
 
     public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
@@ -69,19 +69,17 @@ public final class ConsoleBackend: VirtioBackend {
     }
 
     private func watchInput(device: isolated VirtioPciDevice) {
-        guard let inputFD, inputRegistration == nil, !inputEnded else { return }
-        inputRegistration = try? device.watch(fd: inputFD, token: 0)
+        guard !inputEnded else { return }
+        input?.start(device: device)
     }
 
     /// Moves pending input into receive buffers until either runs out.
     private func receive(device: isolated VirtioPciDevice) {
-        guard let inputFD, inputRegistration != nil else { return }
+        guard let inputFD, input?.isWatching == true else { return }
         var delivered = false
         while true {
             guard let chain = device.popRequest(queue: Self.receiveQueue) else {
-                // No buffer: stop watching until the guest posts some.
-                if let inputRegistration { device.loop.deregister(inputRegistration) }
-                inputRegistration = nil
+                input?.stop(device: device)  // no buffer: watched again when the guest posts some
                 break
             }
             var buffer = [UInt8](repeating: 0, count: min(chain.writableLength, 4096))
@@ -90,8 +88,7 @@ public final class ConsoleBackend: VirtioBackend {
                 device.putBack(chain, queue: Self.receiveQueue)
                 if n == 0 || (errno != EAGAIN && errno != EINTR) {
                     // End of input (or a closed pty): stop watching for good.
-                    if let inputRegistration { device.loop.deregister(inputRegistration) }
-                    inputRegistration = nil
+                    input?.stop(device: device)
                     inputEnded = n == 0
                 }
                 break

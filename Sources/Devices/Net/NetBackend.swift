@@ -37,7 +37,7 @@ public final class NetBackend: VirtioBackend {
     public let options: Options
     public let interfaceName: String
     let tapFD: Int32
-    var tapRegistration: Registration?
+    var tap: HostWatch
     var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
     public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
 
@@ -65,6 +65,7 @@ public final class NetBackend: VirtioBackend {
 
     public init(_ opened: Opened) {
         tapFD = opened.fd
+        tap = HostWatch(fd: opened.fd)
         interfaceName = opened.interfaceName
         options = opened.options
     }
@@ -86,8 +87,7 @@ public final class NetBackend: VirtioBackend {
     }
 
     public func reset(device: isolated VirtioPciDevice) {
-        if let tapRegistration { device.loop.deregister(tapRegistration) }
-        tapRegistration = nil
+        tap.stop(device: device)
     }
 
     public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
@@ -104,8 +104,7 @@ public final class NetBackend: VirtioBackend {
     }
 
     private func watchTap(device: isolated VirtioPciDevice) {
-        guard tapRegistration == nil else { return }
-        tapRegistration = try? device.watch(fd: tapFD, token: 0)
+        tap.start(device: device)
     }
 
     private func transmit(device: isolated VirtioPciDevice) {
@@ -130,12 +129,11 @@ public final class NetBackend: VirtioBackend {
     }
 
     private func receive(device: isolated VirtioPciDevice) {
-        guard tapRegistration != nil else { return }
+        guard tap.isWatching else { return }
         var delivered = false
         while true {
             guard let chain = device.popRequest(queue: Self.receiveQueue) else {
-                if let tapRegistration { device.loop.deregister(tapRegistration) }
-                tapRegistration = nil  // back-pressure: watched again when the guest posts buffers
+                tap.stop(device: device)  // back-pressure: watched again when the guest posts buffers
                 break
             }
             let n = frame.withUnsafeMutableBytes { read(tapFD, $0.baseAddress, $0.count) }
