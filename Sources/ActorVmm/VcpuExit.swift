@@ -36,16 +36,9 @@ func handleExit(
         let data = UnsafeMutableRawPointer(run) + offset
         let target = buses.pio.lookup(UInt64(io.port))
         target?.entry.counters.countAccesses(count, width: width)
+        let isWrite = io.direction == UInt8(KVM_EXIT_IO_OUT)
         for index in 0..<count {
-            let element = data + index * width
-            if io.direction == UInt8(KVM_EXIT_IO_OUT) {
-                if let target {
-                    handoff.write(target.entry.target, offset: target.offset, width: width, value: loadLE(element, width))
-                }
-            } else {
-                let value = target.map { handoff.read($0.entry.target, offset: $0.offset, width: width) } ?? ~0
-                storeLE(value, element, width)
-            }
+            access(target, data + index * width, width: width, isWrite: isWrite, handoff: handoff)
         }
         return .resume
 
@@ -57,16 +50,9 @@ func handleExit(
         }
         let target = buses.mmio.lookup(address)
         target?.entry.counters.countAccesses(1, width: width)
+        let isWrite = run.pointee.mmio.is_write != 0
         withUnsafeMutableBytes(of: &run.pointee.mmio.data) { bytes in
-            let data = bytes.baseAddress!
-            if run.pointee.mmio.is_write != 0 {
-                if let target {
-                    handoff.write(target.entry.target, offset: target.offset, width: width, value: loadLE(data, width))
-                }
-            } else {
-                let value = target.map { handoff.read($0.entry.target, offset: $0.offset, width: width) } ?? ~0
-                storeLE(value, data, width)
-            }
+            access(target, bytes.baseAddress!, width: width, isWrite: isWrite, handoff: handoff)
         }
         return .resume
 
@@ -96,6 +82,21 @@ func handleExit(
 
     default:
         return .stop(.unhandledExit(reason: "exit reason \(run.pointee.exit_reason)", rip: rip()))
+    }
+}
+
+/// One PIO or MMIO access of `width` bytes at `data` in the `kvm_run` page: a write hands the value to the
+/// target, a read stores the target's reply there (all-ones when no device claims the address).
+@inline(__always)
+func access(_ target: (entry: Bus.Entry, offset: UInt64)?, _ data: UnsafeMutableRawPointer, width: Int,
+            isWrite: Bool, handoff: ExitHandoff) {
+    if isWrite {
+        if let target {
+            handoff.write(target.entry.target, offset: target.offset, width: width, value: loadLE(data, width))
+        }
+    } else {
+        let value = target.map { handoff.read($0.entry.target, offset: $0.offset, width: width) } ?? ~0
+        storeLE(value, data, width)
     }
 }
 

@@ -141,26 +141,13 @@ struct VmmOptions: Equatable {
                     value = arguments[index]
                 }
                 options.rng = try parseRng(value)
-            case "--compat":
-                let text = try take()
-                guard let mode = CompatMode(rawValue: text) else { throw CliError("--compat \(text): expected auto, on or off") }
-                options.compat = mode
-            case "--event-loops":
-                let text = try take()
-                guard let placement = Placement(rawValue: text) else {
-                    throw CliError("--event-loops \(text): expected shared or per-device")
-                }
-                options.placement = placement
+            case "--compat": options.compat = try choice(argument, try take(), expected: "auto, on or off")
+            case "--event-loops": options.placement = try choice(argument, try take(), expected: "shared or per-device")
             case "--log-file":
                 let path = try take()
                 guard !path.isEmpty else { throw CliError("--log-file: expected a path") }
                 options.logFile = path
-            case "--handoff":
-                let text = try take()
-                guard let strategy = HandoffStrategy(rawValue: text) else {
-                    throw CliError("--handoff \(text): expected inline, enqueue or task")
-                }
-                options.handoff = strategy
+            case "--handoff": options.handoff = try choice(argument, try take(), expected: "inline, enqueue or task")
             case "--api-socket": options.apiSocket = try ApiSocketOption.parse(try take())
             case "--test-device":
                 let text = try take()
@@ -184,6 +171,13 @@ struct VmmOptions: Equatable {
         }
         return options
     }
+}
+
+/// A value from a fixed set of words (an enum's raw values), or an error naming the option and the set.
+func choice<T: RawRepresentable>(_ option: String, _ text: String, expected: String) throws(CliError) -> T
+where T.RawValue == String {
+    guard let value = T(rawValue: text) else { throw CliError("\(option) \(text): expected \(expected)") }
+    return value
 }
 
 let usage = """
