@@ -5,7 +5,8 @@ import Synchronization
 public enum VmStopReason: Sendable, Equatable, CustomStringConvertible {
     /// The guest powered off (ACPI sleep register, S5). Exit code 0.
     case poweredOff
-    /// The guest asked for a reset (i8042 0xFE, ACPI reset register). Exit code 0.
+    /// The guest asked for a reset (i8042 0xFE, ACPI reset register). The VMM reboots the VM (a new machine
+    /// from the same config); exit code 0 if it stops here instead.
     case resetRequested(source: String)
     /// The host asked the VMM to stop (a signal, an API call). Exit code 0.
     case stopRequested(String)
@@ -29,7 +30,7 @@ public enum VmStopReason: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .poweredOff: "guest powered off"
-        case .resetRequested(let source): "guest requested a reset (\(source)); stopping the VM"
+        case .resetRequested(let source): "guest requested a reset (\(source))"
         case .stopRequested(let why): "VM stopped: \(why)"
         case .tripleFault(let rip): "guest triple-faulted (KVM_EXIT_SHUTDOWN) at RIP \(hex(rip))"
         case .unhandledExit(let reason, let rip): "unhandled VM exit \(reason) at RIP \(hex(rip))"

@@ -214,7 +214,8 @@ let usage = """
       -h, --help                         this text
       -V, --version                      the version
 
-    Exit codes: 0 the guest powered off or reset; 1 VMM or guest fault; 2 bad command line.
+    A guest reset reboots the VM. Exit codes: 0 the guest powered off or a stop signal; 1 VMM or guest
+    fault; 2 bad command line.
     """
 
 let version = "actor-vmm 0.1.0"

@@ -8,7 +8,8 @@ import Glibc
 // - actor-vmm-remote: the API client (Remote/RemoteCommand.swift);
 // - actor-vmm: parse the command line, check every input, then run the VM given on the command line and/or
 //   serve the API until the VMM is told to exit.
-// Exit codes: 0 the guest powered off or reset, a stop signal, or vmm.shutdown; 1 VMM or guest fault;
+// A guest reset reboots the VM (a new machine from the same config), as Cloud Hypervisor does.
+// Exit codes: 0 the guest powered off, a stop signal, or vmm.shutdown; 1 VMM or guest fault;
 // 2 bad command line or configuration.
 
 /// Writes one line to stderr (no stdio buffering: the line is out before the process exits).

@@ -15,6 +15,8 @@ final class FakeBackend: VmBackend {
     /// When set, every call is checked to run on this loop (the controller's); `offLoopCalls` counts misses.
     let controllerLoop = Mutex<EventLoop?>(nil)
     let offLoopCalls = Atomic<Int>(0)
+    /// When set, every boot from then on fails (as a kernel deleted between boots would).
+    let failBoots = Atomic<Bool>(false)
 
     init(slowBoot: Duration = .milliseconds(300)) { self.slowBoot = slowBoot }
 
@@ -40,7 +42,7 @@ final class FakeBackend: VmBackend {
     nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
                                       onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance {
         record("boot")
-        if config.payload.kernel == "/boot-fails" { throw BootFailure("cannot create the VM: KVM_CREATE_VM failed") }
+        if config.payload.kernel == "/boot-fails" || failBoots.load(ordering: .relaxed) { throw BootFailure("cannot create the VM: KVM_CREATE_VM failed") }
         if config.payload.kernel == "/slow" { try? await Task.sleep(for: slowBoot) }
         if config.payload.kernel == "/gated" { await gate.wait() }
         let instance = FakeInstance(backend: self, onStop: onStop)

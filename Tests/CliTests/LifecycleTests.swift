@@ -177,6 +177,43 @@ import Testing
         #expect(await status { try await f.controller.boot() } == 503, "the VMM is on its way out")
     }
 
+    /// A guest reset reboots: the old machine is torn down, a new one boots from the stored config, and the
+    /// VMM keeps running (as Cloud Hypervisor does).
+    @Test func guestResetReboots() async throws {
+        let f = try Fixture()
+        defer { f.loop.shutdown() }
+        try await f.controller.create(config())
+        try await f.controller.boot()
+        let first = f.backend.lastInstance
+        first?.guestStops(.resetRequested(source: "i8042 reset command 0xFE"))
+        #expect(await eventuallyAsync { await f.controller.reboots == 1 })
+        #expect(f.backend.events.suffix(3) == ["shutdown", "prepare", "boot"])
+        #expect(f.backend.lastInstance !== first)
+        #expect(await f.controller.state == .running)
+        #expect(f.exitLatch.stopReason == nil)
+        // The new machine resets too: another reboot; then it powers off: the VMM exits.
+        f.backend.lastInstance?.guestStops(.resetRequested(source: "ACPI reset register"))
+        #expect(await eventuallyAsync { await f.controller.reboots == 2 })
+        f.backend.lastInstance?.guestStops(.poweredOff)
+        #expect(await eventuallyAsync { f.exitLatch.stopReason == .poweredOff })
+    }
+
+    /// A reset whose reboot fails leaves no VM and exits with one line saying why (exit code 1).
+    @Test func resetWhoseRebootFailsExits() async throws {
+        let f = try Fixture()
+        defer { f.loop.shutdown() }
+        try await f.controller.create(config())
+        try await f.controller.boot()
+        f.backend.failBoots.store(true, ordering: .relaxed)
+        f.backend.lastInstance?.guestStops(.resetRequested(source: "test"))
+        #expect(await eventuallyAsync { f.exitLatch.stopReason != nil })
+        let reason = f.exitLatch.stopReason
+        #expect(reason?.exitCode == 1)
+        #expect(reason?.description.contains("reboot after a guest reset failed") == true, "\(String(describing: reason))")
+        #expect(await f.controller.state == .shutdown)
+        #expect(await f.controller.reboots == 0)
+    }
+
     /// A stop notification from a machine that a reboot replaced is ignored.
     @Test func staleStopIsIgnored() async throws {
         let f = try Fixture()

@@ -58,8 +58,15 @@ enum Harness {
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
         afterStart?(pid)
+        // Both pipes are drained at once: a VMM blocked on a full stderr pipe would never close stdout.
+        nonisolated(unsafe) var stderrData = Data()
+        let stderrDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            stderrData = err.fileHandleForReading.readDataToEndOfFile()
+            stderrDone.signal()
+        }
         let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        stderrDone.wait()
         process.waitUntilExit()
         watchdog.cancel()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),

@@ -100,13 +100,24 @@ struct GuestFaultTests {
         #expect(Date().timeIntervalSince(start) < 10)
     }
 
-    @Test func i8042ResetStopsTheVm() {
-        // mov al, 0xfe; out 0x64, al; jmp $
-        let kernel = Harness.writeTinyKernel("reset", code: [0xB0, 0xFE, 0xE6, 0x64, 0xEB, 0xFE])
+    /// A guest reset reboots the VM (as Cloud Hypervisor does): this guest prints "R" on COM1 and resets
+    /// through the i8042, so every boot adds an "R"; a signal ends the loop with exit 0.
+    @Test func i8042ResetReboots() {
+        // mov dx, 0x3f8; mov al, 'R'; out dx, al; mov al, 0xfe; out 0x64, al; jmp $
+        let code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x52, 0xEE, 0xB0, 0xFE, 0xE6, 0x64, 0xEB, 0xFE]
+        let kernel = Harness.writeTinyKernel("reset", code: code)
         defer { unlink(kernel) }
-        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "-v"], timeout: 60)
-        #expect(result.status == 0, "stderr: \(result.stderr)")
-        #expect(result.stderr.contains("i8042 reset command 0xFE"))
+        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "--serial", "tty",
+                                                   "--console", "off", "-v"], timeout: 60) { pid in
+            usleep(1_500_000)
+            kill(pid, SIGTERM)
+        }
+        #expect(result.status == 0, "stderr: \(result.stderr.suffix(2000))")
+        #expect(!result.timedOut)
+        let boots = result.stdout.filter { $0 == "R" }.count
+        let reboots = result.stderr.components(separatedBy: "i8042 reset command 0xFE): rebooting").count - 1
+        #expect(boots >= 3, "each boot prints R: stdout \(result.stdout.prefix(200))")
+        #expect(reboots >= 2 && boots >= reboots, "\(reboots) reboots for \(boots) boots: \(result.stderr.suffix(2000))")
     }
 }
 

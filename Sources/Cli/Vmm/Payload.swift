@@ -2,6 +2,7 @@ import ActorVmm
 import Boot
 import Devices
 import Glibc
+import Synchronization
 
 /// A config checked against the host and made ready to boot: guest RAM allocated with the kernel, initramfs,
 /// command line, boot structures and ACPI tables in it, the host compatibility mode decided, and every
@@ -23,6 +24,9 @@ struct PrepareError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 enum Payload {
+    /// Whether compatibility mode has been logged (a reboot prepares the payload again).
+    private static let compatAnnounced = Atomic<Bool>(false)
+
     /// Checks `config` against the host and prepares guest memory: RAM within the host's, the kernel
     /// loadable and fitting, the initramfs readable, the command line short enough, every device backend
     /// openable (serial and console files, disk images, TAPs, the rng source). Nothing of it outlives a failure.
@@ -42,7 +46,7 @@ enum Payload {
         // Host compatibility mode (docs/compat.md): decided before the kernel is loaded, because it adds
         // parameters to a Linux guest's command line.
         let compat = config.compat.resolve()
-        if compat.isNeeded {
+        if compat.isNeeded, !compatAnnounced.exchange(true, ordering: .relaxed) {  // once, not at every reboot
             Log.info("host compatibility mode on (\(config.compat == .auto ? "detected a host without VMX" : "--compat on")): instruction emulation, no PIT; for Linux kernels the command line gains: \(compat.commandLineAdditions.joined(separator: " "))")
         }
         let boot: BootSetup

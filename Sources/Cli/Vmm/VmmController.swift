@@ -10,9 +10,10 @@ import EpollLoop
 /// first has finished, instead of seeing a half-made state. A refused transition is an ``ApiError``
 /// (4xx) and changes nothing; a failed one leaves the previous state and nothing half-created.
 ///
-/// The process exits (``exitLatch``) when the guest stops the VM by itself (power-off, reset, fault: as
-/// Cloud Hypervisor does), after vmm.shutdown has been answered, or on SIGINT/SIGTERM/SIGHUP — each
-/// time after the VM is torn down. vm.shutdown stops the VM but keeps the VMM.
+/// The process exits (``exitLatch``) when the guest stops the VM by itself (power-off, fault: as Cloud
+/// Hypervisor does), after vmm.shutdown has been answered, or on SIGINT/SIGTERM/SIGHUP — each time after
+/// the VM is torn down. A guest reset reboots the VM instead (a new machine from the stored config, as
+/// Cloud Hypervisor does). vm.shutdown stops the VM but keeps the VMM.
 actor VmmController {
     nonisolated let loop: EventLoop
     nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
@@ -28,6 +29,8 @@ actor VmmController {
     /// Counts boots, so that a stop notification from an earlier machine is recognised and ignored.
     private var generation = 0
     private var exiting = false
+    /// Reboots the guest asked for (reset requests), for logs and tests.
+    private(set) var reboots = 0
     /// The turn queue of ``exclusive(_:)``: tickets are handed out in arrival order and served in order.
     private var nextTicket = 0
     private var servingTicket = 0
@@ -162,16 +165,32 @@ actor VmmController {
         exitLatch.requestStop(reason)
     }
 
-    /// The guest stopped machine `stoppedGeneration` by itself: tear it down, then exit with `reason`.
+    /// The guest stopped machine `stoppedGeneration` by itself. A reset request (i8042 0xFE, the ACPI reset
+    /// register, a KVM reset event) reboots: a new machine from the stored config, as vm.reboot does and as
+    /// Cloud Hypervisor does. Anything else (power-off, a fault) tears the VM down and exits with `reason`;
+    /// so does a reset whose reboot fails.
     func vmStopped(generation stoppedGeneration: Int, reason: VmStopReason) async {
-        let current = try? await exclusive { () throws(ApiError) -> Bool in
-            guard stoppedGeneration == generation, instance != nil else { return false }
+        let exitReason = try? await exclusive { () throws(ApiError) -> VmStopReason? in
+            guard stoppedGeneration == generation, instance != nil else { return nil }
+            if case .resetRequested(let source) = reason, !exiting {
+                Log.info("guest requested a reset (\(source)): rebooting")
+                await stopInstance()
+                do throws(ApiError) {
+                    try await startInstance(.reboot)
+                    reboots += 1
+                    return nil
+                } catch {
+                    exiting = true
+                    state = .shutdown
+                    return .hostError("reboot after a guest reset failed: \(error.messages.dropFirst().joined(separator: ": "))")
+                }
+            }
             exiting = true
             await stopInstance()
             state = .shutdown
-            return true
+            return reason
         }
-        if current == true { exitLatch.requestStop(reason) }
+        if let exitReason = exitReason ?? nil { exitLatch.requestStop(exitReason) }
     }
 
     // MARK: - Internals
