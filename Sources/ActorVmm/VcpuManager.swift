@@ -95,6 +95,12 @@ public actor VcpuManager {
     /// Number of exits each vCPU has handled (for tests and counters).
     public nonisolated func exitCounts() -> [Int] { contexts.map { $0.exits.load(ordering: .relaxed) } }
 
+    /// KVM's statistics for each vCPU (exits by kind, host-emulated instructions, injected interrupts), or
+    /// why they cannot be read.
+    public nonisolated func kvmStats() -> [Result<KvmStats, KvmStatsError>] {
+        contexts.map { context in Result { () throws(KvmStatsError) in try context.vcpu.kvmStats() } }
+    }
+
     /// Number of accesses each vCPU handed to a device loop instead of handling inline (the loop was busy,
     /// or the strategy is not inline-if-idle).
     public nonisolated func slowPathCounts() -> [Int] {

@@ -170,6 +170,12 @@ struct Machine {
     /// counters), the loops and the terminal, in order.
     func teardown(stdin: StdinPump?) async {
         await manager.stop()
+        for (index, stats) in manager.kvmStats().enumerated() {
+            switch stats {
+            case .success(let stats): Log.info("vcpu\(index): \(stats.summary)")
+            case .failure(let error): Log.debug("vcpu\(index): no KVM statistics: \(error)")
+            }
+        }
         if let emulator = manager.emulator {
             Log.info("compatibility mode: emulated \(emulator.counters.summary)")
         }

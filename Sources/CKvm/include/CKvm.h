@@ -62,6 +62,7 @@ static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
 static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
 static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long CKVM_GET_DEVICE_ATTR = KVM_GET_DEVICE_ATTR;
+static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
 
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
