@@ -35,9 +35,10 @@ enum LinuxHarness {
         var description: String { message }
     }
 
-    /// Runs `actor-vmm arguments` until a stdout line contains `marker` (then SIGTERM) or `timeout` passes
-    /// (then SIGKILL); returns every line with its arrival time.
-    static func run(_ arguments: [String], until marker: String, timeout: Double) -> Run {
+    /// Runs `actor-vmm arguments` until a stdout line contains `marker` (then SIGTERM), the VMM exits by
+    /// itself (a `nil` marker waits for that), or `timeout` passes (then SIGKILL); returns every line with
+    /// its arrival time.
+    static func run(_ arguments: [String], until marker: String?, timeout: Double) -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.vmmPath)
         process.arguments = arguments
@@ -67,7 +68,7 @@ enum LinuxHarness {
                     .trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
                 pending.removeSubrange(pending.startIndex...newline)
                 lines.append(Line(time: Date().timeIntervalSince(start), text: text))
-                if !sawMarker && text.contains(marker) {
+                if !sawMarker, let marker, text.contains(marker) {
                     sawMarker = true
                     kill(pid, SIGTERM)
                 }
