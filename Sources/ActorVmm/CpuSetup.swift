@@ -13,38 +13,65 @@ extension Vcpu {
     }
 
     /// KVM's supported CPUID with the topology leaves filled in for this vCPU: initial APIC id and logical
-    /// processor count (leaf 1), the extended topology (leaves 0xB and 0x1F: SMT level of 1 thread, core
-    /// level of `maxVcpus` cores), and AMD's core count (0x8000_0008). KVM's own hypervisor leaves
-    /// (0x4000_0000 "KVMKVMKVM", 0x4000_0001 features) come through unchanged.
+    /// processor count (leaf 1), the extended topology (leaf 0xB, and 0x1F where the maximum basic leaf
+    /// reaches it: an SMT level of 1 thread, a core level of `maxVcpus` cores, then the invalid level that
+    /// ends the list), AMD's core count (0x8000_0008) and AMD's extended APIC id, core id and node
+    /// (0x8000_001E). KVM's own hypervisor leaves (0x4000_0000 "KVMKVMKVM", 0x4000_0001 features) come
+    /// through unchanged.
+    ///
+    /// The topology leaves are written whole, not patched: KVM may report leaf 0xB with subleaf 0 only
+    /// (seen on an AMD host), and Linux then reads a zero subleaf 1, finds no core level and puts every
+    /// vCPU in a package of its own.
     public static func cpuid(_ supported: [kvm_cpuid_entry2], id: Int, maxVcpus: Int) -> [kvm_cpuid_entry2] {
         let apicID = UInt32(id)
         var coreShift: UInt32 = 0
         while (1 << coreShift) < maxVcpus { coreShift += 1 }
-        var entries = supported
-        for index in entries.indices {
-            var e = entries[index]
+        let maxBasic = supported.first { $0.function == 0 }?.eax ?? 0
+        var entries: [kvm_cpuid_entry2] = []
+        for var e in supported {
             switch e.function {
             case 1:
                 e.ebx = (e.ebx & 0x0000_FFFF) | (UInt32(min(maxVcpus, 255)) << 16) | (apicID << 24)
                 if maxVcpus > 1 { e.edx |= 1 << 28 }  // HTT: the count in EBX[23:16] is valid
             case 0xB, 0x1F:
-                switch e.index {
-                case 0:  // SMT level: one thread per core
-                    e.eax = 0; e.ebx = 1; e.ecx = 0x100
-                case 1:  // core level
-                    e.eax = coreShift; e.ebx = UInt32(maxVcpus); e.ecx = 0x201
-                default:
-                    e.eax = 0; e.ebx = 0; e.ecx = e.index
-                }
-                e.edx = apicID
+                continue  // written whole below
             case 0x8000_0008:
                 e.ecx = (e.ecx & ~0xF0FF) | (coreShift << 12) | UInt32(maxVcpus - 1)
+            case 0x8000_001E:
+                e.eax = apicID                 // extended APIC id
+                e.ebx = apicID & 0xFF          // core id; threads per core - 1 = 0 in EBX[15:8]
+                e.ecx = 0                      // node 0; nodes per processor - 1 = 0 in ECX[10:8]
+                e.edx = 0
             default:
                 break
             }
-            entries[index] = e
+            entries.append(e)
+        }
+        for function: UInt32 in [0xB, 0x1F] where maxBasic >= function {
+            entries += extendedTopology(function: function, apicID: apicID, coreShift: coreShift,
+                                        cores: UInt32(maxVcpus))
         }
         return entries
+    }
+
+    /// Leaf 0xB or 0x1F, subleaves 0 (SMT: 1 thread per core), 1 (core: `cores` per package, `coreShift`
+    /// APIC id bits below the package) and 2 (level type 0: the end). EDX is the x2APIC id.
+    static func extendedTopology(function: UInt32, apicID: UInt32, coreShift: UInt32, cores: UInt32)
+        -> [kvm_cpuid_entry2]
+    {
+        let levels: [(eax: UInt32, ebx: UInt32, ecx: UInt32)] = [
+            (0, 1, 0x100),                 // level 0, type 1 (SMT)
+            (coreShift, cores, 0x201),     // level 1, type 2 (core)
+            (0, 0, 2),                     // level 2, type 0 (invalid: no more levels)
+        ]
+        return levels.enumerated().map { index, level in
+            var e = kvm_cpuid_entry2()
+            e.function = function
+            e.index = UInt32(index)
+            e.flags = UInt32(KVM_CPUID_FLAG_SIGNIFCANT_INDEX)
+            e.eax = level.eax; e.ebx = level.ebx; e.ecx = level.ecx; e.edx = apicID
+            return e
+        }
     }
 
     /// MSRs at reset for a 64-bit guest (`KVM_SET_MSRS`): SYSENTER/SYSCALL targets cleared and fast

@@ -89,6 +89,29 @@ public final class Vcpu: @unchecked Sendable {
         return ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) == 0 ? regs.rip : 0
     }
 
+    /// Where the vCPU is, for the log line when a VM stops: RIP, and the in-kernel LAPIC's run state
+    /// (`KVM_GET_MP_STATE`: an application processor that never got its INIT/SIPI shows
+    /// `uninitialized`, one waiting in `hlt` shows `halted`). Call only while no thread is in `KVM_RUN`.
+    public func stateSummary() -> String {
+        var regs = kvm_regs()
+        var mp = kvm_mp_state()
+        let rip = ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) == 0 ? hex(regs.rip) : "unknown"
+        let state: String
+        if ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, &mp) == 0 {
+            state = switch mp.mp_state {
+            case 0: "runnable"         // KVM_MP_STATE_RUNNABLE
+            case 1: "uninitialized"    // KVM_MP_STATE_UNINITIALIZED: waiting for INIT/SIPI
+            case 2: "init-received"    // KVM_MP_STATE_INIT_RECEIVED: waiting for SIPI
+            case 3: "halted"           // KVM_MP_STATE_HALTED
+            case 4: "sipi-received"    // KVM_MP_STATE_SIPI_RECEIVED
+            default: "mp_state \(mp.mp_state)"
+            }
+        } else {
+            state = "mp_state unknown"
+        }
+        return "RIP \(rip), \(state)"
+    }
+
     /// Makes the next (or current) `KVM_RUN` return with EINTR as soon as possible.
     func setImmediateExit(_ on: Bool) { ckvm_set_immediate_exit(run, on ? 1 : 0) }
 }

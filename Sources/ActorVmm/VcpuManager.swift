@@ -150,6 +150,8 @@ final class VcpuThreadContext: Sendable {
         while true {
             switch VcpuRunState(rawValue: vcpu.requested.load(ordering: .sequentiallyConsistent)) ?? .stopped {
             case .stopped:
+                // Out of KVM_RUN for good: where the guest was (a stalled boot shows here at -v).
+                Log.info("vcpu\(vcpu.id) stopped: \(vcpu.stateSummary())")
                 return
             case .paused:
                 pausedAck.signal()

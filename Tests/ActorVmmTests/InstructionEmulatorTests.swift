@@ -378,4 +378,21 @@ extension EmulationOutcome {
         #expect(off.commandLineAdditions.isEmpty)
         #expect(!on.wantsPit && off.wantsPit)
     }
+
+    /// KVM's PV_UNHALT, PV_SEND_IPI and PV_SCHED_YIELD are hidden in compatibility mode (their hypercall
+    /// hangs the vCPU on this host); every other bit and leaf is left alone, and nothing changes when off.
+    @Test func hypercallFeaturesAreHiddenOnlyInCompatibilityMode() {
+        var features = kvm_cpuid_entry2()
+        features.function = 0x4000_0001
+        features.eax = 0x0100_7EFB  // what KVM reports on this project's host
+        var one = kvm_cpuid_entry2()
+        one.function = 1
+        one.eax = 0xFFFF_FFFF
+        let on = HostCompatibility(isNeeded: true).adjustedCPUID([one, features])
+        #expect(on[0].eax == 0xFFFF_FFFF)
+        #expect(on[1].eax == 0x0100_7EFB & ~UInt32((1 << 7) | (1 << 11) | (1 << 13)))
+        #expect(on[1].eax & (1 << 3) != 0, "the kvm-clock bit stays")
+        let off = HostCompatibility(isNeeded: false).adjustedCPUID([one, features])
+        #expect(off[1].eax == 0x0100_7EFB)
+    }
 }

@@ -51,7 +51,7 @@ struct LinuxBootTests {
         let tap = "avml\(getpid() % 100_000)"
         let run = LinuxHarness.run([
             "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
-            "--cpus", "boot=1", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
+            "--cpus", "boot=2", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
             "--disk", "path=\(disk)", "--rng",
             "--net", "tap=\(tap),mac=52:54:00:12:34:57,ip=192.168.250.1,mask=255.255.255.0",
             "--cmdline", "console=ttyS0 console=hvc0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
@@ -62,6 +62,10 @@ struct LinuxBootTests {
         // ActorVMM's description of the machine, as Linux reports it.
         #expect(run.first(containing: "ACPI: RSDP 0x00000000000E0000") != nil, "\(context)")
         #expect(run.first(containing: "PCI host bridge to bus 0000:00") != nil, "\(context)")
+        // SMP: the application processor started through INIT/SIPI on the in-kernel LAPIC, in the same
+        // package as CPU 0 (CPUID's topology leaves), without a paravirtual IPI hypercall (docs/compat.md).
+        #expect(run.first(containing: "smp: Brought up 1 node, 2 CPUs") != nil, "\(context)")
+        #expect(run.first(containing: "Converting physical") == nil, "both CPUs in one package: \(context)")
         // Linux's own drivers finding each device.
         #expect(run.first(containing: "virtio_blk virtio0: [vda] 16384 512-byte logical blocks") != nil, "\(context)")
         #expect(run.first(containing: "IP-Config: Complete:") != nil, "virtio-net (eth0) came up: \(context)")

@@ -1,3 +1,4 @@
+import CKvm
 import Glibc
 
 /// Host compatibility mode: what ActorVMM changes to run stock Linux on a host whose KVM runs ring-0
@@ -71,6 +72,25 @@ public struct HostCompatibility: Sendable, Equatable {
 
     /// What to append to the guest's command line: ``guestCommandLine`` when needed, else nothing.
     public var commandLineAdditions: [String] { isNeeded ? Self.guestCommandLine : [] }
+
+    /// KVM paravirtual features (CPUID 0x4000_0001 EAX) that Linux uses through the `vmcall`/`vmmcall`
+    /// hypercall: PV_UNHALT (bit 7: paravirtual spinlocks kick a halted vCPU with `KVM_HC_KICK_CPU`),
+    /// PV_SEND_IPI (bit 11: IPIs as `KVM_HC_SEND_IPI`) and PV_SCHED_YIELD (bit 13: `KVM_HC_SCHED_YIELD`).
+    /// This host's emulator never completes a hypercall from ring 0: the vCPU stays on the `vmcall`
+    /// without an exit to the VMM (seen with 2 vCPUs: the application processor's first IPI hung the boot).
+    /// Without these bits Linux sends IPIs through the local APIC, which the in-kernel LAPIC handles.
+    public static let hypercallFeatures: UInt32 = (1 << 7) | (1 << 11) | (1 << 13)
+
+    /// The CPUID leaves for the guest: `entries` with ``hypercallFeatures`` cleared in compatibility mode,
+    /// unchanged otherwise.
+    public func adjustedCPUID(_ entries: [kvm_cpuid_entry2]) -> [kvm_cpuid_entry2] {
+        guard isNeeded else { return entries }
+        return entries.map { entry in
+            var entry = entry
+            if entry.function == 0x4000_0001 { entry.eax &= ~Self.hypercallFeatures }
+            return entry
+        }
+    }
 
     /// Whether to create the in-kernel i8254 PIT: false in compatibility mode (the prototype ran without
     /// it; Linux calibrates and keeps time with the TSC and the LAPIC timer instead).
