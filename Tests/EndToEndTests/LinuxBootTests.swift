@@ -10,7 +10,7 @@ import Testing
 /// - The microVM test kernel (Tests/Linux/microvm-kernel.sh, built once into a cache; .ci/run builds it
 ///   before the tests) runs by default wherever /dev/kvm is: it is the everyday Linux check.
 /// - Debian's own cloud kernel, as bzImage and as PVH vmlinux (Tests/Linux/debian-guest.sh), takes about
-///   9 minutes per format here, so it runs on request: `ACTOR_VMM_LINUX=all swift test --filter LinuxBootTests`.
+///   11–12 minutes per format here, so it runs on request: `ACTOR_VMM_LINUX=all swift test --filter LinuxBootTests`.
 ///
 /// `ACTOR_VMM_LINUX=0` skips every Linux boot (for a quick `swift test` while iterating).
 @Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"),
@@ -82,7 +82,7 @@ struct LinuxBootTests {
     /// user: compatibility mode adds its own). `file` is `vmlinuz` (bzImage, 64-bit boot protocol) or
     /// `vmlinux` (ELF, PVH).
     @Test(.enabled(if: LinuxHarness.selection == "all" || LinuxHarness.selection == "debian",
-                   "Debian's kernel takes ~9 min per format here: ACTOR_VMM_LINUX=all to run it"),
+                   "Debian's kernel takes 11–12 min per format here: ACTOR_VMM_LINUX=all to run it"),
           .timeLimit(.minutes(30)), arguments: ["vmlinuz", "vmlinux"])
     func debianCloudKernelRunsInit(file: String) throws {
         let guest = try LinuxHarness.recipe("debian-guest.sh")
