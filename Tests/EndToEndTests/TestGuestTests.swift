@@ -90,7 +90,7 @@ struct GuestFaultTests {
         let kernel = Harness.writeTinyKernel("spin", code: [0xEB, 0xFE])  // jmp $
         defer { unlink(kernel) }
         let start = Date()
-        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "--cpus", "boot=2"],
+        let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "--cpus", "boot=2", "-v"],
                                  timeout: 60) { pid in
             usleep(500_000)
             kill(pid, SIGTERM)
@@ -98,6 +98,10 @@ struct GuestFaultTests {
         #expect(result.status == 0, "stderr: \(result.stderr)")
         #expect(!result.timedOut)
         #expect(Date().timeIntervalSince(start) < 10)
+        // At -v, where each vCPU was: the boot vCPU on its `jmp $` at the entry point, the second one still
+        // waiting for the INIT/SIPI this guest never sends.
+        #expect(result.stderr.contains("vcpu0 stopped: RIP 0x200000, runnable"), "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("vcpu1 stopped: RIP 0xfff0, uninitialized"), "stderr: \(result.stderr)")
     }
 
     /// A guest reset reboots the VM (as Cloud Hypervisor does): this guest prints "R" on COM1 and resets
