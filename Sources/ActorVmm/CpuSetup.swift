@@ -56,7 +56,7 @@ extension Vcpu {
 
     /// Leaf 0xB or 0x1F, subleaves 0 (SMT: 1 thread per core), 1 (core: `cores` per package, `coreShift`
     /// APIC id bits below the package) and 2 (level type 0: the end). EDX is the x2APIC id.
-    static func extendedTopology(function: UInt32, apicID: UInt32, coreShift: UInt32, cores: UInt32)
+    private static func extendedTopology(function: UInt32, apicID: UInt32, coreShift: UInt32, cores: UInt32)
         -> [kvm_cpuid_entry2]
     {
         let levels: [(eax: UInt32, ebx: UInt32, ecx: UInt32)] = [

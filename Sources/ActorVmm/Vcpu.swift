@@ -91,19 +91,19 @@ public final class Vcpu: @unchecked Sendable {
 
     /// Where the vCPU is, for the log line when a VM stops: RIP, and the in-kernel LAPIC's run state
     /// (`KVM_GET_MP_STATE`: an application processor that never got its INIT/SIPI shows
-    /// `uninitialized`, one waiting in `hlt` shows `halted`). Call only while no thread is in `KVM_RUN`.
+    /// `uninitialized`, one waiting in `hlt` shows `halted`). Call only while this vCPU is not in `KVM_RUN`.
     public func stateSummary() -> String {
         var regs = kvm_regs()
         var mp = kvm_mp_state()
         let rip = ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) == 0 ? hex(regs.rip) : "unknown"
         let state: String
         if ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, &mp) == 0 {
-            state = switch mp.mp_state {
-            case 0: "runnable"         // KVM_MP_STATE_RUNNABLE
-            case 1: "uninitialized"    // KVM_MP_STATE_UNINITIALIZED: waiting for INIT/SIPI
-            case 2: "init-received"    // KVM_MP_STATE_INIT_RECEIVED: waiting for SIPI
-            case 3: "halted"           // KVM_MP_STATE_HALTED
-            case 4: "sipi-received"    // KVM_MP_STATE_SIPI_RECEIVED
+            state = switch Int32(mp.mp_state) {
+            case KVM_MP_STATE_RUNNABLE: "runnable"
+            case KVM_MP_STATE_UNINITIALIZED: "uninitialized"  // waiting for INIT/SIPI
+            case KVM_MP_STATE_INIT_RECEIVED: "init-received"  // waiting for SIPI
+            case KVM_MP_STATE_HALTED: "halted"
+            case KVM_MP_STATE_SIPI_RECEIVED: "sipi-received"
             default: "mp_state \(mp.mp_state)"
             }
         } else {

@@ -145,13 +145,13 @@ final class VcpuThreadContext: Sendable {
         if let cpu = options.cpu {
             do { try pinCurrentThread(to: cpu) } catch { Log.warning("cannot pin \(name) to CPU \(cpu): \(error)") }
         }
+        // Out of KVM_RUN for good, whichever way: where the guest was (a stalled boot shows here at -v).
+        defer { Log.info("vcpu\(vcpu.id) stopped: \(vcpu.stateSummary())") }
         // Benchmarks only: nil in actor-vmm, so each exit pays one nil check (see ExitRecorder).
         let recorder = options.recorder
         while true {
             switch VcpuRunState(rawValue: vcpu.requested.load(ordering: .sequentiallyConsistent)) ?? .stopped {
             case .stopped:
-                // Out of KVM_RUN for good: where the guest was (a stalled boot shows here at -v).
-                Log.info("vcpu\(vcpu.id) stopped: \(vcpu.stateSummary())")
                 return
             case .paused:
                 pausedAck.signal()

@@ -206,7 +206,8 @@ let usage = """
                                          docs/api.md and actor-vmm-remote
     Tuning and diagnostics:
       --compat auto|on|off               host compatibility mode for nested hosts without VMX (kvm_pvm): emulate
-                                         what the host's emulator rejects, no PIT, Linux parameters appended
+                                         what the host's emulator rejects, no PIT, Linux parameters appended,
+                                         KVM's hypercall features hidden from CPUID
                                          (default auto: on when the host needs it; docs/compat.md)
       --handoff inline|enqueue|task      how vCPU threads hand exits to device actors (default inline)
       -v, -vv, -vvv                      log more (info: boot-progress codes; debug; trace)

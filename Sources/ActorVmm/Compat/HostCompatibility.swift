@@ -4,9 +4,10 @@ import Glibc
 /// Host compatibility mode: what ActorVMM changes to run stock Linux on a host whose KVM runs ring-0
 /// guest code in its instruction emulator (kvm_pvm, nested, without VMX/SVM). docs/compat.md explains it.
 ///
-/// Three parts: the VMM emulates the instructions that emulator rejects (``InstructionEmulator``, given
+/// Four parts: the VMM emulates the instructions that emulator rejects (``InstructionEmulator``, given
 /// to ``VcpuManager``); the guest command line switches off what neither can run, or runs too slowly
-/// (``guestCommandLine``); and there is no in-kernel PIT (``wantsPit``).
+/// (``guestCommandLine``); there is no in-kernel PIT (``wantsPit``); and CPUID hides KVM's
+/// hypercall-based paravirtual features (``adjustedCPUID(_:)``).
 public struct HostCompatibility: Sendable, Equatable {
     /// Whether this host needs compatibility mode (``detect(modules:cpuinfo:)``, unless forced).
     public var isNeeded: Bool
@@ -39,7 +40,8 @@ public struct HostCompatibility: Sendable, Equatable {
     /// - `noxsave`: the kernel saves and restores FPU state with FXSAVE/FXRSTOR instead of XSAVE/XRSTOR(S);
     ///   the host's emulator rejects `xrstor`, which the kernel executes at boot and on every context
     ///   switch. Cost: no XSAVE-managed state in the guest (AVX, AVX-512, PKU), so no AVX in user space.
-    /// - `clearcpuid=…`: `KVM_SET_CPUID2` masks do not reach the guest on this host, so the kernel sees the
+    /// - `clearcpuid=…`: clearing these feature bits in the leaves given to `KVM_SET_CPUID2` does not
+    ///   switch them off in the guest on this host (the prototype's finding), so the kernel sees the
     ///   host's features and patches in (alternatives) or selects (crypto, RAID, CRC drivers) instructions
     ///   that ring 0 then executes in the host's emulator, which implements only a few SSE moves:
     ///   - `cx16` (`cmpxchg16b`: SLUB's lockless freelists, per-CPU double-word cmpxchg),
@@ -73,8 +75,9 @@ public struct HostCompatibility: Sendable, Equatable {
     /// What to append to the guest's command line: ``guestCommandLine`` when needed, else nothing.
     public var commandLineAdditions: [String] { isNeeded ? Self.guestCommandLine : [] }
 
-    /// KVM paravirtual features (CPUID 0x4000_0001 EAX) that Linux uses through the `vmcall`/`vmmcall`
-    /// hypercall: PV_UNHALT (bit 7: paravirtual spinlocks kick a halted vCPU with `KVM_HC_KICK_CPU`),
+    /// The KVM paravirtual features (CPUID 0x4000_0001 EAX) behind which Linux makes `vmcall`/`vmmcall`
+    /// hypercalls during boot and normal running (the optional `ptp_kvm` clock-pairing hypercall has no
+    /// feature bit and is not covered): PV_UNHALT (bit 7: paravirtual spinlocks kick a halted vCPU with `KVM_HC_KICK_CPU`),
     /// PV_SEND_IPI (bit 11: IPIs as `KVM_HC_SEND_IPI`) and PV_SCHED_YIELD (bit 13: `KVM_HC_SCHED_YIELD`).
     /// This host's emulator never completes a hypercall from ring 0: the vCPU stays on the `vmcall`
     /// without an exit to the VMM (seen with 2 vCPUs: the application processor's first IPI hung the boot).
