@@ -84,18 +84,20 @@ public final class Vcpu: @unchecked Sendable {
     }
 
     /// The guest's current RIP (for error messages); 0 if it cannot be read.
-    public func currentRIP() -> UInt64 {
+    public func currentRIP() -> UInt64 { readRIP() ?? 0 }
+
+    /// RIP through `KVM_GET_REGS`, or nil if the ioctl fails.
+    private func readRIP() -> UInt64? {
         var regs = kvm_regs()
-        return ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) == 0 ? regs.rip : 0
+        return ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) == 0 ? regs.rip : nil
     }
 
     /// Where the vCPU is, for the log line when a VM stops: RIP, and the in-kernel LAPIC's run state
     /// (`KVM_GET_MP_STATE`: an application processor that never got its INIT/SIPI shows
     /// `uninitialized`, one waiting in `hlt` shows `halted`). Call only while this vCPU is not in `KVM_RUN`.
     public func stateSummary() -> String {
-        var regs = kvm_regs()
         var mp = kvm_mp_state()
-        let rip = ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) == 0 ? hex(regs.rip) : "unknown"
+        let rip = readRIP().map { hex($0) } ?? "unknown"
         let state: String
         if ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, &mp) == 0 {
             state = switch Int32(mp.mp_state) {
