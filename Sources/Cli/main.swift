@@ -19,6 +19,7 @@ func printError(_ message: String) {
 }
 
 func fail(_ message: String, code: Int32) -> Never {
+    FileOutput.flushAll(timeout: 2)
     Terminal.restore()
     printError(message)
     exit(code)
@@ -124,6 +125,7 @@ if let apiServer, exitLatch.stopReason == nil {
 let reason = exitLatch.wait()
 await apiServer?.stop()
 signals.stop()
+FileOutput.flushAll(timeout: 2)  // guest output still buffered for a slow reader (Outputs.swift)
 Terminal.restore()
 if reason.exitCode == 0 {
     Log.info(reason.description)

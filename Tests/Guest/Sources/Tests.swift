@@ -14,6 +14,8 @@ struct TestContext {
 struct GuestTest: Sendable {
     let name: StaticString
     let run: @Sendable (inout TestContext) -> Bool
+    /// Runs only when `tests=` names it (it waits for the host, or floods it).
+    var byNameOnly = false
 }
 
 /// Every check the guest knows, in the order used when the command line names none.
@@ -32,6 +34,8 @@ let allTests: [GuestTest] = [
     GuestTest(name: "bench-notify", run: benchNotifyTest),
     GuestTest(name: "bench-ipi", run: benchSelfIpiTest),
     GuestTest(name: "bench-blk", run: benchBlkTest),
+    GuestTest(name: "serialin", run: serialInputTest, byNameOnly: true),
+    GuestTest(name: "serialflood", run: serialFloodTest, byNameOnly: true),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.
