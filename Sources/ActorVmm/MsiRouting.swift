@@ -40,17 +40,27 @@ extension MsiVector: MsiTarget {}
 /// (GSIs 0–15 to the PIC and IOAPIC, 16–23 to the IOAPIC) plus one MSI route per programmed vector. It is VM
 /// infrastructure called from several device loops, so it holds its table in a `Mutex`.
 public final class GsiRouter: MsiController {
+    public typealias MsiRoutes = [UInt32: (address: UInt64, data: UInt32)]
     let vm: Vm
     static let firstMsiGsi: UInt32 = 24
     struct State {
         var nextGsi = GsiRouter.firstMsiGsi
-        var msiRoutes: [UInt32: (address: UInt64, data: UInt32)] = [:]
+        var msiRoutes: MsiRoutes = [:]
     }
     let state = Mutex(State())
     /// Kept alive here so their irqfds stay registered as long as the VM.
     let vectors = Mutex<[MsiVector]>([])
+    /// Hands a complete table to KVM: ``apply(msiRoutes:)``, unless a test observes or delays it.
+    let install: @Sendable (MsiRoutes) throws(KvmError) -> Void
 
-    public init(vm: Vm) { self.vm = vm }
+    public convenience init(vm: Vm) {
+        self.init(vm: vm) { routes throws(KvmError) in try GsiRouter.apply(msiRoutes: routes, vm: vm) }
+    }
+
+    init(vm: Vm, install: @escaping @Sendable (MsiRoutes) throws(KvmError) -> Void) {
+        self.vm = vm
+        self.install = install
+    }
 
     public func allocate(count: Int) throws(KvmError) -> [any MsiTarget] {
         var created: [MsiVector] = []
@@ -68,20 +78,22 @@ public final class GsiRouter: MsiController {
         return created
     }
 
+    /// Updates one route and installs the whole table, holding the lock across the ioctl: KVM keeps the
+    /// last table it was given, so two devices (on two loops) routing at once must install in the order
+    /// their updates were made, or the later device's route is lost (Cloud Hypervisor does the same).
     public func route(_ vector: any MsiTarget, message: (address: UInt64, data: UInt32)?) {
-        let table = state.withLock { s -> [UInt32: (address: UInt64, data: UInt32)] in
-            s.msiRoutes[vector.gsi] = message
-            return s.msiRoutes
-        }
         do {
-            try apply(msiRoutes: table)
+            try state.withLock { s throws(KvmError) in
+                s.msiRoutes[vector.gsi] = message
+                try install(s.msiRoutes)
+            }
         } catch {
             Log.warning("MSI route for GSI \(vector.gsi) not applied: \(error)")
         }
     }
 
-    /// Builds and installs the whole routing table.
-    func apply(msiRoutes: [UInt32: (address: UInt64, data: UInt32)]) throws(KvmError) {
+    /// Builds and installs the whole routing table. The corresponding ioctl is `KVM_SET_GSI_ROUTING`.
+    static func apply(msiRoutes: MsiRoutes, vm: Vm) throws(KvmError) {
         var entries: [kvm_irq_routing_entry] = []
         for gsi in UInt32(0)..<24 {
             if gsi < 16 {

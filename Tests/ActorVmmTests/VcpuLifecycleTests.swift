@@ -112,9 +112,38 @@ struct VcpuLifecycleTests {
         let router = GsiRouter(vm: vm)
         let vectors = try router.allocate(count: 3)
         #expect(vectors.map(\.gsi) == [24, 25, 26])
-        try router.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)])
+        try GsiRouter.apply(msiRoutes: [24: (0xFEE0_0000, 0x41), 26: (0xFEE0_1000, 0x42)], vm: vm)
         let fd = try EventFD()
         try vm.registerIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
         vm.unregisterIoeventfd(eventFD: fd.rawValue, address: 0xC000_3000, length: 0)
+    }
+
+    /// Two devices on two loops route at once: the table KVM keeps last must hold both routes. The first
+    /// install is held back until the second device has had the chance to install its own (up to 0.3 s);
+    /// with the lock released before the ioctl the first device's older table was installed last.
+    @Test func concurrentRoutesAreInstalledInOrder() throws {
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
+        let vm = try Vm(kvm: try Kvm(), memory: memory)
+        let calls = Atomic<Int>(0)
+        let installed = Mutex<[GsiRouter.MsiRoutes]>([])  // in the order the installs completed, as KVM sees them
+        let router = GsiRouter(vm: vm) { routes throws(KvmError) in
+            if calls.add(1, ordering: .relaxed).newValue == 1 {
+                usleep(300_000)  // the first install: give the second device time to overtake it
+            }
+            installed.withLock { $0.append(routes) }
+        }
+        let vectors = try router.allocate(count: 2)
+        let first = vectors[0], second = vectors[1]
+        let started = ThreadParker()
+        let thread = TestThread {
+            started.signal()
+            router.route(first, message: (0xFEE0_0000, 0x41))
+        }
+        started.wait()
+        usleep(50_000)  // the first route is inside its install by now
+        router.route(second, message: (0xFEE0_1000, 0x42))
+        thread.join()
+        let last = installed.withLock { $0.last! }
+        #expect(last.keys.sorted() == [first.gsi, second.gsi], "the table installed last lost a route: \(last.keys.sorted())")
     }
 }
