@@ -10,8 +10,8 @@
 // - Start (CPU): the child's CPU time (all threads, user + system) at that moment, read through its
 //   process CPU clock (clock_getcpuclockid), in nanoseconds.
 // - Memory: the child is stopped (SIGSTOP) at 'S' and at 'M', and /proc/PID/status (VmRSS, RssAnon,
-//   RssFile) and /proc/PID/smaps (Rss of the guest-RAM mapping: the anonymous mapping of exactly the
-//   guest's size) are read. Overhead = VmRSS − guest RAM Rss: what the VMM costs beyond the guest
+//   RssFile) and /proc/PID/smaps (Rss of the guest-RAM mappings, which actor-vmm marks MADV_DONTFORK
+//   and, where the kernel can, names `[anon:actor-vmm-guest-ram]`) are read. Overhead = VmRSS − guest RAM Rss: what the VMM costs beyond the guest
 //   pages touched.
 // - Floor, in the same run, alternating with actor-vmm: a static-stdlib Swift hello world (`HelloFloor`),
 //   timed to its first output byte and stopped there for its VmRSS.
@@ -87,12 +87,12 @@ struct StartBench {
                                           "--cpus", "boot=1", "--serial", "tty", "--console", "off"])
         defer { child.reap() }
         let (wall, cpu) = try child.waitForFirstByte()  // the guest's third instruction
-        let atStart = try child.snapshot(guestKiB: Self.memoryMiB * 1024)
+        let atStart = try child.snapshot(guestRam: true)
         // Steady state: after 10,000 round trips through the actor hand-off ('M').
         var steady: MemorySnapshot?
         while child.readMore() {
             if steady == nil, child.output.contains(UInt8(ascii: "M")) {
-                steady = try child.snapshot(guestKiB: Self.memoryMiB * 1024)
+                steady = try child.snapshot(guestRam: true)
             }
         }
         let status = child.reap(kill: false)  // stdout is closed: it has exited, or is about to
@@ -109,7 +109,7 @@ struct StartBench {
         defer { child.reap() }
         let (wall, cpu) = try child.waitForFirstByte()
         while !child.output.contains(UInt8(ascii: "\n")) && child.readMore() {}
-        let memory = try child.snapshot(guestKiB: nil)  // it waits in pause() until killed
+        let memory = try child.snapshot(guestRam: false)  // it waits in pause() until killed
         return FloorSample(wallMilliseconds: wall, cpuMilliseconds: cpu, memory: memory)
     }
 }
@@ -181,9 +181,9 @@ final class Child {
         return true
     }
 
-    /// Stops the child, reads its memory figures (and the Rss of its guest-RAM mapping of `guestKiB`, if
-    /// given), lets it continue.
-    func snapshot(guestKiB: Int?) throws(BenchError) -> MemorySnapshot {
+    /// Stops the child, reads its memory figures (and, if `guestRam`, the Rss of its guest-RAM mappings),
+    /// lets it continue.
+    func snapshot(guestRam: Bool) throws(BenchError) -> MemorySnapshot {
         kill(pid, SIGSTOP)
         var stopped: Int32 = 0
         while waitpid(pid, &stopped, WUNTRACED) < 0 && errno == EINTR {}
@@ -194,9 +194,9 @@ final class Child {
             throw BenchError("no VmRSS/RssAnon/RssFile for \(pid)")
         }
         var guest = 0
-        if let guestKiB {
-            guard let smaps = readTextFile("/proc/\(pid)/smaps"), let found = guestMappingRssKiB(smaps: smaps, sizeKiB: guestKiB) else {
-                throw BenchError("no \(guestKiB / 1024) MiB anonymous mapping in /proc/\(pid)/smaps")
+        if guestRam {
+            guard let smaps = readTextFile("/proc/\(pid)/smaps"), let found = guestMappingRssKiB(smaps: smaps) else {
+                throw BenchError("no guest-RAM mapping (named, or anonymous with VmFlags dc) in /proc/\(pid)/smaps")
             }
             guest = found
         }
@@ -246,21 +246,26 @@ func procStatusKiB(_ status: String, field: String) -> Int? {
     return nil
 }
 
-/// The Rss (KiB) of the anonymous mapping of exactly `sizeKiB` in a /proc/PID/smaps text: guest RAM.
-func guestMappingRssKiB(smaps: String, sizeKiB: Int) -> Int? {
-    var anonymous = false, size = 0
+/// The Rss (KiB) of guest RAM in a /proc/PID/smaps text, summed over regions; nil if there is none.
+/// `actor-vmm` marks its RAM mappings (`GuestMemory.mark`): named `[anon:NAME]` where the kernel names
+/// anonymous mappings, and `MADV_DONTFORK` (`dc` in VmFlags) everywhere. Found by that mark rather than by
+/// size: an unmarked mapping is merged by the kernel with neighbouring anonymous ones (a malloc arena).
+func guestMappingRssKiB(smaps: String, name: String = "actor-vmm-guest-ram") -> Int? {
+    var total: Int?
+    var anonymous = false, named = false, rss = 0
     for line in smaps.split(separator: "\n") {
         let fields = line.split(separator: " ", omittingEmptySubsequences: true)
         guard let first = fields.first else { continue }
         if first.contains("-"), first.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
             anonymous = fields.count == 5  // address perms offset dev inode, no path
-            size = 0
-        } else if first == "Size:" {
-            size = fields.count > 1 ? Int(fields[1]) ?? 0 : 0
-        } else if first == "Rss:", anonymous, size == sizeKiB {
-            return fields.count > 1 ? Int(fields[1]) : nil
+            named = fields.count == 6 && fields[5] == "[anon:\(name)]"
+            rss = 0
+        } else if first == "Rss:", fields.count > 1 {
+            rss = Int(fields[1]) ?? 0
+        } else if first == "VmFlags:", named || (anonymous && fields.contains("dc")) {
+            total = (total ?? 0) + rss  // VmFlags is a mapping's last line
         }
     }
-    return nil
+    return total
 }
 

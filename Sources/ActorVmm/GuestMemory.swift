@@ -1,3 +1,4 @@
+import CKvm
 import Glibc
 
 /// A guest-physical address. Arithmetic that could overflow is explicit (`checkedAdding`).
@@ -84,9 +85,22 @@ public final class GuestMemory: @unchecked Sendable {
                 for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
                 throw .allocationFailed(size: size, errno: error)
             }
+            Self.mark(mapping, size: Int(size))
             regions.append(Region(start: start, size: size, hostAddress: UInt(bitPattern: mapping)))
         }
         self.regions = regions
+    }
+
+    /// The name guest RAM mappings carry in /proc/PID/maps and smaps (`[anon:actor-vmm-guest-ram]`).
+    public static let mappingName = "actor-vmm-guest-ram"
+
+    /// Marks a new RAM mapping: not copied into a forked child (`MADV_DONTFORK`, as Cloud Hypervisor and
+    /// QEMU do), and named where the kernel can name anonymous mappings. Both also keep the kernel from
+    /// merging it with a neighbouring anonymous mapping (a malloc arena, a thread stack), so it stays one
+    /// mapping of exactly the guest's size that tools and the benchmark can find by name.
+    static func mark(_ mapping: UnsafeMutableRawPointer, size: Int) {
+        _ = madvise(mapping, size, MADV_DONTFORK)
+        _ = ckvm_name_mapping(mapping, size, mappingName)  // EINVAL without CONFIG_ANON_VMA_NAME: unnamed
     }
 
     deinit {

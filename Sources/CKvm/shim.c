@@ -17,6 +17,7 @@ int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fa
 #include <net/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 
 int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -91,4 +92,13 @@ int ckvm_cmpxchg16b(void *p, uint64_t expected[2], const uint64_t desired[2]) {
     expected[0] = lo;
     expected[1] = hi;
     return ok;
+}
+
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+
+int ckvm_name_mapping(void *address, size_t length, const char *name) {
+    return prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)address, length, (unsigned long)name);
 }

@@ -92,6 +92,12 @@ int ckvm_open_pty(char *path, size_t path_size);
 // MARK: CPU affinity (pthread_setaffinity_np and sched_getcpu need _GNU_SOURCE too: implemented in shim.c)
 /// Pins the calling thread to CPU `cpu`; 0 on success, else an errno value.
 int ckvm_pin_current_thread(int cpu);
+
+// MARK: guest RAM mappings
+
+/// Names an anonymous mapping (`[anon:NAME]` in /proc/PID/maps and smaps; prctl PR_SET_VMA_ANON_NAME, Linux
+/// 5.17+ with CONFIG_ANON_VMA_NAME). Returns 0, or -1 with errno (EINVAL where the kernel has no names).
+int ckvm_name_mapping(void *address, size_t length, const char *name);
 /// The CPU the calling thread is running on, or -1.
 int ckvm_current_cpu(void);
 
