@@ -68,7 +68,7 @@ struct VirtioTests {
 extension VirtioTests {
     @Test func aTapTheVmmCreatesCarriesFramesAndIsGoneAfterExit() throws {
         let owner = VmmPid()
-        let peer = TapPeer { owner.pid.flatMap(TapPeer.tap(ownedBy:)) }
+        let peer = TapPeer { owner.pid.flatMap { TapPeer.taps(ownedBy: $0).first } }
         let result = Harness.run(Harness.vmmPath, [
             "--kernel", Harness.guestPath, "--cmdline", "tests=net netmac=any",
             "--memory", "size=64M", "--serial", "tty", "--console", "off", "-v",
@@ -137,16 +137,17 @@ final class TapPeer: @unchecked Sendable {
     /// The source MAC of the guest's frame, "52:54:00:12:34:56".
     var guestMac: String? { lock.withLock { _guestMac }.map { $0.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":") } }
 
-    /// The TAP interface process `pid` has open (`iff:` in its descriptors' fdinfo), if any.
-    static func tap(ownedBy pid: Int32) -> String? {
+    /// The TAP interfaces process `pid` has open (`iff:` in its descriptors' fdinfo), sorted.
+    static func taps(ownedBy pid: Int32) -> [String] {
         let directory = "/proc/\(pid)/fdinfo"
+        var names: [String] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             guard let info = try? String(contentsOfFile: directory + "/" + entry, encoding: .utf8) else { continue }
             if let line = info.split(separator: "\n").first(where: { $0.hasPrefix("iff:") }) {
-                return line.dropFirst(4).trimmingCharacters(in: .whitespaces)
+                names.append(line.dropFirst(4).trimmingCharacters(in: .whitespaces))
             }
         }
-        return nil
+        return names.sorted()
     }
 
     func start() {
