@@ -37,7 +37,7 @@ public final class TapDevice: Sendable {
     /// Opens or creates the TAP named `name` (nil: `vmtap%d`), configures it and brings it up. `address`
     /// and `netmask` are in network byte order. Errors name the `--net` option.
     public init(name: String?, address: UInt32?, netmask: UInt32?) throws(VirtioError) {
-        let option = "--net tap=\(name ?? "")"
+        let option = name.map { "--net tap=\($0)" } ?? "--net tap= (a new TAP from \(Self.nameTemplate))"
         var actual = [CChar](repeating: 0, count: 16)
         var existed: Int32 = 0
         let fd = ckvm_tap_open(name ?? Self.nameTemplate, &actual, actual.count, &existed)
