@@ -6,8 +6,9 @@ public enum Layout {
 
     /// The boot GDT (null, null, code 0x10, data 0x18, TSS 0x20 — the selectors Linux's 64-bit boot uses).
     public static let gdt = GuestAddress(0x500)
-    /// The boot IDT (empty: the guest installs its own before enabling interrupts).
-    public static let idt = GuestAddress(0x520)
+    /// The boot IDT (empty: the guest installs its own before enabling interrupts), right after the GDT's
+    /// five entries (at 0x520, as in Firecracker whose GDT has four, it overwrote the TSS descriptor).
+    public static let idt = GuestAddress(0x528)
     /// The initial stack pointer for the boot vCPU.
     public static let bootStack = GuestAddress(0x8FF0)
     /// The Linux `boot_params` "zero page"; its address goes in RSI.

@@ -19,7 +19,7 @@ int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fa
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 
-int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size) {
+int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size, int *existed) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return -1;
     struct ifreq ifr;
@@ -30,8 +30,14 @@ int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size) 
     int header = 12;  /* struct virtio_net_hdr_v1 (with num_buffers) */
     if (ioctl(fd, TUNSETVNETHDRSZ, &header) < 0) { int e = errno; close(fd); errno = e; return -1; }
     if (ioctl(fd, TUNSETOFFLOAD, 0) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    /* TUNSETIFF rewrote ifr_name (a "%d" template becomes the kernel's choice); TUNGETIFF reports
+       IFF_PERSIST for an interface that existed before (this fd never makes one persistent). */
+    struct ifreq current;
+    memset(&current, 0, sizeof current);
+    if (ioctl(fd, TUNGETIFF, &current) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    if (existed) *existed = (current.ifr_flags & IFF_PERSIST) != 0;
     if (actual_name && actual_name_size > 0) {
-        strncpy(actual_name, ifr.ifr_name, actual_name_size - 1);
+        strncpy(actual_name, current.ifr_name, actual_name_size - 1);
         actual_name[actual_name_size - 1] = 0;
     }
     return fd;

@@ -2,9 +2,12 @@ import ActorVmm
 import Devices
 import Glibc
 
-/// `--net tap=NAME,mac=MAC,ip=IP,mask=MASK,id=ID`, parsed.
+/// `--net tap=NAME,mac=MAC,ip=IP,mask=MASK,id=ID`, parsed, with Cloud Hypervisor's meaning of each key:
+/// an empty or absent value is the default. No `tap`: the VMM creates one (`vmtap%d`); no `mac`: a random
+/// locally administered address; no `ip`/`mask`: Cloud Hypervisor's defaults on a TAP the VMM creates
+/// (``TapDevice``).
 struct NetOptions: Equatable {
-    var tap: String
+    var tap: String?
     var mac: [UInt8]
     var ip: String?
     var mask: String?
@@ -12,27 +15,45 @@ struct NetOptions: Equatable {
 
     static func parse(_ text: String) throws(CliError) -> NetOptions {
         let list = try KeyValueList(option: "--net", text: text, allowedKeys: ["tap", "mac", "ip", "mask", "id"])
-        guard let tap = list["tap"], !tap.isEmpty else { throw CliError("--net \(text): expected tap=NAME") }
-        guard tap.utf8.count <= 15 else { throw CliError("--net tap=\(tap): interface names have at most 15 bytes") }
+        func value(_ key: String) -> String? { list[key].flatMap { $0.isEmpty ? nil : $0 } }
+        let tap = value("tap")
+        if let problem = tap.flatMap(tapNameProblem) { throw CliError("--net tap=\(tap ?? ""): \(problem)") }
         var mac = randomLocalMac()
-        if let text = list["mac"] {
+        if let text = value("mac") {
             guard let parsed = parseMac(text) else { throw CliError("--net mac=\(text): expected six hex bytes like 52:54:00:12:34:56") }
             guard parsed[0] & 1 == 0 else { throw CliError("--net mac=\(text): a multicast address cannot be a NIC's address") }
             mac = parsed
         }
         for key in ["ip", "mask"] {
-            if let value = list[key], parseIPv4(value) == nil {
-                throw CliError("--net \(key)=\(value): expected a dotted IPv4 address")
+            if let text = value(key), let problem = ipv4Problem(text, isMask: key == "mask") {
+                throw CliError("--net \(key)=\(text): \(problem)")
             }
         }
-        guard (list["ip"] == nil) == (list["mask"] == nil) else { throw CliError("--net \(text): give ip= and mask= together") }
-        return NetOptions(tap: tap, mac: mac, ip: list["ip"], mask: list["mask"], id: list["id"])
+        return NetOptions(tap: tap, mac: mac, ip: value("ip"), mask: value("mask"), id: value("id"))
     }
 
     var backendOptions: NetBackend.Options {
-        let ipv4 = ip.flatMap { a in mask.flatMap { m in parseIPv4(a).flatMap { ia in parseIPv4(m).map { (ia, $0) } } } }
-        return NetBackend.Options(tap: tap, mac: mac, ipv4: ipv4.map { (address: $0.0, mask: $0.1) }, id: id)
+        NetBackend.Options(tap: tap, mac: mac, address: ip.flatMap(parseIPv4), netmask: mask.flatMap(parseIPv4), id: id)
     }
+}
+
+/// Why `name` cannot name a TAP interface, or nil.
+func tapNameProblem(_ name: String) -> String? {
+    if name.utf8.count > TapDevice.maxNameLength { return "interface names have at most \(TapDevice.maxNameLength) bytes" }
+    if name.contains("/") || name.contains(where: \.isWhitespace) || name == "." || name == ".." {
+        return "not a valid interface name (no '/', spaces, '.' or '..')"
+    }
+    return nil
+}
+
+/// Why `text` is not a usable IPv4 address (or, with `isMask`, netmask), or nil.
+func ipv4Problem(_ text: String, isMask: Bool) -> String? {
+    guard let address = parseIPv4(text) else { return "expected a dotted IPv4 address" }
+    let bits = UInt32(bigEndian: address)
+    if isMask, (~bits) & (~bits &+ 1) != 0 {
+        return "not a contiguous netmask (ones, then zeros: 255.255.255.0)"
+    }
+    return nil
 }
 
 /// `--disk path=FILE,readonly=on,direct=on,id=ID`, parsed.

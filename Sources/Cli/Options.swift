@@ -197,7 +197,9 @@ let usage = """
       --serial off|null|tty|file=PATH    8250 UART at 0x3f8, IRQ 4 (default null)
       --console off|null|tty|file=PATH|pty   virtio-console, hvc0 (default tty)
       --disk path=FILE[,readonly=on][,direct=on][,id=ID] [path=…]   virtio-blk on a raw image (repeatable)
-      --net tap=NAME[,mac=MAC][,ip=IP,mask=MASK][,id=ID] [tap=…]    virtio-net on a TAP interface (repeatable)
+      --net [tap=NAME][,mac=MAC][,ip=IP][,mask=MASK][,id=ID] [tap=…]   virtio-net on a TAP interface (repeatable);
+                                         no tap: the VMM creates vmtapN and removes it at exit; no mac: random;
+                                         no ip/mask: 192.168.249.1/255.255.255.0 on a TAP the VMM creates
       --rng [src=PATH]                   virtio-rng from PATH (default /dev/urandom)
       --event-loops shared|per-device    device actors on one event loop, or one per virtio device (default shared)
       --test-device on|off               ActorVMM test device at ports 0xa00-0xa0f and MMIO 0xfea00000 (default on)

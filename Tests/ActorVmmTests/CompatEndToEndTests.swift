@@ -268,6 +268,26 @@ extension VcpuLifecycleTests {
             }
         }
 
+        /// `lsl`, `lar` and `verw` against ActorVMM's boot GDT (code 0x10, data 0x18, TSS 0x20), in ring 0: the
+        /// emulator reads GDTR through `KVM_GET_SREGS` and the descriptors through the guest's page tables. On
+        /// a hardware-virtualisation host they run natively and must give the same results.
+        @Test func segmentChecksReadTheGuestsGdt() async throws {
+            let code: [UInt8] = [
+                0xB8, 0x18, 0, 0, 0, 0x0F, 0x03, 0xC8, 0x89, 0xC8, 0xE7, 0xE0,  // lsl %eax(0x18),%ecx; report
+                0xB8, 0x10, 0, 0, 0, 0x0F, 0x02, 0xC8, 0x89, 0xC8, 0xE7, 0xE0,  // lar %eax(0x10),%ecx; report
+                0xB8, 0x18, 0, 0, 0, 0x0F, 0x00, 0xE8, 0x9C, 0x58, 0x83, 0xE0, 0x40, 0xE7, 0xE0,  // verw data: ZF
+                0xB8, 0x10, 0, 0, 0, 0x0F, 0x00, 0xE8, 0x9C, 0x58, 0x83, 0xE0, 0x40, 0xE7, 0xE0,  // verw code: no ZF
+                0x48, 0xC7, 0xC0, 0x20, 0, 0, 0, 0x48, 0x0F, 0x03, 0xC0, 0xE7, 0xE0,  // lsl %rax(TSS 0x20),%rax
+                0xB8, 0x0E, 0x0D, 0, 0, 0xE7, 0xE1, 0xF4, 0xEB, 0xFD,             // done
+            ]
+            let (writes, stop, emulator) = try await CompatGuest.run(code: [(0, code)], compat: true)
+            #expect(stop == nil, "\(stop.map { "\($0)" } ?? "")")
+            #expect(writes.map(\.1) == [0xFFFF_FFFF, 0x00A0_9B00, 0x40, 0, 0xFFFF_FFFF, 0xD0E], "\(writes)")
+            if HostCompatibility.detect(), let counters = emulator?.counters {
+                #expect(counters.emulated == [.lsl: 2, .lar: 1, .verw: 2], "\(counters.summary)")
+            }
+        }
+
         @Test(.enabled(if: HostCompatibility.detect(), "only a host whose emulator rejects these instructions"))
         func withoutCompatibilityModeTheFirstOneStopsTheVm() async throws {
             let (writes, stop, emulator) = try await CompatGuest.run(compat: false)

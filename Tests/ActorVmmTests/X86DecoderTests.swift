@@ -128,6 +128,19 @@ func bytes(_ hex: String) -> [UInt8] { hex.split(separator: " ").map { UInt8($0,
         ("d9 e8", "fld1"),
         ("dd d9", "fstp %st(1)"),
         ("d9 38", "fnstcw (%rax)"),
+        ("48 0f 03 c0", "lsl %rax,%rax"),  // Linux's GET_PERCPU_BASE (paranoid entry with FSGSBASE)
+        ("0f 02 c3", "lar %ebx,%eax"),
+        ("66 0f 03 c3", "lsl %bx,%ax"),
+        ("0f 03 07", "lsl (%rdi),%eax"),
+        ("48 0f 02 4c 24 08", "lar 0x8(%rsp),%rcx"),
+        ("0f 00 e0", "verr %ax"),
+        ("0f 00 2d 10 00 00 00", "verw 0x10(%rip)"),  // Linux's CLEAR_CPU_BUFFERS
+        ("0f 00 28", "verw (%rax)"),
+        ("f3 0f c7 f8", "rdpid %rax"),
+        ("0f 00 c0", "sldt %eax"),
+        ("0f 00 08", "str (%rax)"),
+        ("0f 00 10", "lldt (%rax)"),
+        ("0f 00 d8", "ltr %ax"),
     ]
 
     @Test func lengthsMatchObjdump() throws {
@@ -154,6 +167,12 @@ func bytes(_ hex: String) -> [UInt8] { hex.split(separator: " ").map { UInt8($0,
         #expect(try X86Decoder.decode(bytes("0f ae d7")).mnemonic == nil, "ldmxcsr has no register form")
         #expect(try X86Decoder.decode(bytes("48 89 c3")).mnemonic == nil, "mov is decoded but not named")
         #expect(try X86Decoder.decode(bytes("9b d9 38")).length == 1, "fstcw is fwait + fnstcw")
+        let lsl = try X86Decoder.decode(bytes("48 0f 03 c0"))
+        #expect(lsl.mnemonic == .lsl && lsl.operandSize == 64 && lsl.reg == 0 && lsl.rm == .register(0))
+        #expect(try X86Decoder.decode(bytes("66 0f 02 c3")).operandSize == 16)
+        #expect(try X86Decoder.decode(bytes("f3 0f 03 c0")).mnemonic == nil, "lsl with F3 is not named")
+        #expect(try X86Decoder.decode(bytes("0f 00 f0")).mnemonic == nil, "0F 00 /6 is undefined")
+        #expect(try X86Decoder.decode(bytes("0f c7 f8")).mnemonic == .rdseed, "without F3 it is rdseed")
     }
 
     @Test func prefixesAndRex() throws {

@@ -62,6 +62,18 @@ import Testing
         #expect(code.long && code.present && code.type == 0xB && code.limit == 0xFFFF_FFFF && !code.defaultSize32)
     }
 
+    /// The boot GDT is whole in guest memory: the IDT written after it does not overwrite its TSS entry
+    /// (a guest that reads its GDT — `lsl`, `lar`, `ltr` — finds every descriptor the registers were loaded from).
+    @Test func theBootGdtIsWholeInMemory() throws {
+        #expect(Layout.gdt.rawValue + UInt64(LongMode.gdt.count * 8) <= Layout.idt.rawValue)
+        #expect(Layout.gdt.rawValue + UInt64(Pvh.gdt.count * 8) <= Layout.idt.rawValue)
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
+        try LongMode.writeStructures(to: memory)
+        for (index, entry) in LongMode.gdt.enumerated() {
+            #expect(try memory.read(UInt64.self, at: GuestAddress(Layout.gdt.rawValue + UInt64(index * 8))) == entry, "GDT entry \(index)")
+        }
+    }
+
     @Test func pageTablesIdentityMapFourGiB() throws {
         let memory = try GuestMemory(layout: [(GuestAddress(0), 16 << 20)])
         try LongMode.writeStructures(to: memory)

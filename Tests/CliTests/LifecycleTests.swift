@@ -101,12 +101,12 @@ import Testing
         let f = try Fixture()
         defer { f.loop.shutdown() }
         var withNet = config()
-        withNet.net = [.init()]
+        withNet.net = [.init(mask: "255.0.255.0")]
         do {
             try await f.controller.create(withNet)
-            Issue.record("created a VM with a TAP-less net device")
+            Issue.record("created a VM with a non-contiguous netmask")
         } catch {
-            #expect(error.status == .badRequest && error.messages.last == "net[0].tap: required (ActorVMM attaches virtio-net to a TAP interface by name)")
+            #expect(error.status == .badRequest && error.messages.last == "net[0].mask: not a contiguous netmask (ones, then zeros: 255.255.255.0)")
         }
         do {
             try await f.controller.create(config("/missing"))

@@ -86,11 +86,15 @@ import Testing
         (["--kernel", "k", "--disk", "readonly=on"], "--disk readonly=on: expected path=FILE"),
         (["--kernel", "k", "--disk", "path=a,readonly=yes"], "--disk readonly=yes: expected on or off"),
         (["--kernel", "k", "--disk", "path=a,cache=off"], "--disk: unknown key 'cache' (expected one of: direct, id, path, readonly)"),
-        (["--kernel", "k", "--net", "mac=52:54:00:12:34:56"], "--net mac=52:54:00:12:34:56: expected tap=NAME"),
         (["--kernel", "k", "--net", "tap=t,mac=52:54:00:12:34"], "--net mac=52:54:00:12:34: expected six hex bytes like 52:54:00:12:34:56"),
         (["--kernel", "k", "--net", "tap=t,mac=01:00:00:00:00:01"], "--net mac=01:00:00:00:00:01: a multicast address cannot be a NIC's address"),
         (["--kernel", "k", "--net", "tap=t,ip=300.1.1.1,mask=255.0.0.0"], "--net ip=300.1.1.1: expected a dotted IPv4 address"),
-        (["--kernel", "k", "--net", "tap=t,ip=10.0.0.1"], "--net tap=t,ip=10.0.0.1: give ip= and mask= together"),
+        (["--kernel", "k", "--net", "tap=,mask=255.0.255.0"], "--net mask=255.0.255.0: not a contiguous netmask (ones, then zeros: 255.255.255.0)"),
+        (["--kernel", "k", "--net", "mask=0.255.255.255"], "--net mask=0.255.255.255: not a contiguous netmask (ones, then zeros: 255.255.255.0)"),
+        (["--kernel", "k", "--net", "ip=fe80::1,mask=255.255.255.0"], "--net ip=fe80::1: expected a dotted IPv4 address"),
+        (["--kernel", "k", "--net", "tap=,mac=zz:54:00:12:34:56"], "--net mac=zz:54:00:12:34:56: expected six hex bytes like 52:54:00:12:34:56"),
+        (["--kernel", "k", "--net", "tap=a/b"], "--net tap=a/b: not a valid interface name (no '/', spaces, '.' or '..')"),
+        (["--kernel", "k", "--net", "tap=,tap="], "--net: key 'tap' given twice"),
         (["--kernel", "k", "--net", "tap=a-very-long-interface-name"], "--net tap=a-very-long-interface-name: interface names have at most 15 bytes"),
         (["--kernel", "k", "--rng", "source=/dev/random"], "--rng: unknown key 'source' (expected one of: src)"),
         (["--kernel", "k", "--console", "socket"], "--console socket: expected off, null, tty, pty or file=PATH"),
@@ -100,6 +104,40 @@ import Testing
     ])
     func rejectsBadDeviceOptions(arguments: [String], message: String) {
         #expect(throws: CliError(message)) { try VmmOptions.parse(arguments) }
+    }
+
+    /// Cloud Hypervisor's `--net` keys with empty values mean their defaults: the VMM creates the TAP,
+    /// picks a random locally administered MAC, and (for the TAP it creates) uses 192.168.249.1/24.
+    @Test(arguments: ["tap=,mac=,ip=,mask=", "tap=", "mac=", "ip=,mask=,id="])
+    func emptyNetValuesMeanTheDefaults(text: String) throws {
+        let net = try #require(try VmmOptions.parse(["--kernel", "k", "--net", text]).nets.first)
+        #expect(net.tap == nil && net.ip == nil && net.mask == nil && net.id == nil)
+        #expect(net.mac.count == 6 && net.mac[0] & 0x03 == 0x02, "locally administered unicast: \(net.mac)")
+        #expect(net.backendOptions == .init(tap: nil, mac: net.mac, address: nil, netmask: nil, id: nil))
+        let other = try #require(try VmmOptions.parse(["--kernel", "k", "--net", text]).nets.first)
+        #expect(other.mac != net.mac, "a new random MAC each time")
+    }
+
+    @Test func netAddressesReachTheBackendInNetworkOrder() throws {
+        let net = try #require(try VmmOptions.parse(["--kernel", "k", "--net", "ip=10.1.2.3,mask=255.255.255.128"]).nets.first)
+        #expect(net.tap == nil && net.ip == "10.1.2.3" && net.mask == "255.255.255.128")
+        #expect(net.backendOptions.address == UInt32(0x0A01_0203).bigEndian)
+        #expect(net.backendOptions.netmask == UInt32(0xFFFF_FF80).bigEndian)
+        // Either one alone: the other keeps its default where the VMM configures the TAP.
+        #expect(try VmmOptions.parse(["--kernel", "k", "--net", "tap=t,ip=10.0.0.1"]).nets.first?.mask == nil)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--net", "mask=255.255.0.0"]).nets.first?.ip == nil)
+    }
+
+    /// The seeds' command line (Cloud Hypervisor's README), verbatim but for the paths.
+    @Test func acceptsTheSeedsCommandLineVerbatim() throws {
+        let o = try VmmOptions.parse(["--kernel", "K", "--disk", "path=D", "--cmdline", "console=hvc0 root=/dev/vda1 rw",
+                                      "--cpus", "boot=4", "--memory", "size=1024M", "--net", "tap=,mac=,ip=,mask="])
+        #expect(o.kernel == "K" && o.cmdline == "console=hvc0 root=/dev/vda1 rw")
+        #expect(o.disks.map(\.path) == ["D"] && o.bootVcpus == 4 && o.maxVcpus == 4 && o.memorySize == 1024 << 20)
+        #expect(o.nets.count == 1 && o.nets[0].tap == nil && o.nets[0].ip == nil && o.nets[0].mask == nil)
+        let config = VmConfig(options: o)
+        #expect(throws: Never.self) { try config.checkSupported() }
+        #expect(config.net.first?.tap == nil && config.deviceOptions.nets.first?.mac == o.nets[0].mac)
     }
 
     @Test func helpAndVersionNeedNoKernel() throws {

@@ -121,6 +121,7 @@ import Testing
         #"{"payload": {"kernel": "/k"}, "disks": [{"path": "/a", "readonly": true, "num_queues": 1}]}"#,
         #"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "mac": "12:34:56:78:9a:bc"}]}"#,
         #"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "ip": "10.0.0.1", "mask": "255.255.255.0"}]}"#,
+        #"{"payload": {"kernel": "/k"}, "net": [{"mac": "12:34:56:78:9a:bc"}, {"tap": ""}, {"ip": "10.0.0.1"}, {}]}"#,
         #"{"payload": {"kernel": "/k"}, "rng": {"src": "/dev/urandom"}}"#,
         #"{"payload": {"kernel": "/k"}, "console": {"mode": "Tty"}}"#,
         #"{"payload": {"kernel": "/k", "initramfs": "/i"}}"#,
@@ -130,12 +131,30 @@ import Testing
         #expect(throws: Never.self) { try config.checkSupported() }
     }
 
+    /// `tap` absent or empty: the VMM creates the TAP (Cloud Hypervisor's `vmtap%d`); no `mac`: a random one
+    /// per device; no `ip`/`mask`: the defaults, applied when the TAP is configured (not written into the config).
+    @Test func netWithoutATapMeansTheVmmCreatesOne() throws {
+        let config = try decode(#"{"payload": {"kernel": "/k"}, "net": [{"tap": "", "ip": "10.0.0.1"}, {}]}"#)
+        #expect(config.net == [.init(tap: nil, mac: nil, ip: "10.0.0.1", mask: nil, id: nil), .init()])
+        #expect(throws: Never.self) { try config.checkSupported() }
+        let nets = config.deviceOptions.nets
+        #expect(nets.count == 2 && nets.allSatisfy { $0.tap == nil })
+        #expect(nets[0].mac != nets[1].mac && nets.allSatisfy { $0.mac[0] & 3 == 2 }, "\(nets.map(\.mac))")
+        #expect(nets[0].backendOptions.address == UInt32(0x0A00_0001).bigEndian && nets[0].backendOptions.netmask == nil)
+        guard case .array(let nets)? = config.json["net"], case .object(let members)? = nets.first else {
+            Issue.record("no net in \(config.json)")
+            return
+        }
+        #expect(members.map(\.key) == ["ip"], "no tap written back")
+    }
+
     /// What the schema allows but the devices cannot do is refused by field; never pretended.
     @Test(arguments: [
-        (#"{"payload": {"kernel": "/k"}, "net": [{"mac": "12:34:56:78:9a:bc"}]}"#, "net[0].tap", "required"),
         (#"{"payload": {"kernel": "/k"}, "net": [{"tap": "a-name-longer-than-15"}]}"#, "net[0].tap", "at most 15 bytes"),
         (#"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "mac": "13:34:56:78:9a:bc"}]}"#, "net[0].mac", "multicast"),
-        (#"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "ip": "10.0.0.1"}]}"#, "net[0]", "together"),
+        (#"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "ip": "10.0.0.1", "mask": "255.255.0.255"}]}"#, "net[0].mask", "contiguous"),
+        (#"{"payload": {"kernel": "/k"}, "net": [{"ip": "10.0.0"}]}"#, "net[0].ip", "dotted IPv4"),
+        (#"{"payload": {"kernel": "/k"}, "net": [{"tap": "a b"}]}"#, "net[0].tap", "not a valid interface name"),
         (#"{"payload": {"kernel": "/k"}, "serial": {"mode": "Tty"}, "console": {"mode": "Tty"}}"#, "console.mode", "terminal"),
     ])
     func unusableDevicesAreRefusedByField(text: String, field: String, fragment: String) throws {

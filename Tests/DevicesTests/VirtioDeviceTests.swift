@@ -169,7 +169,7 @@ struct NetDeviceTests {
         let memory = testMemory()
         let name = "avmu\(getpid() % 100000)"
         let mac: [UInt8] = [0x52, 0x54, 0, 0x12, 0x34, 0x56]
-        let backend = try NetBackend(options: .init(tap: name, mac: mac, ipv4: nil))
+        let backend = try NetBackend(options: .init(tap: name, mac: mac))
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 5, queueCount: 2) == 0xF)

@@ -102,6 +102,46 @@ struct ApiGuestTests {
         #expect(vmm.stderr.isEmpty, "\(vmm.stderr)")
     }
 
+    /// `net[]` without a `tap` through the API: each device gets a TAP the VMM creates (`vmtapN`), with the
+    /// default or the given address, from vm.create on; a shut-down or deleted VM holds none, and a new boot
+    /// creates them again.
+    @Test func netDevicesWithoutATapThroughTheApi() throws {
+        let kernel = Harness.writeTinyKernel("api-net", code: [0x66, 0xBA, 0x00, 0x0A, 0xEE, 0xEB, 0xFD])  // the test-device loop
+        defer { unlink(kernel) }
+        let vmm = try VmmProcess()
+        let config = Harness.vmConfig(kernel: kernel, memory: 16 << 20,
+                                      extra: #", "net": [{}, {"tap": "", "ip": "10.201.6.1", "mask": "255.255.255.128"}]"#)
+        func taps() -> [String] { TapPeer.taps(ownedBy: vmm.pid) }
+        func address(_ name: String) -> String { Harness.run("/usr/sbin/ip", ["-o", "-4", "addr", "show", "dev", name], timeout: 10).stdout }
+
+        let create = vmm.call("PUT", "vm.create", body: config)
+        #expect(create.status == 204, "\(create.body)")
+        let created = taps()
+        #expect(created.count == 2 && created.allSatisfy { $0.hasPrefix("vmtap") }, "\(created)")
+        #expect(vmm.call("PUT", "vm.boot").status == 204)
+        let running = taps()
+        #expect(running == created, "the TAPs opened at vm.create serve the first boot")
+        let shown = running.map(address)
+        #expect(shown.contains { $0.contains("inet 192.168.249.1/24") } && shown.contains { $0.contains("inet 10.201.6.1/25") }, "\(shown)")
+        let info = vmm.call("GET", "vm.info").object
+        let nets = (info["config"] as? [String: Any])?["net"] as? [[String: Any]] ?? []
+        #expect(nets.count == 2 && nets.allSatisfy { $0["tap"] == nil } && nets[1]["ip"] as? String == "10.201.6.1", "\(nets)")
+
+        #expect(vmm.call("PUT", "vm.shutdown").status == 204)
+        #expect(taps().isEmpty && running.allSatisfy { if_nametoindex($0) == 0 }, "a shut-down VM holds no TAP: \(taps())")
+        #expect(vmm.call("PUT", "vm.boot").status == 204)
+        #expect(taps().count == 2, "a new boot creates them again")
+        #expect(vmm.call("PUT", "vm.delete").status == 204)
+        #expect(taps().isEmpty)
+        #expect(vmm.call("PUT", "vm.create", body: config).status == 204)
+        let unbooted = taps()
+        #expect(unbooted.count == 2)
+        #expect(vmm.call("PUT", "vm.delete").status == 204)
+        #expect(taps().isEmpty && unbooted.allSatisfy { if_nametoindex($0) == 0 }, "create → delete leaves no TAP")
+        #expect(vmm.call("PUT", "vmm.shutdown").status == 204)
+        #expect(vmm.waitForExit() == 0, "\(vmm.stderr)")
+    }
+
     /// Requests still in flight when the VMM exits (reboots queued behind vmm.shutdown) must not crash it
     /// on the way out.
     @Test func exitWithRequestsInFlight() throws {
@@ -167,8 +207,8 @@ struct ApiGuestTests {
         #expect(missing.body == #"["invalid VM configuration","payload.kernel: cannot read /nonexistent/vmlinux: No such file or directory"]"#)
         let notElf = vmm.call("PUT", "vm.create", body: Harness.vmConfig(kernel: "/bin/true"))
         #expect(notElf.status == 400 && notElf.body.contains("payload.kernel: /bin/true is not an ELF64 x86-64 kernel"), "\(notElf.body)")
-        let net = vmm.call("PUT", "vm.create", body: Harness.vmConfig(kernel: "/bin/true", extra: #", "net": [{"mac": "12:34:56:78:9a:bc"}]"#))
-        #expect(net.status == 400 && net.body.contains("net[0].tap: required"), "\(net.body)")
+        let net = vmm.call("PUT", "vm.create", body: Harness.vmConfig(kernel: "/bin/true", extra: #", "net": [{"mask": "255.0.255.0"}]"#))
+        #expect(net.status == 400 && net.body.contains("net[0].mask: not a contiguous netmask"), "\(net.body)")
         let huge = vmm.call("PUT", "vm.create", body: Harness.vmConfig(kernel: "/bin/true", memory: 1 << 50))
         #expect(huge.status == 400 && huge.body.contains("memory.size: 1073741824 MiB is more than the host's"), "\(huge.body)")
         #expect(vmm.call("GET", "vm.info").status == 404, "nothing was half-created")

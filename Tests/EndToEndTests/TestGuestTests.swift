@@ -152,6 +152,15 @@ struct GuestFaultTests {
     @Test func unknownKey() { expectRejected(["--kernel", "/bin/true", "--cpus", "count=2"], "--cpus: unknown key 'count'") }
     @Test func valueOutOfRange() { expectRejected(["--kernel", "/bin/true", "--cpus", "boot=999"], "--cpus boot=999: expected an integer from 1 to 254") }
     @Test func hostElfIsNotAKernel() { expectRejected(["--kernel", "/bin/true"], "--kernel /bin/true: not a kernel ActorVMM can boot: e_type 3, expected 2 (ET_EXEC)") }
+    @Test(arguments: [
+        ("tap=,mac=52:54:00:12:34,ip=,mask=", "--net mac=52:54:00:12:34: expected six hex bytes like 52:54:00:12:34:56"),
+        ("tap=,mac=,ip=192.168.249.300,mask=", "--net ip=192.168.249.300: expected a dotted IPv4 address"),
+        ("tap=,mac=,ip=,mask=255.255.0.255", "--net mask=255.255.0.255: not a contiguous netmask"),
+        ("tap=a-tap-name-too-long,mac=,ip=,mask=", "--net tap=a-tap-name-too-long: interface names have at most 15 bytes"),
+    ])
+    func badNetValues(net: String, fragment: String) {
+        expectRejected(["--kernel", "/bin/true", "--net", net], fragment)
+    }
     @Test func missingInitramfs() {
         let kernel = Harness.writeTinyKernel("initrd", code: [0xEB, 0xFE])
         defer { unlink(kernel) }

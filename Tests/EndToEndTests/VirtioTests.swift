@@ -61,6 +61,51 @@ struct VirtioTests {
     }
 }
 
+/// The seeds' `--net "tap=,mac=,ip=,mask="` (Cloud Hypervisor's README) with the test guest's `net` check:
+/// the VMM creates `vmtapN` with 192.168.249.1/24 and brings it up, the guest's driver finds a random
+/// locally administered MAC and exchanges frames with a peer on that TAP (the frame's source MAC is the one
+/// the guest read), and the TAP is gone once the VMM has exited.
+extension VirtioTests {
+    @Test func aTapTheVmmCreatesCarriesFramesAndIsGoneAfterExit() throws {
+        let owner = VmmPid()
+        let peer = TapPeer { owner.pid.flatMap { TapPeer.taps(ownedBy: $0).first } }
+        let result = Harness.run(Harness.vmmPath, [
+            "--kernel", Harness.guestPath, "--cmdline", "tests=net netmac=any",
+            "--memory", "size=64M", "--serial", "tty", "--console", "off", "-v",
+            "--net", "tap=,mac=,ip=,mask=",
+        ], timeout: 180) { pid in
+            owner.pid = pid
+            peer.start()
+        }
+        peer.stop()
+
+        let context = "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)"
+        #expect(result.status == 0 && !result.timedOut, "\(context)")
+        #expect(result.lines.contains("TESTGUEST DONE pass=1 fail=0"), "\(context)")
+        let line = result.lines.first { $0.hasPrefix("TEST net PASS mac=") } ?? ""
+        #expect(line.contains(" tx=ok rx=ok"), "\(context)")
+        let interface = try #require(peer.interface, "no TAP found in the VMM's descriptors: \(context)")
+        #expect(interface.hasPrefix("vmtap") && Int(interface.dropFirst(5)) != nil, "\(interface)")
+        #expect(result.stderr.contains("TAP \(interface) (created, 192.168.249.1/255.255.255.0, up)"), "\(context)")
+        let shown = peer.addressWhileRunning ?? ""
+        #expect(shown.contains("inet 192.168.249.1/24"), "while the VM ran: \(shown)")
+        #expect(peer.sawGuestFrame, "no ACTORVMM-NET-TX frame on \(interface); injected \(peer.injected) frames")
+        let guestMac = try #require(peer.guestMac)
+        #expect(line.hasPrefix("TEST net PASS mac=\(guestMac) "), "the frame's source is the MAC the guest read: \(guestMac), \(line)")
+        #expect(if_nametoindex(interface) == 0, "\(interface) is still there after the VMM exited")
+    }
+}
+
+/// The VMM's process id, set once it has started, read by the peer's thread.
+final class VmmPid: @unchecked Sendable {  // every access holds `lock`
+    private let lock = NSLock()
+    private var value: Int32?
+    var pid: Int32? {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}
+
 /// The host end of the guest's network: an `AF_PACKET` socket bound to the TAP interface (ethertype 0x88B5
 /// only). From `start()` until `stop()` a thread waits for the interface to appear, then every 50 ms sends
 /// `ff:ff:ff:ff:ff:ff ← 02:00:00:00:00:01, 0x88B5, "ACTORVMM-NET-RX"` (which reaches the guest through
@@ -68,17 +113,42 @@ struct VirtioTests {
 final class TapPeer: @unchecked Sendable {
     static let etherType: UInt16 = 0x88B5
 
-    let interface: String
+    /// The interface's name, asked again until it is known (a TAP the VMM names itself appears late).
+    private let resolve: () -> String?
     private let lock = NSLock()
     private let finished = DispatchSemaphore(value: 0)
     private var stopping = false
     private var _sawGuestFrame = false
     private var _injected = 0
+    private var _interface: String?
+    private var _addressWhileRunning: String?
+    private var _guestMac: [UInt8]?
 
-    init(interface: String) { self.interface = interface }
+    init(interface: String) { resolve = { interface } }
+    /// For a TAP whose name is not known in advance; `resolve` is called on the peer's thread.
+    init(resolve: @escaping () -> String?) { self.resolve = resolve }
 
     var sawGuestFrame: Bool { lock.withLock { _sawGuestFrame } }
     var injected: Int { lock.withLock { _injected } }
+    /// The interface the peer found.
+    var interface: String? { lock.withLock { _interface } }
+    /// `ip -o -4 addr show` of the interface once a frame went through it (while the VMM ran).
+    var addressWhileRunning: String? { lock.withLock { _addressWhileRunning } }
+    /// The source MAC of the guest's frame, "52:54:00:12:34:56".
+    var guestMac: String? { lock.withLock { _guestMac }.map { $0.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":") } }
+
+    /// The TAP interfaces process `pid` has open (`iff:` in its descriptors' fdinfo), sorted.
+    static func taps(ownedBy pid: Int32) -> [String] {
+        let directory = "/proc/\(pid)/fdinfo"
+        var names: [String] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            guard let info = try? String(contentsOfFile: directory + "/" + entry, encoding: .utf8) else { continue }
+            if let line = info.split(separator: "\n").first(where: { $0.hasPrefix("iff:") }) {
+                names.append(line.dropFirst(4).trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return names.sorted()
+    }
 
     func start() {
         Thread.detachNewThread { [self] in
@@ -111,7 +181,11 @@ final class TapPeer: @unchecked Sendable {
             }
             // Until the VMM has brought the interface up this fails (ENETDOWN); just try again.
             if Self.injectedFrame.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) > 0 {
-                lock.withLock { _injected += 1 }
+                let first = lock.withLock { _injected += 1; return _injected == 1 }
+                if first, let name = interface {
+                    let shown = Harness.run("/usr/sbin/ip", ["-o", "-4", "addr", "show", "dev", name], timeout: 10).stdout
+                    lock.withLock { _addressWhileRunning = shown }
+                }
             }
             // Then read for 50 ms (SO_RCVTIMEO bounds each recv).
             let deadline = Date().addingTimeInterval(0.05)
@@ -126,7 +200,7 @@ final class TapPeer: @unchecked Sendable {
                 let payload = Array("ACTORVMM-NET-TX".utf8)
                 if count >= 14 + payload.count, buffer[12] == UInt8(Self.etherType >> 8),
                    buffer[13] == UInt8(Self.etherType & 0xFF), Array(buffer[14..<(14 + payload.count)]) == payload {
-                    lock.withLock { _sawGuestFrame = true }
+                    lock.withLock { _sawGuestFrame = true; _guestMac = Array(buffer[6..<12]) }
                 }
             }
         }
@@ -134,8 +208,10 @@ final class TapPeer: @unchecked Sendable {
 
     /// `socket(AF_PACKET, SOCK_RAW, htons(0x88B5))` bound to the interface, or -1 while it does not exist.
     private func openSocket() -> Int32 {
+        guard let interface = lock.withLock({ _interface }) ?? resolve() else { return -1 }
         let index = if_nametoindex(interface)
         guard index != 0 else { return -1 }
+        lock.withLock { _interface = interface }
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), Int32(Self.etherType.bigEndian))
         guard fd >= 0 else { return -1 }
         var timeout = timeval(tv_sec: 0, tv_usec: 50_000)

@@ -35,10 +35,15 @@ public struct GuestControlState: Sendable, Equatable {
     public var cpl: UInt8
     public var fsBase: UInt64
     public var gsBase: UInt64
+    /// GDTR: the global descriptor table's linear base and limit.
+    public var gdt: DescriptorTable
+    /// LDTR's table, or nil when LDTR holds a null selector (unusable).
+    public var ldt: DescriptorTable?
 
-    public init(cr0: UInt64, cr4: UInt64, efer: UInt64, longMode: Bool, cpl: UInt8, fsBase: UInt64 = 0, gsBase: UInt64 = 0) {
+    public init(cr0: UInt64, cr4: UInt64, efer: UInt64, longMode: Bool, cpl: UInt8, fsBase: UInt64 = 0, gsBase: UInt64 = 0,
+                gdt: DescriptorTable = DescriptorTable(base: 0, limit: 0), ldt: DescriptorTable? = nil) {
         self.cr0 = cr0; self.cr4 = cr4; self.efer = efer; self.longMode = longMode; self.cpl = cpl
-        self.fsBase = fsBase; self.gsBase = gsBase
+        self.fsBase = fsBase; self.gsBase = gsBase; self.gdt = gdt; self.ldt = ldt
     }
 
     public static let cr0MonitorCoprocessor: UInt64 = 1 << 1  // MP
@@ -55,6 +60,14 @@ public struct GuestControlState: Sendable, Equatable {
         let shift = UInt64(64 - linearAddressBits)
         return UInt64(bitPattern: Int64(bitPattern: address << shift) >> Int64(shift)) == address
     }
+}
+
+/// A descriptor table (the GDT, or the LDT LDTR selects): linear base address and limit (the offset of its
+/// last byte).
+public struct DescriptorTable: Sendable, Equatable {
+    public var base: UInt64
+    public var limit: UInt32
+    public init(base: UInt64, limit: UInt32) { self.base = base; self.limit = limit }
 }
 
 /// The x87 and SSE control and status words the handlers need (from the vCPU's XSAVE area).

@@ -195,7 +195,7 @@ struct EmulationContext<Cpu: EmulatedCpu> {
     }
 
     /// #SS(0) for a stack-segment access, #GP(0) otherwise, when [linear, linear+size) is not canonical.
-    private func canonicalFault(_ operand: MemoryOperand, _ linear: UInt64, size: Int) -> GuestException? {
+    func canonicalFault(_ operand: MemoryOperand, _ linear: UInt64, size: Int) -> GuestException? {
         let last = linear &+ UInt64(size - 1)
         if control.isCanonical(linear) && control.isCanonical(last) && last >= linear { return nil }
         return operand.segment == .ss ? .stackFault : .generalProtection
@@ -241,7 +241,7 @@ struct EmulationContext<Cpu: EmulatedCpu> {
         }
     }
 
-    private func result(of failure: AccessFailure) throws(KvmError) -> HandlerResult {
+    func result(of failure: AccessFailure) throws(KvmError) -> HandlerResult {
         switch failure {
         case .raise(let exception): return .fault(exception)
         case .notRam(let physical): return .unhandled("the operand at physical \(hex(physical)) is not RAM")
@@ -249,7 +249,7 @@ struct EmulationContext<Cpu: EmulatedCpu> {
         }
     }
 
-    private func littleEndian(_ bytes: [UInt8]) -> UInt64 {
+    func littleEndian(_ bytes: [UInt8]) -> UInt64 {
         bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
     }
 }

@@ -3,7 +3,7 @@ import Synchronization
 
 /// The instructions compatibility mode emulates (docs/compat.md). Also the counters' keys.
 public enum EmulatedInstruction: Int, CaseIterable, Sendable, CustomStringConvertible {
-    case int3, clac, stac, popcnt, fwait, ldmxcsr, stmxcsr, cmpxchg16b
+    case int3, clac, stac, popcnt, fwait, ldmxcsr, stmxcsr, cmpxchg16b, lsl, lar, verr, verw
 
     public var description: String {
         switch self {
@@ -15,6 +15,10 @@ public enum EmulatedInstruction: Int, CaseIterable, Sendable, CustomStringConver
         case .ldmxcsr: "ldmxcsr"
         case .stmxcsr: "stmxcsr"
         case .cmpxchg16b: "cmpxchg16b"
+        case .lsl: "lsl"
+        case .lar: "lar"
+        case .verr: "verr"
+        case .verw: "verw"
         }
     }
 }
@@ -157,6 +161,10 @@ public final class InstructionEmulator: Sendable {
         case .ldmxcsr: (kind, result) = (.ldmxcsr, try context.ldmxcsr())
         case .stmxcsr: (kind, result) = (.stmxcsr, try context.stmxcsr())
         case .cmpxchg16b: (kind, result) = (.cmpxchg16b, try context.cmpxchg16b())
+        case .lsl: (kind, result) = (.lsl, try context.segmentCheck(.lsl))
+        case .lar: (kind, result) = (.lar, try context.segmentCheck(.lar))
+        case .verr: (kind, result) = (.verr, try context.segmentCheck(.verr))
+        case .verw: (kind, result) = (.verw, try context.segmentCheck(.verw))
         default: return unhandled(instruction.bytes, instruction.mnemonic?.rawValue, nil)
         }
 

@@ -39,8 +39,11 @@ struct KvmEmulatedCpu: EmulatedCpu {
     func controlState() throws(KvmError) -> GuestControlState {
         var sregs = kvm_sregs()
         _ = try kvmIoctl("KVM_GET_SREGS") { ckvm_ioctl_ptr(vcpu.fd, CKVM_GET_SREGS, &sregs) }
+        let ldtUsable = sregs.ldt.unusable == 0 && sregs.ldt.selector & 0xFFFC != 0
         return GuestControlState(cr0: sregs.cr0, cr4: sregs.cr4, efer: sregs.efer, longMode: sregs.cs.l != 0,
-                                 cpl: sregs.cs.dpl, fsBase: sregs.fs.base, gsBase: sregs.gs.base)
+                                 cpl: sregs.cs.dpl, fsBase: sregs.fs.base, gsBase: sregs.gs.base,
+                                 gdt: DescriptorTable(base: sregs.gdt.base, limit: UInt32(sregs.gdt.limit)),
+                                 ldt: ldtUsable ? DescriptorTable(base: sregs.ldt.base, limit: sregs.ldt.limit) : nil)
     }
 
     /// Read from the XSAVE area (`KVM_GET_XSAVE`/`KVM_GET_XSAVE2`), not `KVM_GET_FPU`: on the kvm_pvm host

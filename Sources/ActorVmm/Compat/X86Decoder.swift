@@ -245,6 +245,11 @@ public enum X86Decoder {
         case (.map0F, 0x07): return .sysret
         case (.map0F, 0x08): return .invd
         case (.map0F, 0x09): return .wbinvd
+        case (.map0F, 0x00):
+            guard !p.rep && !p.repne else { return nil }
+            return [.sldt, .str, .lldt, .ltr, .verr, .verw, nil, nil][Int(reg)]
+        case (.map0F, 0x02): return !p.rep && !p.repne ? .lar : nil
+        case (.map0F, 0x03): return !p.rep && !p.repne ? .lsl : nil
         case (.map0F, 0xB8): return p.rep && !p.repne ? .popcnt : nil
         case (.map0F, 0xBC): return p.rep && !p.repne ? .tzcnt : nil
         case (.map0F, 0xBD): return p.rep && !p.repne ? .lzcnt : nil
@@ -272,6 +277,7 @@ public enum X86Decoder {
                 guard !p.rep && !p.repne else { return nil }
                 return [nil, rexW ? .cmpxchg16b : .cmpxchg8b, nil, .xrstors, .xsavec, .xsaves, nil, nil][Int(reg)]
             }
+            if reg == 7 && p.rep && !p.repne && !p.operandSizeOverride { return .rdpid }
             guard noMandatoryPrefix else { return nil }
             return reg == 6 ? .rdrand : (reg == 7 ? .rdseed : nil)
         default:

@@ -117,6 +117,7 @@ public enum Mnemonic: String, Sendable, Equatable {
     case fxsave, fxrstor, xsave, xrstor, xsaveopt, xsavec, xsaves, xrstors, clflush, clflushopt
     case lfence, mfence, sfence
     case cmpxchg8b, cmpxchg16b, rdrand, rdseed
+    case lar, lsl, verr, verw, sldt, str, lldt, ltr, rdpid
 }
 
 /// One decoded instruction.

@@ -84,7 +84,10 @@ static const int CKVM_O_DIRECT = 040000;
 
 // TAP and pty set-up (struct ifreq's unions are awkward from Swift); implemented in shim.c.
 /// Opens or creates TAP `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, 12-byte header, no offloads); returns the fd.
-int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size);
+/// `name` may be a template such as "vmtap%d" (the kernel picks the number). `actual_name` receives the
+/// interface's name; `*existed` is 1 when it was a persistent TAP that existed before (0: created here,
+/// and removed by the kernel when the last descriptor closes).
+int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size, int *existed);
 /// Optionally sets an IPv4 address and netmask (network byte order), then brings the interface up.
 int ckvm_if_configure(const char *name, uint32_t address_be, uint32_t netmask_be, int set_address);
 /// Opens a new pseudo-terminal master (non-blocking); writes the slave's path.

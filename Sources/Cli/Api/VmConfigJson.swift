@@ -127,7 +127,7 @@ extension VmConfig {
     private static func decodeNet(_ value: JsonValue, at path: String) throws(ConfigError) -> Net {
         var reader = try ObjectReader(value, at: path)
         var net = Net()
-        net.tap = try reader.nonEmptyString("tap")
+        net.tap = try reader.string("tap").flatMap { $0.isEmpty ? nil : $0 }  // "" or absent: the VMM creates one
         net.ip = try reader.string("ip")
         net.mask = try reader.string("mask")
         net.id = try reader.string("id")

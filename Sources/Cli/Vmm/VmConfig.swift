@@ -23,7 +23,8 @@ struct VmConfig: Equatable, Sendable {
         var id: String?
     }
 
-    /// A virtio-net device (`net[]`, `--net`) on a TAP interface, which it needs by name.
+    /// A virtio-net device (`net[]`, `--net`) on a TAP interface: the one named, or (no `tap`) one the VMM
+    /// creates; `ip`/`mask` absent mean Cloud Hypervisor's defaults where the VMM configures the TAP.
     struct Net: Equatable, Sendable {
         var tap: String?
         var mac: String?
@@ -79,7 +80,7 @@ struct VmConfig: Equatable, Sendable {
     }
 
     /// The command-line options that `PreparedDevices.open` and `Machine.build` read, for this config
-    /// (``checkSupported()`` has passed: every net has a TAP and well-formed addresses).
+    /// (``checkSupported()`` has passed: TAP names and addresses are well-formed).
     var deviceOptions: VmmOptions {
         var options = VmmOptions()
         options.kernel = payload.kernel
@@ -92,7 +93,7 @@ struct VmConfig: Equatable, Sendable {
         options.console = console
         options.disks = disks.map { BlockBackend.Options(path: $0.path, readonly: $0.readonly, direct: $0.direct, id: $0.id) }
         options.nets = net.map { net in
-            NetOptions(tap: net.tap ?? "", mac: net.mac.flatMap(parseMac) ?? randomLocalMac(), ip: net.ip, mask: net.mask, id: net.id)
+            NetOptions(tap: net.tap, mac: net.mac.flatMap(parseMac) ?? randomLocalMac(), ip: net.ip, mask: net.mask, id: net.id)
         }
         options.rng = rng?.source
         options.placement = placement
@@ -102,8 +103,8 @@ struct VmConfig: Equatable, Sendable {
         return options
     }
 
-    /// Refuses, by field, what the schema accepts but the devices cannot do (a net device without a TAP
-    /// name, addresses the TAP setup cannot use, the terminal claimed twice). Never pretend: such a VM is not
+    /// Refuses, by field, what the schema accepts but the devices cannot do (a TAP name the kernel cannot
+    /// take, addresses the TAP setup cannot use, the terminal claimed twice). Never pretend: such a VM is not
     /// created at all. (What the VMM has no device for at all is refused while decoding the JSON.)
     func checkSupported() throws(ConfigError) {
         for (index, disk) in disks.enumerated() {
@@ -113,17 +114,15 @@ struct VmConfig: Equatable, Sendable {
         }
         for (index, net) in net.enumerated() {
             let field = "net[\(index)]"
-            guard let tap = net.tap else {
-                throw ConfigError(field: "\(field).tap", "required (ActorVMM attaches virtio-net to a TAP interface by name)")
-            }
-            guard tap.utf8.count <= 15 else { throw ConfigError(field: "\(field).tap", "interface names have at most 15 bytes") }
+            if let tap = net.tap, let problem = tapNameProblem(tap) { throw ConfigError(field: "\(field).tap", problem) }
             if let mac = net.mac, let bytes = parseMac(mac), bytes[0] & 1 != 0 {
                 throw ConfigError(field: "\(field).mac", "a multicast address cannot be a NIC's address")
             }
             for (key, value) in [("ip", net.ip), ("mask", net.mask)] {
-                if let value, parseIPv4(value) == nil { throw ConfigError(field: "\(field).\(key)", "expected a dotted IPv4 address") }
+                if let value, let problem = ipv4Problem(value, isMask: key == "mask") {
+                    throw ConfigError(field: "\(field).\(key)", problem)
+                }
             }
-            guard (net.ip == nil) == (net.mask == nil) else { throw ConfigError(field: field, "give ip and mask together") }
         }
         if serial == .tty && console == .tty {
             throw ConfigError(field: "console.mode", "serial and console cannot both use the terminal (Tty)")

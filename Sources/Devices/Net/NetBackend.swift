@@ -11,15 +11,15 @@ import Glibc
 /// TAP (frames wait in the kernel's TAP queue, which counts its own drops) until the guest posts more.
 public final class NetBackend: VirtioBackend {
     public struct Options: Sendable, Equatable {
-        public var tap: String
+        /// The TAP's name; nil: the VMM creates one (``TapDevice/nameTemplate``).
+        public var tap: String?
         public var mac: [UInt8]
-        public var ipv4: (address: UInt32, mask: UInt32)?  // network byte order
+        /// IPv4 address and netmask for the host side, network byte order; nil: see ``TapDevice``.
+        public var address: UInt32?
+        public var netmask: UInt32?
         public var id: String?
-        public init(tap: String, mac: [UInt8], ipv4: (address: UInt32, mask: UInt32)?, id: String? = nil) {
-            self.tap = tap; self.mac = mac; self.ipv4 = ipv4; self.id = id
-        }
-        public static func == (a: Options, b: Options) -> Bool {
-            a.tap == b.tap && a.mac == b.mac && a.ipv4?.address == b.ipv4?.address && a.ipv4?.mask == b.ipv4?.mask && a.id == b.id
+        public init(tap: String?, mac: [UInt8], address: UInt32? = nil, netmask: UInt32? = nil, id: String? = nil) {
+            self.tap = tap; self.mac = mac; self.address = address; self.netmask = netmask; self.id = id
         }
     }
 
@@ -35,44 +35,35 @@ public final class NetBackend: VirtioBackend {
     public let deviceFeatures = NetBackend.featureMac | NetBackend.featureStatus
     public let configSize = 12
     public let options: Options
-    public let interfaceName: String
-    let tapFD: Int32
+    public var interfaceName: String { tapDevice.name }
+    /// Owns the TAP's descriptor (shared with ``Opened`` until the device is built).
+    let tapDevice: TapDevice
+    var tapFD: Int32 { tapDevice.fd }
     var tap: HostWatch
     var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
     public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
 
-    /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``).
+    /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``). Dropping it
+    /// without building a backend closes the TAP (and removes one the VMM created).
     public struct Opened: Sendable {
-        let fd: Int32
-        let interfaceName: String
+        public let tap: TapDevice
         let options: Options
     }
 
     /// Opens (or creates) the TAP and configures the host side. Errors name the option.
     public static func open(_ options: Options) throws(VirtioError) -> Opened {
-        var name = [CChar](repeating: 0, count: 16)
-        let fd = ckvm_tap_open(options.tap, &name, name.count)
-        guard fd >= 0 else { throw VirtioError("--net tap=\(options.tap): cannot open the TAP interface: \(Errno.current)") }
-        let actual = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let ip = options.ipv4
-        guard ckvm_if_configure(actual, ip?.address ?? 0, ip?.mask ?? 0, ip == nil ? 0 : 1) == 0 else {
-            let error = Errno.current
-            close(fd)
-            throw VirtioError("--net tap=\(options.tap): cannot configure \(actual): \(error)")
-        }
-        return Opened(fd: fd, interfaceName: actual, options: options)
+        let tap = try TapDevice(name: options.tap, address: options.address, netmask: options.netmask)
+        Log.info("virtio-net\(options.id.map { " '\($0)'" } ?? ""): TAP \(tap.summary)")
+        return Opened(tap: tap, options: options)
     }
 
     public init(_ opened: Opened) {
-        tapFD = opened.fd
-        tap = HostWatch(fd: opened.fd)
-        interfaceName = opened.interfaceName
+        tapDevice = opened.tap
+        tap = HostWatch(fd: opened.tap.fd)
         options = opened.options
     }
 
     public convenience init(options: Options) throws(VirtioError) { self.init(try Self.open(options)) }
-
-    deinit { close(tapFD) }
 
     public func readConfig(offset: Int, width: Int) -> UInt64 {
         var c = options.mac
