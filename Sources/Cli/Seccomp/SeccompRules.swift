@@ -25,7 +25,8 @@ enum ThreadKind: String, CaseIterable, Sendable {
 enum SeccompRules {
     static func rules(for kind: ThreadKind, pid: Int32) -> [SyscallRule] {
         switch kind {
-        case .vmm: merged([vmm(pid: pid), vcpu(pid: pid), device(pid: pid), api(pid: pid)])
+        // vCPU rules first: the merged ioctl rule then tests KVM_RUN before any other request.
+        case .vmm: merged([vcpu(pid: pid), device(pid: pid), api(pid: pid), vmm(pid: pid)])
         case .vcpu: vcpu(pid: pid)
         case .device: device(pid: pid)
         case .api: api(pid: pid)
