@@ -168,6 +168,14 @@ enum BpfInterpreter {
         #expect(try verdict(.vcpu, SYS_ioctl, [7, UInt64(CKVM_RUN) + 1]) == Self.trap)
     }
 
+    /// Every exit costs a `KVM_RUN` through both of a vCPU's filters: it is the first request each tests.
+    @Test func kvmRunIsTestedFirst() {
+        for kind in [ThreadKind.vcpu, .vmm] {
+            let position = Self.program(kind).firstIndex { $0.code == BpfInstruction.jumpEqual && $0.k == UInt32(CKVM_RUN) }
+            #expect(position == 9, "\(kind): KVM_RUN tested at instruction \(position ?? -1)")
+        }
+    }
+
     @Test func mergingTakesTheUnionOfAlternatives() {
         let a = SyscallRule.allow(SYS_ioctl, arg: 1, in: [1, 2]), b = SyscallRule.allow(SYS_ioctl, arg: 1, in: [2, 3])
         #expect(a.union(b).alternatives == [[ArgEquals(1, 1)], [ArgEquals(1, 2)], [ArgEquals(1, 3)]])
