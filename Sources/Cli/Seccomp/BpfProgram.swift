@@ -15,7 +15,9 @@ struct BpfInstruction: Equatable, Sendable {
     static let returnConstant: UInt16 = 0x06  // BPF_RET | BPF_K: return k
 
     static func load(offset: UInt32) -> Self { Self(code: loadWord, jt: 0, jf: 0, k: offset) }
-    static func jumpIfEqual(_ value: UInt32, then: UInt8, else: UInt8) -> Self { Self(code: jumpEqual, jt: then, jf: `else`, k: value) }
+    static func jumpIfEqual(_ value: UInt32, then: UInt8, else: UInt8) -> Self {
+        Self(code: jumpEqual, jt: then, jf: `else`, k: value)
+    }
     static func jump(over count: UInt32) -> Self { Self(code: jumpAlways, jt: 0, jf: 0, k: count) }
     static func ret(_ action: UInt32) -> Self { Self(code: returnConstant, jt: 0, jf: 0, k: action) }
 }
