@@ -145,6 +145,7 @@ final class VcpuThreadContext: Sendable {
         if let cpu = options.cpu {
             do { try pinCurrentThread(to: cpu) } catch { Log.warning("cannot pin \(name) to CPU \(cpu): \(error)") }
         }
+        options.onStart?()
         // Out of KVM_RUN for good, whichever way: where the guest was (a stalled boot shows here at -v).
         defer { Log.info("vcpu\(vcpu.id) stopped: \(vcpu.stateSummary())") }
         // Benchmarks only: nil in actor-vmm, so each exit pays one nil check (see ExitRecorder).

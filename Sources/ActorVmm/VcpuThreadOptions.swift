@@ -8,10 +8,14 @@ public struct VcpuThreadOptions: Sendable {
     public var cpu: Int?
     /// Record per-exit timestamps (benchmarks only; see ``ExitRecorder``).
     public var recorder: ExitRecorder?
+    /// Runs on the vCPU thread after it is named and pinned, before it first enters the guest (the VMM
+    /// installs the thread's seccomp filter).
+    public var onStart: (@Sendable () -> Void)?
 
-    public init(cpu: Int? = nil, recorder: ExitRecorder? = nil) {
+    public init(cpu: Int? = nil, recorder: ExitRecorder? = nil, onStart: (@Sendable () -> Void)? = nil) {
         self.cpu = cpu
         self.recorder = recorder
+        self.onStart = onStart
     }
 }
 

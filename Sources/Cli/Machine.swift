@@ -28,10 +28,13 @@ struct Machine {
     /// Builds the VM described by `config` from `prepared` (guest memory loaded, device backends opened);
     /// `stopLatch` hears when the guest stops it. Host failures here are VMM faults (exit code 1, API status
     /// 500); all user-input checks happened before. On failure the loops it started are shut down again.
-    static func build(config: VmConfig, prepared: PreparedPayload, stopLatch: StopLatch) async throws -> Machine {
+    /// `nonisolated(nonsending)`, as are ``start(serialInput:)`` and ``teardown(stdin:)``: they run on the
+    /// caller's executor (the controller's `vmm-main`), never on the requesting task's preferred executor
+    /// (an API request's `vmm-api` loop, whose seccomp filter has no KVM in it) nor the global pool.
+    nonisolated(nonsending) static func build(config: VmConfig, prepared: PreparedPayload, stopLatch: StopLatch) async throws -> Machine {
         let kvm = try Kvm()
         let vm = try Vm(kvm: kvm, memory: prepared.memory, options: VmOptions(pit: prepared.compat.wantsPit))
-        let deviceLoop = try EventLoop(name: "vmm-devices")
+        let deviceLoop = try EventLoop(name: "vmm-devices", onStart: Seccomp.threadStart(.device))
         let controlLoop: EventLoop
         do {
             controlLoop = try EventLoop(name: "vmm-control")
@@ -49,7 +52,7 @@ struct Machine {
         }
     }
 
-    private static func build(config: VmConfig, vm: Vm, prepared: PreparedPayload,
+    nonisolated(nonsending) private static func build(config: VmConfig, vm: Vm, prepared: PreparedPayload,
                               stopLatch: StopLatch, deviceLoop: EventLoop, controlLoop: EventLoop) async throws -> Machine {
         let kvm = vm.kvm
         let memory = prepared.memory, boot = prepared.boot, devices = prepared.devices
@@ -90,7 +93,7 @@ struct Machine {
                 let slot = index + 1
                 let loop: EventLoop
                 if config.placement == .perDevice {
-                    loop = try EventLoop(name: "vmm-\(prepared.name)")
+                    loop = try EventLoop(name: "vmm-\(prepared.name)", onStart: Seccomp.threadStart(.device))
                     extraLoops.append(loop)
                 } else {
                     loop = deviceLoop
@@ -122,8 +125,13 @@ struct Machine {
                 vcpus.append(vcpu)
             }
             let buses = IoBuses(pio: pio, mmio: mmio)
+            // With --handoff task a vCPU thread starts Swift tasks on the global pool, whose worker threads
+            // inherit the filter of the thread that happens to create them: vCPUs keep the process filter.
+            let vcpuStart = config.handoff == .task ? nil : Seccomp.threadStart(.vcpu)
             let manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: buses, stopLatch: stopLatch,
-                                      strategy: config.handoff, emulator: prepared.compat.emulator(for: vm))
+                                      strategy: config.handoff,
+                                      threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
+                                      emulator: prepared.compat.emulator(for: vm))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
                            extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, buses: buses,
                            usesTerminal: devices.usesTerminal)
@@ -146,7 +154,7 @@ struct Machine {
     }
 
     /// Starts the vCPUs and, for `--serial tty`, terminal input (returned, for ``teardown(stdin:)``).
-    func start(serialInput: Bool) async throws -> StdinPump? {
+    nonisolated(nonsending) func start(serialInput: Bool) async throws -> StdinPump? {
         var stdin: StdinPump?
         if usesTerminal { Terminal.enterRawMode() }
         if serialInput, let serial {
@@ -168,7 +176,7 @@ struct Machine {
 
     /// Stops and joins the vCPUs, then tears down terminal input, the virtio devices (logging their
     /// counters), the loops and the terminal, in order.
-    func teardown(stdin: StdinPump?) async {
+    nonisolated(nonsending) func teardown(stdin: StdinPump?) async {
         await manager.stop()
         for (index, stats) in manager.kvmStats().enumerated() {
             switch stats {

@@ -52,6 +52,7 @@ struct VmmOptions: Equatable {
     var handoff = HandoffStrategy.inlineIfIdle
     var testDevice = true
     var apiSocket: ApiSocketOption?
+    var seccomp = SeccompMode.trap
     var showHelp = false
     var showVersion = false
 
@@ -149,6 +150,7 @@ struct VmmOptions: Equatable {
                 options.logFile = path
             case "--handoff": options.handoff = try choice(argument, try take(), expected: "inline, enqueue or task")
             case "--api-socket": options.apiSocket = try ApiSocketOption.parse(try take())
+            case "--seccomp": options.seccomp = try choice(argument, try take(), expected: "true, false or log")
             case "--test-device":
                 let text = try take()
                 switch text {
@@ -212,6 +214,9 @@ let usage = """
                                          KVM's hypercall features hidden from CPUID
                                          (default auto: on when the host needs it; docs/compat.md)
       --handoff inline|enqueue|task      how vCPU threads hand exits to device actors (default inline)
+      --seccomp true|false|log           system-call filters per thread: a call outside its list ends the
+                                         VMM with a message (true, the default), is only logged by the
+                                         kernel (log), or no filters (false); docs/security.md
       -v, -vv, -vvv                      log more (info: boot-progress codes; debug; trace)
       --log-file PATH                    write the log to PATH instead of stderr
       -h, --help                         this text

@@ -26,6 +26,7 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 signal(SIGPIPE, SIG_IGN)
+SignalWatcher.unblockHandledSignals()
 
 if CommandLine.arguments.first?.split(separator: "/").last == "actor-vmm-remote" {
     exit(RemoteCommand.run(Array(CommandLine.arguments.dropFirst())))
@@ -47,6 +48,14 @@ if let logFile = options.logFile {
     Log.setSink(fd: fd)
 }
 
+// The process's seccomp filter goes on before any other thread exists, so every thread starts under it
+// (docs/security.md); vCPU, device and API threads add their own as they start.
+do {
+    try Seccomp.start(options.seccomp)
+} catch {
+    fail("--seccomp \(options.seccomp.rawValue): cannot install the seccomp filter: \(error) (--seccomp false runs without)", code: 1)
+}
+
 // The VMM's own loop runs the lifecycle controller and turns stop signals into a clean stop.
 let exitLatch = StopLatch()
 let mainLoop: EventLoop
@@ -63,6 +72,12 @@ do {
     fail("cannot start the VMM: \(error)", code: 1)
 }
 
+/// Stops the API server (if any) and waits for it: from here on, no request is served.
+func stop(_ server: HttpServer?) {
+    guard let server else { return }
+    blockingWait(on: server.loop) { await server.stop() }
+}
+
 // The API socket is bound before any VM exists (a socket that cannot be served is a bad command line), but
 // served only once a command-line VM is up: early clients wait in the listen backlog instead of seeing it
 // half-booted.
@@ -75,7 +90,7 @@ if let apiSocket = options.apiSocket {
         fail(error.description, code: 2)
     }
     do {
-        let loop = try EventLoop(name: "vmm-api")
+        let loop = try EventLoop(name: "vmm-api", onStart: Seccomp.threadStart(.api))
         let router = ApiRouter(controller: controller, exitLatch: exitLatch)
         apiServer = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
     } catch {
@@ -92,28 +107,35 @@ if options.kernel != nil {
     do {
         prepared = try Payload.prepare(config)
     } catch {
-        await apiServer?.stop()
+        stop(apiServer)
         fail(error.cli, code: 2)
     }
     Log.info("kernel \(config.payload.kernel) loaded (\(prepared.boot.bootProtocol.rawValue)), entry \(hex(prepared.boot.bootState.rip)), \(config.memorySize >> 20) MiB, \(config.bootVcpus) vCPU(s)")
     if let initramfs = prepared.boot.initramfs {
         Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
     }
-    do {
-        try await controller.create(config, prepared: prepared)
-        try await controller.boot()
-    } catch where exitLatch.stopReason == nil {  // (else a signal came first: exit as it says, below)
-        await apiServer?.stop()
+    let failure = blockingWait(on: mainLoop) { () async -> ApiError? in
+        do throws(ApiError) {
+            try await controller.create(config, prepared: prepared)
+            try await controller.boot()
+            return nil
+        } catch {
+            return error
+        }
+    }
+    if let error = failure, exitLatch.stopReason == nil {  // (else a signal came first: exit as it says, below)
+        stop(apiServer)
         fail(error.messages.dropFirst().joined(separator: ": "), code: error.status == .badRequest ? 2 : 1)
-    } catch {}
+    }
 }
 
 if let apiServer, exitLatch.stopReason == nil {
-    do {
-        try await apiServer.start()
-    } catch {
-        await apiServer.stop()
-        fail("cannot start the API server: \(error)", code: 1)
+    let failure = blockingWait(on: mainLoop) { () async -> Errno? in
+        do throws(Errno) { try await apiServer.start(); return nil } catch { return error }
+    }
+    if let failure {
+        stop(apiServer)
+        fail("cannot start the API server: \(failure)", code: 1)
     }
     Log.info("API listening on \(apiServer.listener.path ?? "fd=\(apiServer.listener.fd)")")
 }
@@ -123,7 +145,7 @@ if let apiServer, exitLatch.stopReason == nil {
 // left to `exit`: a request still in flight (say, queued behind vmm.shutdown) may yet resume on them, and
 // a loop that has shut down traps on new work.
 let reason = exitLatch.wait()
-await apiServer?.stop()
+stop(apiServer)
 signals.stop()
 FileOutput.flushAll(timeout: 2)  // guest output still buffered for a slow reader (Outputs.swift)
 Terminal.restore()

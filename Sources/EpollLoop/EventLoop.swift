@@ -55,9 +55,14 @@ public final class EventLoop: SerialExecutor, TaskExecutor, Sendable {
     /// Reserved epoll token for the wake-up eventfd; registrations use ids from 1.
     static let wakeToken: UInt64 = 0
 
-    /// Starts a new loop thread named `name`.
-    public init(name: String) throws(Errno) {
+    /// Runs first on the loop thread, before `init` returns (the VMM installs the thread's seccomp filter).
+    let onStart: (@Sendable () -> Void)?
+
+    /// Starts a new loop thread named `name`. `onStart` runs on that thread, after it is named and before
+    /// any work; `init` returns once it has.
+    public init(name: String, onStart: (@Sendable () -> Void)? = nil) throws(Errno) {
         self.name = name
+        self.onStart = onStart
         epollFD = try syscallValue { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         do {
             wakeFD = try EventFD()
@@ -200,6 +205,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, Sendable {
         loopThreadID.store(UInt(pthread_self()), ordering: .relaxed)
         let threadName = String(name.utf8.prefix(15)) ?? "event-loop"
         _ = ckvm_set_thread_name(threadName)
+        onStart?()
         started.signal()
 
         let capacity = 64

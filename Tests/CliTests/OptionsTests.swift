@@ -29,6 +29,16 @@ import Testing
         #expect(o.serial == .null && o.console == .tty)  // Cloud Hypervisor's defaults
         #expect(o.disks.isEmpty && o.nets.isEmpty && o.rng == nil && o.placement == .shared)
         #expect(o.handoff == .inlineIfIdle && o.testDevice)
+        #expect(o.seccomp == .trap)  // filters on, as Cloud Hypervisor's default
+    }
+
+    @Test func seccompModes() throws {
+        #expect(try VmmOptions.parse(["--kernel", "k", "--seccomp", "false"]).seccomp == .off)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--seccomp=log"]).seccomp == .log)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--seccomp", "true"]).seccomp == .trap)
+        #expect(throws: CliError("--seccomp on: expected true, false or log")) {
+            try VmmOptions.parse(["--kernel", "k", "--seccomp", "on"])
+        }
     }
 
     @Test func sizes() {

@@ -30,16 +30,21 @@ enum Harness {
         let stdout: String
         let stderr: String
         let timedOut: Bool
+        /// The process ended by a signal (`status` is then the signal's number).
+        var uncaughtSignal = false
         var lines: [String] { stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .init(charactersIn: "\r")) } }
     }
 
     /// Runs `path` with `arguments` (and `stdin` as its input), killing it after `timeout` seconds.
     /// `afterStart` may signal it.
     static func run(_ path: String, _ arguments: [String], timeout: Double = 120, stdin: String? = nil,
-                    afterStart: ((Int32) -> Void)? = nil) -> Result {
+                    environment: [String: String] = [:], afterStart: ((Int32) -> Void)? = nil) -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let input = Pipe()
         process.standardInput = stdin == nil ? FileHandle.nullDevice : input
         let out = Pipe(), err = Pipe()
@@ -70,7 +75,8 @@ enum Harness {
         process.waitUntilExit()
         watchdog.cancel()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
-                      stderr: String(decoding: stderrData, as: UTF8.self), timedOut: timedOut)
+                      stderr: String(decoding: stderrData, as: UTF8.self), timedOut: timedOut,
+                      uncaughtSignal: process.terminationReason == .uncaughtSignal)
     }
 
     /// Runs the VMM with the test guest and `tests`, plus extra arguments.

@@ -26,6 +26,10 @@
 #include <unistd.h>
 #include <linux/kvm.h>
 #include <asm/bootparam.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/audit.h>
+#include <sys/prctl.h>
 
 // MARK: ioctl request numbers (macros Swift cannot import)
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -67,6 +71,35 @@ static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
 
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
+
+// MARK: ioctl request numbers of the host side (terminal, pty, TAP, interface set-up), for seccomp filters
+static const unsigned long CKVM_TCGETS = TCGETS, CKVM_TCSETS = TCSETS, CKVM_TCSETSW = TCSETSW, CKVM_TCSETSF = TCSETSF;
+static const unsigned long CKVM_TIOCGWINSZ = TIOCGWINSZ, CKVM_TIOCGPTN = TIOCGPTN, CKVM_TIOCSPTLCK = TIOCSPTLCK;
+static const unsigned long CKVM_FIONBIO = FIONBIO, CKVM_FIOCLEX = FIOCLEX;
+static const unsigned long CKVM_TUNSETIFF = _IOW('T', 202, int), CKVM_TUNSETOFFLOAD = _IOW('T', 208, unsigned int);
+static const unsigned long CKVM_TUNSETVNETHDRSZ = _IOW('T', 216, int), CKVM_TUNGETIFF = _IOR('T', 210, unsigned int);
+static const unsigned long CKVM_SIOCGIFFLAGS = SIOCGIFFLAGS, CKVM_SIOCSIFFLAGS = SIOCSIFFLAGS;
+static const unsigned long CKVM_SIOCSIFADDR = SIOCSIFADDR, CKVM_SIOCSIFNETMASK = SIOCSIFNETMASK;
+
+// MARK: seccomp (classic BPF filters; docs/security.md). Implemented in seccomp.c.
+static const uint32_t CKVM_SECCOMP_RET_KILL_PROCESS = SECCOMP_RET_KILL_PROCESS, CKVM_SECCOMP_RET_TRAP = SECCOMP_RET_TRAP;
+static const uint32_t CKVM_SECCOMP_RET_LOG = SECCOMP_RET_LOG, CKVM_SECCOMP_RET_ALLOW = SECCOMP_RET_ALLOW;
+static const uint32_t CKVM_AUDIT_ARCH_X86_64 = AUDIT_ARCH_X86_64;
+static const unsigned int CKVM_SECCOMP_FILTER_FLAG_TSYNC = SECCOMP_FILTER_FLAG_TSYNC;
+static inline uint32_t ckvm_seccomp_data_nr_offset(void) { return offsetof(struct seccomp_data, nr); }
+static inline uint32_t ckvm_seccomp_data_arch_offset(void) { return offsetof(struct seccomp_data, arch); }
+static inline uint32_t ckvm_seccomp_data_args_offset(void) { return offsetof(struct seccomp_data, args); }
+/// Sets no_new_privs and installs `count` instructions as a seccomp filter on the calling thread (`flags`:
+/// SECCOMP_FILTER_FLAG_TSYNC puts it on every thread of the process). 0 on success, a negated errno value,
+/// or (TSYNC) the positive id of a thread that could not be synchronised.
+int ckvm_seccomp_install(const struct sock_filter *instructions, unsigned short count, unsigned int flags);
+/// Installs the SIGSYS handler that reports a call a filter traps (thread, number, name) on stderr, calls
+/// `before_exit` (which restores the terminal) and ends the process by SIGSYS.
+int ckvm_seccomp_install_reporter(void (*before_exit)(void));
+/// Makes one system call no filter allows (getppid), for the end-to-end tests of the filters.
+long ckvm_seccomp_forbidden_call(void);
+/// The system call's name (x86-64), or NULL when the build host's header does not know it.
+const char *ckvm_syscall_name(long number);
 
 // MARK: ioctl wrappers
 static inline int ckvm_ioctl(int fd, unsigned long request) { return ioctl(fd, request, 0); }

@@ -55,6 +55,16 @@ final class SignalWatcher: Sendable {
     func stop() {
         loop.deregister(registration)
     }
+
+    /// Unblocks, on the calling thread, the signals the VMM handles: SIGINT, SIGTERM, SIGHUP (a clean stop)
+    /// and SIGSYS (the seccomp report). A parent may start `actor-vmm` with them blocked (a test runner's
+    /// thread does); called first thing on the main thread, so every thread made later inherits the mask.
+    static func unblockHandledSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGSYS] { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
 }
 
 /// Async-signal-safe: atomics, a write(2) and alarm(2).

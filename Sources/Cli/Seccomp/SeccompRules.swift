@@ -1,0 +1,169 @@
+import CKvm
+import Glibc
+
+/// The kinds of thread `actor-vmm` runs, each with its own allow-list (docs/security.md).
+///
+/// The process filter (``vmm``'s list merged with every other list) is installed on the main thread before
+/// any other thread exists, so every thread starts under it; threads of the narrower kinds then add their own
+/// filter as they start, and the kernel allows a call only if every filter on the thread does.
+///
+/// To extend a list: add the call (or the ioctl request) to the kind whose threads make it, with a comment
+/// saying what makes it; the process filter follows by itself. `strace -f` on the failing run, or the
+/// `--seccomp` trap message, names the call.
+enum ThreadKind: String, CaseIterable, Sendable {
+    /// main, `vmm-main`, `vmm-control` and the Swift runtime's own threads: the process filter.
+    case vmm
+    /// `vcpu0` … : `KVM_RUN`, and the device handlers an exit runs on the vCPU thread (inline-if-idle).
+    case vcpu
+    /// `vmm-devices` and the per-device loops (`vmm-disk0`, …): virtio I/O, doorbells, interrupts.
+    case device
+    /// `vmm-api`: the REST API's connections.
+    case api
+}
+
+/// The allow-lists, one per thread kind. `pid` is the process's own id: signals may only go to its threads.
+enum SeccompRules {
+    static func rules(for kind: ThreadKind, pid: Int32) -> [SyscallRule] {
+        switch kind {
+        // vCPU rules first: the merged ioctl rule then tests KVM_RUN before any other request.
+        case .vmm: merged([vcpu(pid: pid), device(pid: pid), api(pid: pid), vmm(pid: pid)])
+        case .vcpu: vcpu(pid: pid)
+        case .device: device(pid: pid)
+        case .api: api(pid: pid)
+        }
+    }
+
+    // MARK: - vCPU threads
+
+    /// `KVM_RUN` first: it is the call a vCPU makes most, and a conditional rule is tested in list order.
+    static func vcpu(pid: Int32) -> [SyscallRule] {
+        [.allow(SYS_ioctl, arg: 1, in: [
+            CKVM_RUN,
+            // Device handlers run inline on the vCPU thread: MSI-X routes, and a device's interrupt and
+            // doorbell descriptors released there.
+            CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD,
+            // Where a vCPU stopped (-v) and compatibility mode's instruction emulator (docs/compat.md).
+            CKVM_GET_REGS, CKVM_SET_REGS, CKVM_GET_SREGS, CKVM_SET_SREGS, CKVM_GET_MP_STATE, CKVM_TRANSLATE,
+            CKVM_GET_VCPU_EVENTS, CKVM_SET_VCPU_EVENTS, CKVM_GET_XSAVE, CKVM_SET_XSAVE,
+         ], also: terminalRestore)]
+            + deviceIO + runtime(pid: pid)
+    }
+
+    // MARK: - Device loops
+
+    static func device(pid: Int32) -> [SyscallRule] {
+        [.allow(SYS_epoll_wait), .allow(SYS_epoll_pwait),
+         .allow(SYS_ioctl, arg: 1, in: [CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD], also: terminalRestore)]
+            + deviceIO + runtime(pid: pid)
+    }
+
+    /// What a device does on a loop or inline on a vCPU thread: virtio-blk (`pread`/`pwrite`, FLUSH, DISCARD
+    /// and WRITE_ZEROES), net (TAP read/write), console and rng (read/write), doorbell and interrupt
+    /// eventfds (read/write), fd watches (`epoll_ctl`).
+    static let deviceIO: [SyscallRule] = [
+        .allow(SYS_read), .allow(SYS_readv), .allow(SYS_writev),
+        .allow(SYS_pread64), .allow(SYS_pwrite64), .allow(SYS_preadv), .allow(SYS_pwritev),
+        .allow(SYS_fdatasync), .allow(SYS_fsync),
+        // DISCARD: punch a hole; WRITE_ZEROES: zero a range (both keep the size).
+        .allow(SYS_fallocate, arg: 1, in: [UInt(CKVM_FALLOC_PUNCH_HOLE | CKVM_FALLOC_KEEP_SIZE),
+                                           UInt(CKVM_FALLOC_ZERO_RANGE | CKVM_FALLOC_KEEP_SIZE)]),
+        .allow(SYS_epoll_ctl),
+    ]
+
+    // MARK: - The API thread
+
+    static func api(pid: Int32) -> [SyscallRule] {
+        [.allow(SYS_epoll_wait), .allow(SYS_epoll_pwait), .allow(SYS_epoll_ctl),
+         .allow(SYS_accept), .allow(SYS_accept4), .allow(SYS_read), .allow(SYS_recvfrom), .allow(SYS_sendto),
+         // New connections: close-on-exec and non-blocking.
+         .allow(SYS_fcntl, arg: 1, in: [UInt(F_GETFD), UInt(F_SETFD), UInt(F_GETFL), UInt(F_SETFL)]),
+         // Stopping: the socket file is removed if it is still the one the VMM created.
+         .allow(SYS_newfstatat), .allow(SYS_fstat), .allow(SYS_unlink),
+         .allow(SYS_ioctl, allOf: terminalRestore[0])]
+            + runtime(pid: pid)
+    }
+
+    // MARK: - The VMM's own threads (the process filter adds every list above)
+
+    static func vmm(pid: Int32) -> [SyscallRule] {
+        [.allow(SYS_ioctl, arg: 1, in: [
+            // /dev/kvm, the VM, its vCPUs (Kvm, Vm, Vcpu, CpuSetup) and their statistics.
+            CKVM_GET_API_VERSION, CKVM_CREATE_VM, CKVM_CHECK_EXTENSION, CKVM_GET_VCPU_MMAP_SIZE,
+            CKVM_GET_SUPPORTED_CPUID, CKVM_CREATE_VCPU, CKVM_SET_USER_MEMORY_REGION, CKVM_SET_TSS_ADDR,
+            CKVM_SET_IDENTITY_MAP_ADDR, CKVM_CREATE_IRQCHIP, CKVM_CREATE_PIT2, CKVM_SET_CPUID2, CKVM_SET_MSRS,
+            CKVM_GET_FPU, CKVM_SET_FPU, CKVM_GET_LAPIC, CKVM_SET_LAPIC, CKVM_SET_MP_STATE, CKVM_GET_DEVICE_ATTR,
+            CKVM_GET_STATS_FD,
+            // The terminal (raw mode for tty, isatty), a new pty (--console pty).
+            CKVM_TCGETS, CKVM_TCSETS, CKVM_TCSETSW, CKVM_TCSETSF, CKVM_TIOCGWINSZ, CKVM_TIOCGPTN, CKVM_TIOCSPTLCK,
+            // TAP devices (--net tap=) and their IPv4 set-up, on a socket(AF_INET, SOCK_DGRAM).
+            CKVM_TUNSETIFF, CKVM_TUNGETIFF, CKVM_TUNSETVNETHDRSZ, CKVM_TUNSETOFFLOAD,
+            CKVM_SIOCGIFFLAGS, CKVM_SIOCSIFFLAGS, CKVM_SIOCSIFADDR, CKVM_SIOCSIFNETMASK,
+         ])]
+        + [
+            // Files: kernels, initramfs, disks, rng source, serial/console/log files, /dev/kvm, /dev/net/tun.
+            .allow(SYS_openat), .allow(SYS_newfstatat), .allow(SYS_fstat), .allow(SYS_statx), .allow(SYS_lseek),
+            .allow(SYS_fcntl), .allow(SYS_unlink), .allow(SYS_sysinfo),
+            // The API socket (a stale socket file is probed with connect) and TAP addresses.
+            .allow(SYS_socket, arg: 0, in: [UInt(AF_UNIX), UInt(AF_INET)]),
+            .allow(SYS_bind), .allow(SYS_listen), .allow(SYS_connect), .allow(SYS_getsockopt),
+            // Event loops (epoll, eventfd) and libdispatch's (timerfd).
+            .allow(SYS_epoll_create1), .allow(SYS_eventfd2), .allow(SYS_timerfd_create), .allow(SYS_timerfd_settime),
+            // Threads: loops, vCPUs, the Swift runtime's workers; naming, pinning, priorities, stacking the
+            // narrower filters; the vCPU kick signal.
+            .allow(SYS_clone3), .allow(SYS_clone), .allow(SYS_set_robust_list), .allow(SYS_rseq),
+            .allow(SYS_prctl, arg: 0, in: [UInt(PR_SET_NAME), UInt(PR_GET_NAME), UInt(PR_SET_NO_NEW_PRIVS)]),
+            .allow(SYS_seccomp, arg: 0, in: [UInt(SECCOMP_SET_MODE_FILTER)]),
+            .allow(SYS_sched_getaffinity), .allow(SYS_sched_setaffinity), .allow(SYS_setpriority),
+            .allow(SYS_rt_sigaction), .allow(SYS_sigaltstack),
+            // libdispatch parks the main thread in sigsuspend once the main task has suspended.
+            .allow(SYS_rt_sigsuspend),
+            .allow(SYS_tgkill, arg: 0, in: [UInt(UInt32(bitPattern: pid))]),
+        ]
+    }
+
+    // MARK: - Every thread
+
+    /// What the Swift runtime, glibc and `Log` need on any thread: memory, locks and parking, signal
+    /// returns, time, logging, thread exit; closing a descriptor (an object's deinit may run anywhere);
+    /// the SIGSYS report (`prctl(PR_GET_NAME)`) and a thread ending the process with a fatal signal to itself;
+    /// `alarm` from the stop-signal handler (any thread may take the signal: Signals.swift).
+    static func runtime(pid: Int32) -> [SyscallRule] {
+        [
+            .allow(SYS_futex), .allow(SYS_write), .allow(SYS_close),
+            .allow(SYS_mmap), .allow(SYS_munmap), .allow(SYS_mprotect), .allow(SYS_madvise), .allow(SYS_brk),
+            .allow(SYS_mremap), .allow(SYS_sched_yield), .allow(SYS_rt_sigprocmask), .allow(SYS_rt_sigreturn),
+            .allow(SYS_clock_gettime), .allow(SYS_clock_nanosleep), .allow(SYS_nanosleep), .allow(SYS_gettimeofday),
+            .allow(SYS_getpid), .allow(SYS_gettid), .allow(SYS_getrandom), .allow(SYS_exit), .allow(SYS_exit_group),
+            .allow(SYS_alarm), .allow(SYS_prctl, arg: 0, in: [UInt(PR_GET_NAME)]),
+            SyscallRule(number: SYS_tgkill, alternatives: [SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGSYS].map {
+                [ArgEquals(0, UInt32(bitPattern: pid)), ArgEquals(2, UInt32($0))]
+            }),
+        ]
+    }
+
+    /// `tcsetattr(0, TCSANOW, …)`: the terminal restored by the SIGSYS report and the fatal-signal handlers.
+    static let terminalRestore: [[ArgEquals]] = [[ArgEquals(0, 0), ArgEquals(1, UInt32(CKVM_TCSETS))]]
+
+    /// One rule per call: the union of every list's rules for it, in order of first appearance.
+    static func merged(_ lists: [[SyscallRule]]) -> [SyscallRule] {
+        var result: [SyscallRule] = []
+        var position: [Int32: Int] = [:]
+        for rule in lists.joined() {
+            if let index = position[rule.number] {
+                result[index] = result[index].union(rule)
+            } else {
+                position[rule.number] = result.count
+                result.append(rule)
+            }
+        }
+        return result
+    }
+}
+
+extension SyscallRule {
+    /// An ioctl-style rule: argument `index` in `values`, or any of the `also` alternatives.
+    static func allow(_ number: Int32, arg index: Int, in values: [UInt], also: [[ArgEquals]]) -> Self {
+        let base = allow(number, arg: index, in: values)
+        return Self(number: base.number, alternatives: base.alternatives + also)
+    }
+}
