@@ -167,3 +167,32 @@ extension VirtioPciDevice {
     /// The net backend's count of bad receive buffers.
     func assumeIsolatedRxBadBuffers() -> UInt64 { (backend as? NetBackend)?.rxBadBuffers ?? 0 }
 }
+
+@Suite struct ReceiveNotificationTests {
+    /// With EVENT_IDX, a receive queue that runs dry asks the driver to notify when it posts more
+    /// (`avail_event` = what the device has seen); otherwise a driver that follows `avail_event` never
+    /// rings again and receive stops for good.
+    @Test func dryReceiveQueueAsksForANotification() async throws {
+        let loop = try EventLoop(name: "t-net-evidx")
+        defer { loop.shutdown() }
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        let memory = testMemory()
+        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], ipv4: nil)
+        let (device, msi) = try makeDevice(NetBackend(NetBackend.Opened(fd: pair[0], interfaceName: "fake", options: options)),
+                                           memory: memory, loop: loop)
+        var driver = VirtioDriver(device: device, memory: memory, msi: msi)
+        #expect(await driver.initialize(features: 1 << 29, queueCount: 2) == 0xF)  // EVENT_IDX
+        for _ in 0..<3 { driver.queues[0].post([(driver.queues[0].allocate(1526), 1526, true)]) }
+        for marker: UInt8 in [1, 2, 3, 4] {
+            let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: 60)
+            _ = frame.withUnsafeBytes { send(pair[1], $0.baseAddress, $0.count, 0) }
+        }
+        await driver.kick(0)
+        #expect(driver.queues[0].takeUsed().count == 3)
+        let q = driver.queues[0]
+        let availEvent: UInt16 = try memory.read(at: GuestAddress(q.used.rawValue + 4 + 8 * UInt64(q.size)))
+        #expect(availEvent == 3)
+    }
+}

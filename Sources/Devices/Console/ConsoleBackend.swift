@@ -94,6 +94,7 @@ public final class ConsoleBackend: VirtioBackend {
         while budget > 0 {
             budget -= 1
             guard let chain = device.popRequest(queue: Self.receiveQueue) else {
+                if device.awaitBuffers(queue: Self.receiveQueue) { continue }
                 input?.stop(device: device)  // no buffer: watched again when the guest posts some
                 break
             }

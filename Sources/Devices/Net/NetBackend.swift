@@ -158,6 +158,10 @@ public final class NetBackend: VirtioBackend {
                 pendingLength = n
             }
             guard let chain = device.popRequest(queue: Self.receiveQueue) else {
+                if device.awaitBuffers(queue: Self.receiveQueue) {
+                    budget -= 1  // (bounded: a guest posting only bad buffers cannot keep this loop)
+                    continue
+                }
                 tap.stop(device: device)  // back-pressure: watched again when the guest posts buffers
                 break
             }

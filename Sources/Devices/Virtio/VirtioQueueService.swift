@@ -57,8 +57,8 @@ extension VirtioPciDevice {
             while let chain = popRequest(queue: index, budget: &budget) {
                 guard serve(chain) else { break serving }
             }
-            if budget == 0 {
-                if hasPendingRequests(queue: index) { yieldTurn(queue: index) }
+            if budget == 0 && hasPendingRequests(queue: index) {
+                yieldTurn(queue: index)
                 break serving
             }
             requestNotification(queue: index)
@@ -113,7 +113,15 @@ extension VirtioPciDevice {
 
     /// Asks the driver (EVENT_IDX) to notify again when it adds requests to queue `index`.
     public func requestNotification(queue index: Int) {
+        guard canDMA else { return }
         queues[index].requestNotification(memory: memory)
+    }
+
+    /// For a receive queue that ran dry: asks the driver to notify when it posts buffers (EVENT_IDX), then
+    /// looks once more. True if buffers arrived meanwhile (go on); false to wait for the doorbell.
+    public func awaitBuffers(queue index: Int) -> Bool {
+        requestNotification(queue: index)
+        return hasPendingRequests(queue: index)
     }
 
     /// True if queue `index` has requests we have not popped.
