@@ -48,20 +48,26 @@ public struct LogRateLimiter: Sendable {
 }
 
 extension Log {
-    /// A warning caused by the guest, written through `limiter`: `source: message`, preceded by a summary
-    /// of what the limiter suppressed since the last line it let through.
+    /// A line caused by the guest, written through `limiter`: `source: message`, preceded by a summary of
+    /// what the limiter suppressed since the last line it let through. The limiter counts whether or not
+    /// `level` is enabled, so what it suppresses does not depend on `-v`.
+    public static func guest(_ level: Level, _ limiter: inout LogRateLimiter, source: String,
+                             _ message: @autoclosure () -> String) {
+        let (allowed, suppressed) = limiter.admit(now: monotonicNanoseconds())
+        guard allowed, enabled(level) else { return }
+        if suppressed > 0 { write(level, "\(source): \(suppressed) similar guest-caused messages suppressed") }
+        write(level, "\(source): \(message())")
+    }
+
+    /// ``guest(_:_:source:_:)`` at warning level.
     public static func guestWarning(_ limiter: inout LogRateLimiter, source: String,
                                     _ message: @autoclosure () -> String) {
-        guard enabled(.warning) else { return }
-        let (allowed, suppressed) = limiter.admit(now: monotonicNanoseconds())
-        guard allowed else { return }
-        if suppressed > 0 { warning("\(source): \(suppressed) similar guest-caused warnings suppressed") }
-        warning("\(source): \(message())")
+        guest(.warning, &limiter, source: source, message())
     }
 
     /// Reports what `limiter` suppressed since its last line, if anything (at device reset or stop).
-    public static func flushSuppressed(_ limiter: inout LogRateLimiter, source: String) {
+    public static func flushSuppressed(_ limiter: inout LogRateLimiter, source: String, level: Level = .warning) {
         let suppressed = limiter.flush()
-        if suppressed > 0 { warning("\(source): \(suppressed) similar guest-caused warnings suppressed") }
+        if suppressed > 0 { write(level, "\(source): \(suppressed) similar guest-caused messages suppressed") }
     }
 }

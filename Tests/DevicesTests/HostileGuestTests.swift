@@ -53,6 +53,17 @@ import Testing
         #expect(limiter.totalSuppressed >= 160 - UInt64(limiter.linesPerWindow))
     }
 
+    /// Port 0x80 codes are remembered (up to `keep`) but logged at most 20 a second.
+    @Test func debugPortLinesAreRateLimited() async throws {
+        let loop = try EventLoop(name: "t-port80")
+        defer { loop.shutdown() }
+        let port = DebugPort(loop: loop)
+        for code in 0..<100 { await port.write(offset: 0, width: 1, value: UInt64(code)) }
+        #expect(await port.codes.count == 100)
+        let limiter = await port.logLimiter
+        #expect(limiter.totalSuppressed >= 80)
+    }
+
     @Test func rateLimiterAllowsABurstPerWindowAndReportsTheRest() {
         var limiter = LogRateLimiter(linesPerWindow: 3, window: .seconds(1))
         let second: UInt64 = 1_000_000_000

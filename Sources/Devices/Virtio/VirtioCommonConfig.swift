@@ -100,7 +100,7 @@ extension VirtioPciDevice {
             // FEATURES_OK sticks only for a subset of what we offered, including VERSION_1.
             let valid = acceptedFeatures & ~offeredFeatures == 0 && acceptedFeatures & VirtioFeature.version1 != 0
             if !valid {
-                Log.info("\(name): driver features \(hex(acceptedFeatures)) refused (offered \(hex(offeredFeatures)))")
+                Log.guest(.info, &guestLog, source: name, "driver features \(hex(acceptedFeatures)) refused (offered \(hex(offeredFeatures)))")
                 accepted &= ~Self.featuresOK
             }
         }
