@@ -2,6 +2,7 @@ import ActorVmm
 @testable import Devices
 import EpollLoop
 import Glibc
+import Synchronization
 import Testing
 
 /// What a hostile or broken driver can do to the virtio transport (issue 12, items 2–5 and 7), without KVM.
@@ -162,4 +163,90 @@ extension VirtioPciDevice {
         }
         return (served, queue)
     }
+}
+
+/// Two devices on one loop: a guest that keeps device A's queue full does not starve device B.
+@Suite struct SharedLoopFairnessTests {
+    /// Device A's "guest" adds a new request for each one served, 5,000 times; B's doorbell rings while A is
+    /// in its first turn. B is served after at most a few of A's turns, not after all of A's requests.
+    @Test func aGreedyQueueDoesNotStarveAnotherDeviceOnTheSameLoop() async throws {
+        let loop = try EventLoop(name: "t-fair")
+        defer { loop.shutdown() }
+        let memoryA = testMemory(), memoryB = testMemory()
+        let servedByA = SharedCount(0), servedByAWhenBRan = SharedCount(-1)
+        let (deviceB, msiB) = try makeDevice(ProbeBackend(observed: servedByA, record: servedByAWhenBRan), memory: memoryB, loop: loop)
+        var driverB = VirtioDriver(device: deviceB, memory: memoryB, msi: msiB)
+        await driverB.initialize(queueCount: 1)
+        driverB.queues[0].post([(driverB.queues[0].allocate(8), 8, true)])
+        let greedy = GreedyBackend(queue: MockQueue(memory: memoryA, size: 16, base: 0x100000), total: 5000, served: servedByA, doorbellOfB: deviceB.notifyFDs[0])
+        let (deviceA, msiA) = try makeDevice(greedy, memory: memoryA, loop: loop)
+        var driverA = VirtioDriver(device: deviceA, memory: memoryA, msi: msiA)
+        await driverA.initialize(queueCount: 1)  // rings at the same place as the backend's MockQueue
+        try await deviceA.watchDoorbells()
+        try await deviceB.watchDoorbells()
+        EventFD.signalRaw(deviceA.notifyFDs[0])
+        for _ in 0..<2000 where servedByA.value.load(ordering: .relaxed) < 5000 || servedByAWhenBRan.value.load(ordering: .relaxed) < 0 {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(servedByA.value.load(ordering: .relaxed) == 5000)
+        let whenB = servedByAWhenBRan.value.load(ordering: .relaxed)
+        #expect(whenB >= 1 && whenB <= 4 * 16, "B ran after A served \(whenB) requests")
+        #expect(await deviceA.drainYields > 100)
+    }
+}
+
+/// A backend whose "guest" publishes a new request each time one is served, until `total` were served; at
+/// the first one it rings another device's doorbell.
+final class GreedyBackend: VirtioBackend {
+    let deviceType = VirtioDeviceType.entropy, queueCount = 1, deviceFeatures: UInt64 = 0, configSize = 0
+    var queue: MockQueue
+    let total: Int
+    let served: SharedCount
+    let doorbellOfB: Int32
+    var posted = 0
+
+    init(queue: MockQueue, total: Int, served: SharedCount, doorbellOfB: Int32) {
+        self.queue = queue; self.total = total; self.served = served; self.doorbellOfB = doorbellOfB
+    }
+    func readConfig(offset: Int, width: Int) -> UInt64 { 0 }
+    func activate(device: isolated VirtioPciDevice) throws(VirtioError) {}
+    func reset(device: isolated VirtioPciDevice) {}
+
+    func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
+        while posted < 16 { post() }  // the guest's first batch
+        device.drain(queue: 0) { chain in
+            device.complete(chain, queue: 0, written: 0)
+            if served.value.add(1, ordering: .relaxed).newValue == 1 { EventFD.signalRaw(doorbellOfB) }
+            if posted < total { post() }
+            return true
+        }
+    }
+
+    private func post() {
+        queue.post([(GuestAddress(0x8000), 8, true)])
+        posted += 1
+    }
+}
+
+/// A backend that records `observed` when its queue is served, and completes the requests.
+final class ProbeBackend: VirtioBackend {
+    let deviceType = VirtioDeviceType.entropy, queueCount = 1, deviceFeatures: UInt64 = 0, configSize = 0
+    let observed: SharedCount, record: SharedCount
+    init(observed: SharedCount, record: SharedCount) { self.observed = observed; self.record = record }
+    func readConfig(offset: Int, width: Int) -> UInt64 { 0 }
+    func activate(device: isolated VirtioPciDevice) throws(VirtioError) {}
+    func reset(device: isolated VirtioPciDevice) {}
+    func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
+        device.drain(queue: 0) { chain in
+            record.value.store(observed.value.load(ordering: .relaxed), ordering: .relaxed)
+            device.complete(chain, queue: 0, written: 0)
+            return true
+        }
+    }
+}
+
+/// An atomic counter shared between a test and the backends it hands to devices.
+final class SharedCount: Sendable {
+    let value: Atomic<Int>
+    init(_ initial: Int) { value = Atomic(initial) }
 }
