@@ -114,6 +114,53 @@ final class TestThread: Sendable {
             for (i, b) in data.enumerated() { page.storeBytes(of: b, toByteOffset: 1024 + i, as: UInt8.self) }
         }
         func data(_ n: Int) -> [UInt8] { (0..<n).map { page.load(fromByteOffset: 1024 + $0, as: UInt8.self) } }
+
+        func mmio(address: UInt64, write: Bool, length: UInt32, data: [UInt8]) {
+            run.pointee.exit_reason = UInt32(KVM_EXIT_MMIO)
+            run.pointee.mmio.phys_addr = address
+            run.pointee.mmio.len = length
+            run.pointee.mmio.is_write = write ? 1 : 0
+            withUnsafeMutableBytes(of: &run.pointee.mmio.data) { bytes in
+                for i in 0..<8 { bytes[i] = i < data.count ? data[i] : 0 }
+            }
+        }
+        var mmioData: [UInt8] { withUnsafeBytes(of: run.pointee.mmio.data) { Array($0) } }
+    }
+
+    /// Records every access; reads return 0x80 + the offset in every byte.
+    final class RecordingDevice: RawBusDevice {
+        let log = Mutex<[(offset: UInt64, width: Int, value: UInt64?)]>([])
+        func read(offset: UInt64, width: Int) -> UInt64 {
+            log.withLock { $0.append((offset, width, nil)) }
+            return (0..<width).reduce(0) { $0 | (0x80 + offset) << (8 * UInt64($1)) }
+        }
+        func write(offset: UInt64, width: Int, value: UInt64) { log.withLock { $0.append((offset, width, value)) } }
+    }
+
+    /// An MMIO access KVM split at a page boundary (3 or 7 bytes, say) is done as naturally aligned 1-,
+    /// 2- and 4-byte pieces, in address order, and the VM goes on.
+    @Test func oddLengthMmioIsSplitIntoAlignedPieces() throws {
+        let device = RecordingDevice()
+        let buses = IoBuses(mmio: try Bus().inserting(name: "rec", base: 0x1000, size: 0x10, .raw(device)))
+        let fake = FakeRun()
+        let handoff = ExitHandoff()
+        fake.mmio(address: 0x1001, write: true, length: 7, data: [1, 2, 3, 4, 5, 6, 7])
+        #expect(handleExit(fake.run, runSize: fake.size, buses: buses, handoff: handoff, rip: { 0 }) == .resume)
+        fake.mmio(address: 0x1000, write: false, length: 3, data: [])
+        #expect(handleExit(fake.run, runSize: fake.size, buses: buses, handoff: handoff, rip: { 0 }) == .resume)
+        #expect(Array(fake.mmioData.prefix(3)) == [0x80, 0x80, 0x82])
+        // Five bytes at 0x100E: two in the device, three past its end (unclaimed: all-ones, no call).
+        fake.mmio(address: 0x100E, write: false, length: 5, data: [])
+        #expect(handleExit(fake.run, runSize: fake.size, buses: buses, handoff: handoff, rip: { 0 }) == .resume)
+        #expect(Array(fake.mmioData.prefix(5)) == [0x8E, 0x8E, 0xFF, 0xFF, 0xFF])
+        let log = device.log.withLock { $0 }
+        #expect(log.map { $0.offset } == [1, 2, 4, 0, 2, 0xE])
+        #expect(log.map { $0.width } == [1, 2, 4, 2, 1, 2])
+        #expect(log.map { $0.value } == [0x01, 0x0302, 0x0706_0504, nil, nil, nil])
+        // Lengths KVM never produces still stop the VM.
+        fake.mmio(address: 0x1000, write: true, length: 9, data: [])
+        #expect(handleExit(fake.run, runSize: fake.size, buses: buses, handoff: handoff, rip: { 5 })
+                == .stop(.unhandledExit(reason: "KVM_EXIT_MMIO with length 9", rip: 5)))
     }
 
     @Test func pioInOutAndStringOps() throws {

@@ -44,7 +44,8 @@ import Testing
         try queue.complete(chain, written: 8, memory: memory)
     }
 
-    /// Hostile chains fail that request with a specific error and never touch memory outside RAM.
+    /// Hostile chains are rejected (with their head, to be returned unused) with a specific error and never
+    /// touch memory outside RAM.
     @Test func hostileChainsAreRejected() throws {
         let memory = testMemory()
         func attempt(_ build: (inout MockQueue) -> Void, indirect: Bool = true) -> QueueError? {
@@ -54,6 +55,10 @@ import Testing
             do {
                 _ = try queue.pop(memory: memory)?.head
                 return nil
+            } catch .rejectedChain(let head, let reason) {
+                // A malformed chain is consumed and named by its head, so the device can return it unused.
+                #expect(head == 0 && queue.nextAvailable == 1)
+                return reason
             } catch {
                 return error
             }
@@ -64,8 +69,9 @@ import Testing
             d.writeDescriptor(1, address: 0x8000, length: 8, flags: 1, next: 0)
             d.publish(head: 0)
         } == .chainTooLong)
-        // Head index past the queue.
-        #expect(attempt { d in d.publish(head: 99) } == .descriptorIndexOutOfRange(99))
+        // Head index past the queue: no request can be returned, the ring is broken.
+        #expect(attempt { d in d.publish(head: 99) } == .headOutOfRange(99))
+        #expect(QueueError.headOutOfRange(99).breaksTheRing)
         // `next` past the queue.
         #expect(attempt { d in
             d.writeDescriptor(0, address: 0x8000, length: 8, flags: 1, next: 40)

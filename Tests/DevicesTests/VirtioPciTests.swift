@@ -36,7 +36,7 @@ final class TempFile {
         #expect(await device.configRead(offset: 0x08, width: 1) == 1)  // revision 1: modern only
         #expect(await device.configRead(offset: 0x06, width: 2) & 0x10 != 0)  // capabilities list
         #expect(await device.configRead(offset: 0x3D, width: 1) == 0)  // no INTx pin
-        // Walk the capability list: MSI-X then common, notify, ISR, device.
+        // Walk the capability list: MSI-X then common, notify, ISR, device, PCI configuration access.
         var caps: [(UInt64, UInt64)] = []
         var pointer = await device.configRead(offset: 0x34, width: 1)
         while pointer != 0 && caps.count < 10 {
@@ -45,8 +45,8 @@ final class TempFile {
             caps.append((id, type))
             pointer = await device.configRead(offset: pointer + 1, width: 1)
         }
-        #expect(caps.map { $0.0 } == [0x11, 9, 9, 9, 9])
-        #expect(caps.map { $0.1 } == [0, 1, 2, 3, 4])
+        #expect(caps.map { $0.0 } == [0x11, 9, 9, 9, 9, 9])
+        #expect(caps.map { $0.1 } == [0, 1, 2, 3, 4, 5])
         #expect(await device.configRead(offset: 0x42, width: 2) & 0x7FF == 1)  // 2 vectors
         #expect(await device.configRead(offset: 0x44, width: 4) == 0x4000)     // table at BAR0 + 0x4000
         #expect(await device.configRead(offset: 0x6C, width: 4) == 4)          // notify_off_multiplier

@@ -21,16 +21,21 @@ public final class BlockBackend: VirtioBackend {
     }
 
     // Feature bits (§5.2.3).
-    static let featureSegMax: UInt64 = 1 << 2, featureRO: UInt64 = 1 << 5, featureBlkSize: UInt64 = 1 << 6
+    static let featureSizeMax: UInt64 = 1 << 1, featureSegMax: UInt64 = 1 << 2, featureRO: UInt64 = 1 << 5, featureBlkSize: UInt64 = 1 << 6
     static let featureFlush: UInt64 = 1 << 9, featureDiscard: UInt64 = 1 << 13, featureWriteZeroes: UInt64 = 1 << 14
     // Request types and status values (§5.2.6).
     static let typeIn: UInt32 = 0, typeOut: UInt32 = 1, typeFlush: UInt32 = 4, typeGetID: UInt32 = 8
     static let typeDiscard: UInt32 = 11, typeWriteZeroes: UInt32 = 13
     static let statusOK: UInt8 = 0, statusIOErr: UInt8 = 1, statusUnsupported: UInt8 = 2
     public static let sectorSize: UInt64 = 512
-    static let segMax: UInt32 = 126
+    /// What the config announces, so that the driver never builds a request over `maxRequestBytes`:
+    /// at most `segMax` data segments (header and status not counted, as Linux reads it) of at most
+    /// `sizeMax` bytes each — 126 × 128 KiB = 15.75 MiB.
+    static let segMax: UInt32 = 126, sizeMax: UInt32 = 128 << 10
     /// Largest data transfer per request (bounds the bounce buffer and one request's time on the loop).
     static let maxRequestBytes = 16 << 20
+    /// DISCARD / WRITE_ZEROES segment flags (§5.2.6): bit 0 is `unmap`; every other bit is unknown.
+    static let flagUnmap: UInt32 = 1
     static let maxDiscardSectors: UInt32 = 1 << 22, maxDiscardSegments: UInt32 = 16
 
     public let deviceType = VirtioDeviceType.block
@@ -42,7 +47,7 @@ public final class BlockBackend: VirtioBackend {
     let idBytes: [UInt8]
 
     public var deviceFeatures: UInt64 {
-        var features = Self.featureSegMax | Self.featureBlkSize | Self.featureFlush
+        var features = Self.featureSizeMax | Self.featureSegMax | Self.featureBlkSize | Self.featureFlush
         features |= options.readonly ? Self.featureRO : Self.featureDiscard | Self.featureWriteZeroes
         return features
     }
@@ -90,7 +95,7 @@ public final class BlockBackend: VirtioBackend {
     public func readConfig(offset: Int, width: Int) -> UInt64 {
         var c: [UInt8] = []
         appendLE(&c, capacitySectors)         // 0 capacity
-        appendLE(&c, UInt32(0))               // 8 size_max (not offered)
+        appendLE(&c, Self.sizeMax)            // 8 size_max
         appendLE(&c, Self.segMax)             // 12 seg_max
         appendLE(&c, UInt32(0))               // 16 geometry
         appendLE(&c, UInt32(Self.sectorSize)) // 20 blk_size
@@ -214,20 +219,28 @@ public final class BlockBackend: VirtioBackend {
         return true
     }
 
-    /// DISCARD and WRITE_ZEROES: 16-byte segments { sector: le64, num_sectors: le32, flags: le32 }.
+    /// DISCARD and WRITE_ZEROES: 16-byte segments { sector: le64, num_sectors: le32, flags: le32 }. Every
+    /// segment is checked before any is carried out (§5.2.6.2): an unknown flag, or `unmap` on a discard,
+    /// is UNSUPP; more segments or sectors than the config announces, or a range past the capacity, IOERR.
     func discardOrZero(_ chain: borrowing DescriptorChain, zero: Bool, memory: GuestMemory) -> UInt8 {
         let length = chain.readableLength - 16
         guard length > 0, length % 16 == 0, length / 16 <= Int(Self.maxDiscardSegments),
-              let segments = try? chain.readBytes(offset: 16, count: length, memory: memory) else {
+              let bytes = try? chain.readBytes(offset: 16, count: length, memory: memory) else {
             return Self.statusIOErr
         }
-        for index in 0..<(length / 16) {
-            let sector = readLE(segments, offset: index * 16, width: 8)
-            let count = readLE(segments, offset: index * 16 + 8, width: 4)
-            let unmap = readLE(segments, offset: index * 16 + 12, width: 4) & 1 != 0
-            guard count <= UInt64(Self.maxDiscardSectors), checkRange(sector: sector, bytes: 0),
-                  sector + count <= capacitySectors else { return Self.statusIOErr }
-            let start = Int64(sector * Self.sectorSize), bytes = Int64(count * Self.sectorSize)
+        let segments = (0..<(length / 16)).map { index in
+            (sector: readLE(bytes, offset: index * 16, width: 8), count: readLE(bytes, offset: index * 16 + 8, width: 4),
+             flags: UInt32(readLE(bytes, offset: index * 16 + 12, width: 4)))
+        }
+        let allowedFlags = zero ? Self.flagUnmap : 0
+        if segments.contains(where: { $0.flags & ~allowedFlags != 0 }) { return Self.statusUnsupported }
+        for segment in segments {
+            guard segment.count <= UInt64(Self.maxDiscardSectors), segment.sector <= capacitySectors,
+                  segment.sector + segment.count <= capacitySectors else { return Self.statusIOErr }
+        }
+        for segment in segments {
+            let start = Int64(segment.sector * Self.sectorSize), bytes = Int64(segment.count * Self.sectorSize)
+            let unmap = segment.flags & Self.flagUnmap != 0
             let mode = (zero && !unmap) ? CKVM_FALLOC_ZERO_RANGE | CKVM_FALLOC_KEEP_SIZE : CKVM_FALLOC_PUNCH_HOLE | CKVM_FALLOC_KEEP_SIZE
             if ckvm_fallocate(fd, mode, start, bytes) != 0 {
                 // Discard is a hint: a file system without hole punching may ignore it. Zeroing is not.

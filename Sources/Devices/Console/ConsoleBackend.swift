@@ -9,6 +9,7 @@ import Glibc
 /// waits in the host's terminal or pty) and watches it again when the guest posts buffers.
 public final class ConsoleBackend: VirtioBackend {
     static let receiveQueue = 0, transmitQueue = 1
+    /// The largest piece handed to the output at once.
     static let maxTransmit = 64 * 1024
 
     public let deviceType = VirtioDeviceType.console
@@ -47,20 +48,32 @@ public final class ConsoleBackend: VirtioBackend {
     public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
         if index == Self.transmitQueue {
             device.drain(queue: Self.transmitQueue) { chain in
-                let length = min(chain.readableLength, Self.maxTransmit)
-                if let bytes = try? chain.readBytes(count: length, memory: device.memory) {
-                    bytes.withUnsafeBytes { output.write($0) }
-                    bytesOut &+= UInt64(bytes.count)
-                    device.countRead(bytes.count)
-                } else {
-                    device.countError()
-                }
+                transmit(chain, device: device)
                 device.complete(chain, queue: Self.transmitQueue, written: 0)
                 return true
             }
         } else {
             watchInput(device: device)  // the guest posted receive buffers
             receive(device: device)
+        }
+    }
+
+    /// Writes every readable byte of `chain` to the output, straight from guest memory, in pieces of at
+    /// most `maxTransmit` bytes (nothing is cut: a buffer of any length goes out whole).
+    private func transmit(_ chain: borrowing DescriptorChain, device: isolated VirtioPciDevice) {
+        for buffer in chain.readable {
+            var done = 0
+            while done < Int(buffer.length) {
+                let count = min(Int(buffer.length) - done, Self.maxTransmit)
+                let at = GuestAddress(buffer.address.rawValue + UInt64(done))
+                guard (try? device.memory.withHostBytes(at: at, count: count, { output.write(UnsafeRawBufferPointer($0)) })) != nil else {
+                    device.countError()  // validated at pop, so only a guest that changed its memory map
+                    return
+                }
+                done += count
+                bytesOut &+= UInt64(count)
+                device.countRead(count)
+            }
         }
     }
 
@@ -73,14 +86,23 @@ public final class ConsoleBackend: VirtioBackend {
         input?.start(device: device)
     }
 
-    /// Moves pending input into receive buffers until either runs out.
+    /// Moves pending input into receive buffers until either runs out, or the turn's cap (the queue size)
+    /// is reached: then the rest waits for the next turn (the input stays readable).
     private func receive(device: isolated VirtioPciDevice) {
         guard let inputFD, input?.isWatching == true else { return }
-        var delivered = false
-        while true {
+        var budget = device.queueSize(Self.receiveQueue)
+        while budget > 0 {
+            budget -= 1
             guard let chain = device.popRequest(queue: Self.receiveQueue) else {
+                if device.awaitBuffers(queue: Self.receiveQueue) { continue }
                 input?.stop(device: device)  // no buffer: watched again when the guest posts some
                 break
+            }
+            guard chain.readable.isEmpty, chain.writableLength > 0 else {
+                // Not a receive buffer (read-only or empty): the driver's fault; give it back unused and go on.
+                device.countError()
+                device.complete(chain, queue: Self.receiveQueue, written: 0)
+                continue
             }
             var buffer = [UInt8](repeating: 0, count: min(chain.writableLength, 4096))
             let n = buffer.withUnsafeMutableBytes { read(inputFD, $0.baseAddress, $0.count) }
@@ -95,8 +117,7 @@ public final class ConsoleBackend: VirtioBackend {
             }
             let written = (try? chain.writeBytes(Array(buffer[0..<n]), memory: device.memory)) ?? 0
             device.complete(chain, queue: Self.receiveQueue, written: UInt32(written))
-            delivered = true
         }
-        if delivered { device.interruptIfNeeded(queue: Self.receiveQueue) }
+        device.interruptIfNeeded(queue: Self.receiveQueue)
     }
 }

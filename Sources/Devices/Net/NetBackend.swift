@@ -8,7 +8,8 @@ import Glibc
 /// Both directions run on the device's loop. Transmit: each request (a 12-byte `virtio_net_hdr` plus the
 /// frame) is written to the TAP as is (the TAP was opened with IFF_VNET_HDR). Receive: when the TAP is
 /// readable, frames go into the guest's posted buffers; with no buffer posted the device stops reading the
-/// TAP (frames wait in the kernel's TAP queue, which counts its own drops) until the guest posts more.
+/// TAP (frames wait in the kernel's TAP queue, which counts its own drops) until the guest posts more; a
+/// buffer that cannot take the next frame is returned unused and the frame goes to the next buffer.
 public final class NetBackend: VirtioBackend {
     public struct Options: Sendable, Equatable {
         /// The TAP's name; nil: the VMM creates one (``TapDevice/nameTemplate``).
@@ -42,6 +43,10 @@ public final class NetBackend: VirtioBackend {
     var tap: HostWatch
     var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
     public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
+    /// Receive buffers returned unused because they were read-only or too small for the frame.
+    public private(set) var rxBadBuffers: UInt64 = 0
+    /// Bytes of a frame read from the TAP and not yet delivered (0: none).
+    var pendingLength = 0
 
     /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``). Dropping it
     /// without building a backend closes the TAP (and removes one the VMM created).
@@ -79,6 +84,7 @@ public final class NetBackend: VirtioBackend {
 
     public func reset(device: isolated VirtioPciDevice) {
         tap.stop(device: device)
+        pendingLength = 0
     }
 
     public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
@@ -119,31 +125,50 @@ public final class NetBackend: VirtioBackend {
         }
     }
 
+    /// Moves frames from the TAP into receive buffers. A frame is read into `frame` first and stays there
+    /// until a buffer takes it, so a bad buffer — read-only, or too small for the frame — costs the driver
+    /// that buffer (returned used with length 0, counted in `rxBadBuffers`), not the frame and not the
+    /// queue. At most the queue size of buffers per turn; the rest is re-queued (see ``VirtioPciDevice/yieldTurn(queue:)``).
     private func receive(device: isolated VirtioPciDevice) {
         guard tap.isWatching else { return }
-        var delivered = false
+        var budget = device.queueSize(Self.receiveQueue)
         while true {
+            guard budget > 0 else {
+                device.yieldTurn(queue: Self.receiveQueue)
+                break
+            }
+            if pendingLength == 0 {
+                let n = frame.withUnsafeMutableBytes { read(tapFD, $0.baseAddress, $0.count) }
+                guard n > 0 else { break }  // EAGAIN: nothing more to read
+                guard n >= Self.headerSize else {
+                    rxDropped &+= 1  // not even a header: the host side's fault, dropped and counted
+                    device.countDropped()
+                    budget -= 1
+                    continue
+                }
+                pendingLength = n
+            }
             guard let chain = device.popRequest(queue: Self.receiveQueue) else {
+                if device.awaitBuffers(queue: Self.receiveQueue) {
+                    budget -= 1  // (bounded: a guest posting only bad buffers cannot keep this loop)
+                    continue
+                }
                 tap.stop(device: device)  // back-pressure: watched again when the guest posts buffers
                 break
             }
-            let n = frame.withUnsafeMutableBytes { read(tapFD, $0.baseAddress, $0.count) }
-            guard n > 0 else {
-                device.putBack(chain, queue: Self.receiveQueue)
-                break  // EAGAIN: nothing more to read
-            }
-            guard n >= Self.headerSize, n <= chain.writableLength else {
-                rxDropped &+= 1  // does not fit the guest's buffer
-                device.countDropped()
-                device.putBack(chain, queue: Self.receiveQueue)
+            budget -= 1
+            guard chain.readable.isEmpty, pendingLength <= chain.writableLength else {
+                rxBadBuffers &+= 1
+                device.countError()
+                device.complete(chain, queue: Self.receiveQueue, written: 0)
                 continue
             }
             frame[10] = 1; frame[11] = 0  // num_buffers = 1 (no MRG_RXBUF)
-            let written = (try? chain.writeBytes(Array(frame[0..<n]), memory: device.memory)) ?? 0
+            let written = (try? chain.writeBytes(Array(frame[0..<pendingLength]), memory: device.memory)) ?? 0
             device.complete(chain, queue: Self.receiveQueue, written: UInt32(written))
+            pendingLength = 0
             rxFrames &+= 1
-            delivered = true
         }
-        if delivered { device.interruptIfNeeded(queue: Self.receiveQueue) }
+        device.interruptIfNeeded(queue: Self.receiveQueue)
     }
 }

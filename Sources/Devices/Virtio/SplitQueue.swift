@@ -6,7 +6,7 @@ import ActorVmm
 /// from the available ring and returns them on the used ring. The queue never owns guest memory: every method
 /// takes the `GuestMemory` it reads, and every guest-controlled value is validated before use — indices
 /// against the size, buffers against RAM, chains against loops — so a hostile driver can fail its own
-/// requests or break its own queue, never the VMM.
+/// requests (they come back unused) or break its own queue, never the VMM.
 ///
 /// Layout (§2.7, "Alignment": table 16, available ring 2, used ring 4):
 /// ```
@@ -66,7 +66,9 @@ public struct SplitQueue: Sendable {
 
     // MARK: - Available ring
 
-    /// Pops the next request, or returns nil when the driver has published nothing new.
+    /// Pops the next request, or returns nil when the driver has published nothing new. A malformed chain
+    /// is consumed and thrown as ``QueueError/rejectedChain(head:reason:)``: give it back with
+    /// ``returnUnused(head:memory:)``.
     public mutating func pop(memory: GuestMemory) throws(QueueError) -> DescriptorChain? {
         let published: UInt16
         do {
@@ -85,7 +87,12 @@ public struct SplitQueue: Sendable {
             throw .memory(error)
         }
         nextAvailable &+= 1
-        return try parseChain(head: head, memory: memory)
+        guard head < size else { throw .headOutOfRange(head) }
+        do {
+            return try parseChain(head: head, memory: memory)
+        } catch {
+            throw .rejectedChain(head: head, reason: error)
+        }
     }
 
     /// Walks and validates the chain starting at `head`.
@@ -147,10 +154,19 @@ public struct SplitQueue: Sendable {
     /// chain, so a request cannot be completed twice.
     public mutating func complete(_ chain: consuming DescriptorChain, written: UInt32,
                                   memory: GuestMemory) throws(QueueError) {
+        try pushUsed(head: chain.head, written: written, memory: memory)
+    }
+
+    /// Returns a rejected request (see ``pop(memory:)``) to the driver with length 0.
+    public mutating func returnUnused(head: UInt16, memory: GuestMemory) throws(QueueError) {
+        try pushUsed(head: head, written: 0, memory: memory)
+    }
+
+    private mutating func pushUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {
         let slot = UInt64(nextUsed % size)
         let entry = usedRing.adding(4 + 8 * slot)
         do {
-            try memory.write(UInt32(chain.head), at: entry)
+            try memory.write(UInt32(head), at: entry)
             try memory.write(written, at: entry.adding(4))
             nextUsed &+= 1
             try memory.storeRelease16(nextUsed, at: usedRing.adding(2))  // publish after the entry

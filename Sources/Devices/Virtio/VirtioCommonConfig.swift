@@ -83,7 +83,7 @@ extension VirtioPciDevice {
             queues[index].indirectDescriptors = acceptedFeatures & VirtioFeature.ringIndirectDescriptors != 0
             queues[index].ready = true
         } catch {
-            Log.warning("\(name): queue \(index) not enabled: \(error)")
+            Log.guestWarning(&guestLog, source: name, "queue \(index) not enabled: \(error)")
             counters.errors &+= 1
             failDevice()
         }
@@ -100,7 +100,7 @@ extension VirtioPciDevice {
             // FEATURES_OK sticks only for a subset of what we offered, including VERSION_1.
             let valid = acceptedFeatures & ~offeredFeatures == 0 && acceptedFeatures & VirtioFeature.version1 != 0
             if !valid {
-                Log.info("\(name): driver features \(hex(acceptedFeatures)) refused (offered \(hex(offeredFeatures)))")
+                Log.guest(.info, &guestLog, source: name, "driver features \(hex(acceptedFeatures)) refused (offered \(hex(offeredFeatures)))")
                 accepted &= ~Self.featuresOK
             }
         }
@@ -113,7 +113,7 @@ extension VirtioPciDevice {
             }
             do {
                 try backend.activate(device: self)
-                for index in queues.indices where queues[index].ready && queues[index].hasPending(memory: memory) {
+                for index in queues.indices where canDMA && queues[index].ready && queues[index].hasPending(memory: memory) {
                     backend.queueNotified(index, device: self)  // requests posted before DRIVER_OK
                 }
             } catch {
@@ -127,6 +127,8 @@ extension VirtioPciDevice {
     func reset() {
         backend.reset(device: self)
         for index in queues.indices { queues[index].reset() }
+        unsignalled = Array(repeating: false, count: queues.count)
+        Log.flushSuppressed(&guestLog, source: name)
         status = 0
         acceptedFeatures = 0
         deviceFeatureSelect = 0

@@ -44,6 +44,14 @@ public actor VirtioPciDevice: PciDevice {
     var configGeneration: UInt8 = 0
     var isr: UInt8 = 0
     var warnedAboutBarMove = false
+    /// Offset of the VIRTIO_PCI_CAP_PCI_CFG capability (the configuration-space window into BAR0).
+    let pciCfgCapability: Int
+    /// Per queue: something was put on the used ring since the last interrupt decision.
+    var unsignalled: [Bool]
+    /// Turns that stopped at the per-turn cap and re-queued the rest of the work (see ``drain``).
+    public internal(set) var drainYields: UInt64 = 0
+    /// Bounds the warnings a guest can cause (bad requests, bad queues).
+    public internal(set) var guestLog = LogRateLimiter()
 
     /// One eventfd per queue, for `KVM_IOEVENTFD` on the queue's notify address (closed in deinit).
     public nonisolated let notifyFDs: [Int32]
@@ -64,6 +72,7 @@ public actor VirtioPciDevice: PciDevice {
         offeredFeatures = backend.deviceFeatures | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
             | VirtioFeature.ringEventIndex
         queues = Array(repeating: SplitQueue(), count: backend.queueCount)
+        unsignalled = Array(repeating: false, count: backend.queueCount)
         msix = Msix(targets: vectors, controller: msiController)
 
         let type = backend.deviceType
@@ -87,6 +96,12 @@ public actor VirtioPciDevice: PciDevice {
         space.addCapability(id: 0x09, body: virtioCap(2, offset: Self.notifyOffset, length: 0x1000, extra: multiplier))
         space.addCapability(id: 0x09, body: virtioCap(3, offset: Self.isrOffset, length: 1))
         space.addCapability(id: 0x09, body: virtioCap(4, offset: Self.deviceConfigOffset, length: UInt32(max(backend.configSize, 1))))
+        // VIRTIO_PCI_CAP_PCI_CFG (§4.1.4.9): bar, offset and length select a BAR0 access done through
+        // pci_cfg_data (4 bytes after the capability header); all four fields are the driver's to write.
+        var writable: [Int: UInt8] = [2: 0xFF]
+        for index in 6..<18 { writable[index] = 0xFF }
+        pciCfgCapability = space.addCapability(id: 0x09, body: virtioCap(5, offset: 0, length: 0, extra: [0, 0, 0, 0]),
+                                               writable: writable)
         config = space
 
         var fds: [Int32] = []
@@ -126,6 +141,7 @@ public actor VirtioPciDevice: PciDevice {
         for registration in notifyRegistrations { loop.deregister(registration) }
         notifyRegistrations.removeAll()
         backend.reset(device: self)
+        Log.flushSuppressed(&guestLog, source: name)
     }
 
     deinit {
@@ -140,30 +156,20 @@ public actor VirtioPciDevice: PciDevice {
     public var isActive: Bool { status & Self.driverOK != 0 && status & Self.needsReset == 0 }
     public var negotiatedFeatures: UInt64 { acceptedFeatures }
 
-    // MARK: - Configuration space
-
-    public func configRead(offset: UInt64, width: Int) -> UInt64 {
-        config.read(offset: Int(offset), width: width)
-    }
-
-    public func configWrite(offset: UInt64, width: Int, value: UInt64) {
-        config.write(offset: Int(offset), width: width, value: value)
-        let controlHigh = msixCapability + 3
-        if Int(offset) <= controlHigh && controlHigh < Int(offset) + width {
-            msix.setControl(highByte: config.bytes[controlHigh])
-        }
-        // BAR sizing happens with decoding off; a different address with decoding on is a move we do not
-        // follow (the bus table is fixed): say so once.
-        if config.memoryDecoding, config.barAddress(0) != barAddress, !warnedAboutBarMove {
-            warnedAboutBarMove = true
-            Log.warning("\(name): guest moved BAR0 to \(hex(config.barAddress(0))); BAR relocation is not supported, it stays at \(hex(barAddress))")
-        }
-    }
-
     // MARK: - BAR0
 
     public func read(offset: UInt64, width: Int) -> UInt64 {
         guard config.memoryDecoding else { return ~0 }
+        return readBar(offset: offset, width: width)
+    }
+
+    public func write(offset: UInt64, width: Int, value: UInt64) {
+        guard config.memoryDecoding else { return }
+        writeBar(offset: offset, width: width, value: value)
+    }
+
+    /// A BAR0 read, from the bus or through the PCI_CFG window.
+    func readBar(offset: UInt64, width: Int) -> UInt64 {
         switch offset {
         case Self.commonOffset..<(Self.commonOffset + Self.commonLength):
             return readCommon(offset: offset - Self.commonOffset, width: width)
@@ -182,16 +188,18 @@ public actor VirtioPciDevice: PciDevice {
         }
     }
 
-    public func write(offset: UInt64, width: Int, value: UInt64) {
-        guard config.memoryDecoding else { return }
+    /// A BAR0 write, from the bus or through the PCI_CFG window.
+    func writeBar(offset: UInt64, width: Int, value: UInt64) {
         switch offset {
         case Self.commonOffset..<(Self.commonOffset + Self.commonLength):
             writeCommon(offset: offset - Self.commonOffset, width: width, value: value)
         case Self.deviceConfigOffset..<(Self.deviceConfigOffset + 0x1000):
             backend.writeConfig(offset: Int(offset - Self.deviceConfigOffset), width: width, value: value)
         case Self.notifyOffset..<(Self.notifyOffset + 0x1000):
-            // Reached only when the ioeventfd did not match (e.g. an unusual width): same effect.
-            queueNotified(Int((offset - Self.notifyOffset) / UInt64(Self.notifyMultiplier)))
+            // Reached only when the ioeventfd did not match (e.g. an unusual width), possibly on a vCPU
+            // thread: signal the doorbell's eventfd, so the queue runs on the device's loop as usual.
+            let queue = Int((offset - Self.notifyOffset) / UInt64(Self.notifyMultiplier))
+            if queue < notifyFDs.count { EventFD.signalRaw(notifyFDs[queue]) }
         case Self.msixTableOffset..<(Self.msixTableOffset + 0x1000):
             msix.writeTable(offset: offset - Self.msixTableOffset, width: width, value: value)
         default:
@@ -201,82 +209,16 @@ public actor VirtioPciDevice: PciDevice {
 
     // MARK: - Doorbells and interrupts
 
-    /// The driver notified queue `index`.
+    /// The driver notified queue `index` (or the device re-queued its own unfinished work).
     public func queueNotified(_ index: Int) {
         counters.notifications &+= 1
-        guard isActive, index < queues.count, queues[index].ready else { return }
+        guard canDMA, index < queues.count, queues[index].ready else { return }
         backend.queueNotified(index, device: self)
     }
 
-    /// Pops the next request of queue `index`, or nil. A corrupt ring sets DEVICE_NEEDS_RESET; a bad
-    /// request is counted and skipped (its head cannot be trusted, so it is not returned to the driver).
-    public func popRequest(queue index: Int) -> DescriptorChain? {
-        while isActive {
-            do {
-                guard let chain = try queues[index].pop(memory: memory) else { return nil }
-                counters.requests &+= 1
-                return chain
-            } catch {
-                counters.errors &+= 1
-                Log.warning("\(name): queue \(index): \(error)")
-                if error.breaksTheRing {
-                    failDevice()
-                    return nil
-                }
-            }
-        }
-        return nil
-    }
-
-    /// Serves queue `index` until it is empty: `serve` gets each request and completes it (or puts it back
-    /// and returns false to stop early). With EVENT_IDX the driver is asked to notify again, and the queue is
-    /// checked once more after that, so a request published meanwhile is not left waiting. One interrupt
-    /// covers the whole batch.
-    public func drain(queue index: Int, _ serve: (consuming DescriptorChain) -> Bool) {
-        var served = false
-        serving: repeat {
-            while let chain = popRequest(queue: index) {
-                served = true
-                guard serve(chain) else { break serving }
-            }
-            requestNotification(queue: index)
-        } while hasPendingRequests(queue: index)
-        if served { interruptIfNeeded(queue: index) }
-    }
-
-    /// Returns a request with `written` bytes to the driver (no interrupt yet: see ``interruptIfNeeded``).
-    public func complete(_ chain: consuming DescriptorChain, queue index: Int, written: UInt32) {
-        counters.bytesWritten &+= UInt64(written)
-        do {
-            try queues[index].complete(chain, written: written, memory: memory)
-            recorder?.record(.completed, queue: UInt16(index))
-        } catch {
-            counters.errors &+= 1
-            failDevice()
-        }
-    }
-
-    /// Puts a popped request back (the host side has no room for it yet).
-    public func putBack(_ chain: consuming DescriptorChain, queue index: Int) {
-        counters.requests &-= 1
-        queues[index].undoPop(chain)
-    }
-
-    /// Sends queue `index`'s interrupt if the driver wants one for what was completed.
-    public func interruptIfNeeded(queue index: Int) {
-        guard queues[index].needsInterrupt(memory: memory) else { return }
-        raise(vector: queues[index].msixVector, isrBit: 1)
-    }
-
-    /// Asks the driver (EVENT_IDX) to notify again when it adds requests to queue `index`.
-    public func requestNotification(queue index: Int) {
-        queues[index].requestNotification(memory: memory)
-    }
-
-    /// True if queue `index` has requests we have not popped.
-    public func hasPendingRequests(queue index: Int) -> Bool {
-        isActive && queues[index].hasPending(memory: memory)
-    }
+    /// Whether the device may touch the queues in guest memory: DRIVER_OK without NEEDS_RESET, and PCI
+    /// Bus Master Enable set (a function with BME clear must not DMA).
+    var canDMA: Bool { isActive && config.busMaster }
 
     /// Counts bytes the device read from guest buffers.
     public func countRead(_ bytes: Int) { counters.bytesRead &+= UInt64(bytes) }
