@@ -76,8 +76,8 @@ import Testing
         #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
         defer { close(pair[1]) }
         let memory = testMemory()
-        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], ipv4: nil)
-        let backend = NetBackend(NetBackend.Opened(fd: pair[0], interfaceName: "fake", options: options))
+        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
+        let backend = NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options))
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 2) == 0xF)
@@ -179,8 +179,8 @@ extension VirtioPciDevice {
         #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
         defer { close(pair[1]) }
         let memory = testMemory()
-        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], ipv4: nil)
-        let (device, msi) = try makeDevice(NetBackend(NetBackend.Opened(fd: pair[0], interfaceName: "fake", options: options)),
+        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
+        let (device, msi) = try makeDevice(NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options)),
                                            memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 29, queueCount: 2) == 0xF)  // EVENT_IDX

@@ -58,6 +58,15 @@ public final class TapDevice: Sendable {
         self.ipv4 = ipv4.map { (address: $0.0, netmask: $0.1) }
     }
 
+    /// Takes ownership of a descriptor that is already open and stands in for a TAP (tests use one end of a
+    /// datagram socketpair: each send is one frame).
+    init(adopting fd: Int32, name: String) {
+        self.fd = fd
+        self.name = name
+        created = false
+        ipv4 = nil
+    }
+
     deinit { close(fd) }
 
     /// "vmtap0 (created, 192.168.249.1/255.255.255.0, up)", for the log.
