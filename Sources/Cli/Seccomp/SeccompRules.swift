@@ -111,7 +111,8 @@ enum SeccompRules {
             // Threads: loops, vCPUs, the Swift runtime's workers; naming, pinning, priorities, stacking the
             // narrower filters; the vCPU kick signal.
             .allow(SYS_clone3), .allow(SYS_clone), .allow(SYS_set_robust_list), .allow(SYS_rseq),
-            .allow(SYS_prctl, arg: 0, in: [UInt(PR_SET_NAME), UInt(PR_GET_NAME), UInt(PR_SET_NO_NEW_PRIVS)]),
+            // PR_SET_VMA (0x53564d41, newer than these headers): naming guest RAM (GuestMemory.mark).
+            .allow(SYS_prctl, arg: 0, in: [UInt(PR_SET_NAME), UInt(PR_GET_NAME), UInt(PR_SET_NO_NEW_PRIVS), 0x5356_4D41]),
             .allow(SYS_seccomp, arg: 0, in: [UInt(SECCOMP_SET_MODE_FILTER)]),
             .allow(SYS_sched_getaffinity), .allow(SYS_sched_setaffinity), .allow(SYS_setpriority),
             .allow(SYS_rt_sigaction), .allow(SYS_sigaltstack),
