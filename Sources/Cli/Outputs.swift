@@ -4,21 +4,23 @@ import Glibc
 /// Serial output to a file descriptor (stdout for `tty`, a file for `file=PATH`), one write per call.
 final class FileOutput: SerialOutput {
     let fd: Int32
-    let owned: Bool
+    /// Closes `fd` with the last reference; nil when the descriptor is not ours (stdout).
+    private let descriptor: OwnedDescriptor?
 
     init(fd: Int32, owned: Bool) {
         self.fd = fd
-        self.owned = owned
+        descriptor = owned ? OwnedDescriptor(fd) : nil
     }
 
-    /// Opens `path` for appending, creating it if needed.
-    convenience init(path: String, option: String) throws(CliError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CliError("\(option) file=\(path): cannot open: \(String(cString: strerror(errno)))") }
-        self.init(fd: fd, owned: true)
+    /// Opens `path` for appending, creating it if needed: a regular file or a character device (a terminal,
+    /// /dev/null), never a FIFO or socket, and without blocking in `open` (``HostFile``). The error is the
+    /// reason only; the caller names the option or field and the path.
+    init(path: String) throws(VirtioError) {
+        let descriptor = try HostFile.open(path, flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o644,
+                                           allowed: [.regular, .characterDevice])
+        fd = descriptor.fd
+        self.descriptor = descriptor
     }
-
-    deinit { if owned { close(fd) } }
 
     func write(_ bytes: UnsafeRawBufferPointer) {
         var offset = 0

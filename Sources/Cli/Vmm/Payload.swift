@@ -60,12 +60,7 @@ enum Payload {
         } catch {
             throw PrepareError(config: configError(error), cli: error.description)
         }
-        let devices: PreparedDevices
-        do {
-            devices = try PreparedDevices.open(config.deviceOptions)
-        } catch {
-            throw PrepareError(config: ConfigError(field: "devices", error.message), cli: error.description)
-        }
+        let devices = try PreparedDevices.open(config.deviceOptions)
         return PreparedPayload(memory: memory, boot: boot, compat: compat, devices: devices)
     }
 

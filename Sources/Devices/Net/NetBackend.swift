@@ -36,43 +36,43 @@ public final class NetBackend: VirtioBackend {
     public let configSize = 12
     public let options: Options
     public let interfaceName: String
-    let tapFD: Int32
+    let file: OwnedDescriptor
+    var tapFD: Int32 { file.fd }
     var tap: HostWatch
     var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
     public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
 
     /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``).
     public struct Opened: Sendable {
-        let fd: Int32
+        let file: OwnedDescriptor
         let interfaceName: String
         let options: Options
     }
 
-    /// Opens (or creates) the TAP and configures the host side. Errors name the option.
+    /// Opens (or creates) the TAP and configures the host side. Errors give the reason; the caller names the
+    /// option or field.
     public static func open(_ options: Options) throws(VirtioError) -> Opened {
         var name = [CChar](repeating: 0, count: 16)
         let fd = ckvm_tap_open(options.tap, &name, name.count)
-        guard fd >= 0 else { throw VirtioError("--net tap=\(options.tap): cannot open the TAP interface: \(Errno.current)") }
+        guard fd >= 0 else { throw VirtioError("cannot open the TAP interface: \(Errno.current)") }
         let actual = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let ip = options.ipv4
         guard ckvm_if_configure(actual, ip?.address ?? 0, ip?.mask ?? 0, ip == nil ? 0 : 1) == 0 else {
             let error = Errno.current
             close(fd)
-            throw VirtioError("--net tap=\(options.tap): cannot configure \(actual): \(error)")
+            throw VirtioError("cannot configure \(actual): \(error)")
         }
-        return Opened(fd: fd, interfaceName: actual, options: options)
+        return Opened(file: OwnedDescriptor(fd), interfaceName: actual, options: options)
     }
 
     public init(_ opened: Opened) {
-        tapFD = opened.fd
-        tap = HostWatch(fd: opened.fd)
+        file = opened.file
+        tap = HostWatch(fd: opened.file.fd)
         interfaceName = opened.interfaceName
         options = opened.options
     }
 
     public convenience init(options: Options) throws(VirtioError) { self.init(try Self.open(options)) }
-
-    deinit { close(tapFD) }
 
     public func readConfig(offset: Int, width: Int) -> UInt64 {
         var c = options.mac
