@@ -1,0 +1,91 @@
+import Foundation
+import Glibc
+import Testing
+
+/// What a misbehaving client can do to the real binary through its configuration: name a FIFO where a file
+/// belongs, or create and delete VMs without end. Nothing here boots a VM, so it runs without KVM.
+@Suite(.serialized) struct ClientFaultEndToEndTests {
+    static func makeFifo(_ name: String) -> String {
+        let path = "/tmp/actor-vmm-e2e-\(getpid())-\(name).fifo"
+        unlink(path)
+        #expect(mkfifo(path, 0o600) == 0)
+        return path
+    }
+
+    /// A FIFO with no peer would block `open` on the controller's thread: vm.create, and everything queued
+    /// behind it (vm.info, vm.delete, vmm.shutdown, SIGTERM), would stall. Each field is refused at once.
+    @Test func aFifoInAConfigIsRefusedAndNothingStalls() throws {
+        let kernel = Harness.writeTinyKernel("fifo", code: [0xEB, 0xFE])
+        let fifo = Self.makeFifo("config")
+        defer { unlink(kernel); unlink(fifo) }
+        let vmm = try VmmProcess()
+        let cases: [(String, String)] = [
+            (Harness.vmConfig(kernel: fifo), "payload.kernel: cannot read \(fifo): not a regular file (a FIFO)"),
+            (#"{"payload": {"kernel": "\#(kernel)", "initramfs": "\#(fifo)"}, "memory": {"size": 16777216}}"#,
+             "payload.initramfs: \(fifo): cannot read: not a regular file (a FIFO)"),
+            (Harness.vmConfig(kernel: kernel, memory: 16 << 20, extra: #", "disks": [{"path": "\#(fifo)", "readonly": true}]"#),
+             "disks[0].path: \(fifo): is a FIFO (expected a regular file)"),
+            (Harness.vmConfig(kernel: kernel, memory: 16 << 20, extra: #", "rng": {"src": "\#(fifo)"}"#),
+             "rng.src: \(fifo): is a FIFO (expected a regular file or a character device)"),
+            (Harness.vmConfig(kernel: kernel, memory: 16 << 20, serialFile: fifo),
+             "serial.file: \(fifo): is a FIFO (expected a regular file or a character device)"),
+            (Harness.vmConfig(kernel: kernel, memory: 16 << 20, extra: #", "console": {"mode": "File", "file": "\#(fifo)"}"#),
+             "console.file: \(fifo): is a FIFO (expected a regular file or a character device)"),
+        ]
+        for (config, message) in cases {
+            let start = Date()
+            let response = vmm.call("PUT", "vm.create", body: config)
+            #expect(response.status == 400 && response.body == #"["invalid VM configuration","\#(message)"]"#, "\(response.body)")
+            #expect(Date().timeIntervalSince(start) < 3, "answered at once")
+            #expect(vmm.call("GET", "vm.info").status == 404, "nothing was created")
+        }
+        #expect(vmm.call("PUT", "vm.delete").status == 204)
+        kill(vmm.pid, SIGTERM)
+        #expect(vmm.waitForExit(timeout: 10) == 0, "SIGTERM still stops the VMM: \(vmm.stderr)")
+    }
+
+    /// The same files on the command line: one line naming the option, exit code 2, at once.
+    @Test func aFifoOnTheCommandLineIsRefused() throws {
+        let kernel = Harness.writeTinyKernel("fifo-cli", code: [0xEB, 0xFE])
+        let fifo = Self.makeFifo("cli")
+        defer { unlink(kernel); unlink(fifo) }
+        let vm = ["--kernel", kernel, "--memory", "size=16M", "--serial", "off"]
+        let cases: [([String], String)] = [
+            (["--kernel", fifo], "--kernel \(fifo): cannot read: not a regular file (a FIFO)"),
+            (vm + ["--initramfs", fifo], "--initramfs \(fifo): cannot read: not a regular file (a FIFO)"),
+            (vm + ["--disk", "path=\(fifo),readonly=on"], "--disk path=\(fifo): is a FIFO (expected a regular file)"),
+            (vm + ["--rng", "src=\(fifo)"], "--rng src=\(fifo): is a FIFO (expected a regular file or a character device)"),
+            (vm.dropLast(2) + ["--serial", "file=\(fifo)"], "--serial file=\(fifo): is a FIFO (expected a regular file or a character device)"),
+            (vm + ["--console", "file=\(fifo)"], "--console file=\(fifo): is a FIFO (expected a regular file or a character device)"),
+        ]
+        for (arguments, message) in cases {
+            let result = Harness.run(Harness.vmmPath, arguments, timeout: 10)
+            #expect(result.status == 2 && result.stderr == "actor-vmm: error: \(message)\n", "\(arguments): \(result.stderr)")
+        }
+    }
+
+    /// Every descriptor a create opens (disk, rng, serial and console files) is closed again by a delete
+    /// before any boot, and by a create that fails late (after the disk is open); counted in /proc.
+    @Test func createAndDeleteLeakNoDescriptor() throws {
+        let kernel = Harness.writeTinyKernel("census", code: [0xEB, 0xFE])
+        let base = "/tmp/actor-vmm-e2e-\(getpid())-census"
+        let image = base + ".raw", serial = base + ".serial", console = base + ".console"
+        _ = FileManager.default.createFile(atPath: image, contents: Data(count: 1 << 20))
+        defer { for path in [kernel, image, serial, console] { unlink(path) } }
+        let vmm = try VmmProcess()
+        let idle = vmm.openDescriptors()
+        let devices = #", "disks": [{"path": "\#(image)"}, {"path": "\#(image)", "readonly": true}], "console": {"mode": "File", "file": "\#(console)"}"#
+        let good = Harness.vmConfig(kernel: kernel, memory: 16 << 20, serialFile: serial, extra: devices + #", "rng": {"src": "/dev/urandom"}"#)
+        let late = Harness.vmConfig(kernel: kernel, memory: 16 << 20, serialFile: serial, extra: devices + #", "rng": {"src": "/nonexistent/rng"}"#)
+        for _ in 0..<40 {
+            #expect(vmm.call("PUT", "vm.create", body: good).status == 204)
+            #expect(vmm.openDescriptors().filter { $0 == image }.count == 2, "both disks are open while the VM exists")
+            #expect(vmm.call("PUT", "vm.delete").status == 204)
+            let failed = vmm.call("PUT", "vm.create", body: late)
+            #expect(failed.body == #"["invalid VM configuration","rng.src: /nonexistent/rng: cannot open: No such file or directory"]"#, "\(failed.body)")
+        }
+        #expect(vmm.openDescriptors() == idle)
+        #expect(vmm.call("PUT", "vmm.shutdown").status == 204)
+        #expect(vmm.waitForExit() == 0)
+    }
+}
