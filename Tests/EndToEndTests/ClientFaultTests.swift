@@ -88,4 +88,26 @@ import Testing
         #expect(vmm.call("PUT", "vmm.shutdown").status == 204)
         #expect(vmm.waitForExit() == 0)
     }
+
+    /// A config Cloud Hypervisor wrote with every default spelled out (Tests/Fixtures; its TAP left out: creating
+    /// one needs privileges) creates a VM through the real binary.
+    @Test func aCloudHypervisorConfigWithEveryDefaultIsAccepted() throws {
+        let kernel = Harness.writeTinyKernel("ch-config", code: [0xEB, 0xFE])
+        let image = "/tmp/actor-vmm-e2e-\(getpid())-ch.raw"
+        _ = FileManager.default.createFile(atPath: image, contents: Data(count: 1 << 20))
+        defer { unlink(kernel); unlink(image) }
+        let text = try String(contentsOfFile: Harness.packageRoot + "/Tests/Fixtures/cloud-hypervisor-vm-config.json", encoding: .utf8)
+            .replacingOccurrences(of: "@KERNEL@", with: kernel).replacingOccurrences(of: "@DISK@", with: image)
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        object["net"] = nil
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+        let vmm = try VmmProcess()
+        let create = vmm.call("PUT", "vm.create", body: body)
+        #expect(create.status == 204, "\(create.body)")
+        let config = vmm.call("GET", "vm.info").object["config"] as? [String: Any] ?? [:]
+        #expect((config["cpus"] as? [String: Any])?["max_phys_bits"] as? Int == 46)
+        #expect((config["disks"] as? [[String: Any]])?.first?["id"] as? String == "_disk0")
+        #expect(vmm.call("PUT", "vmm.shutdown").status == 204)
+        #expect(vmm.waitForExit() == 0)
+    }
 }
