@@ -40,6 +40,8 @@ public final class NetBackend: VirtioBackend {
     var tapFD: Int32 { file.fd }
     var tap: HostWatch
     var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
+    /// The TAP failed for good (deleted on the host: reads fail with EBADFD); it is no longer watched.
+    var tapFailed = false
     public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
 
     /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``).
@@ -104,7 +106,7 @@ public final class NetBackend: VirtioBackend {
     }
 
     private func watchTap(device: isolated VirtioPciDevice) {
-        tap.start(device: device)
+        if !tapFailed { tap.start(device: device) }
     }
 
     private func transmit(device: isolated VirtioPciDevice) {
@@ -138,7 +140,17 @@ public final class NetBackend: VirtioBackend {
             }
             let n = frame.withUnsafeMutableBytes { read(tapFD, $0.baseAddress, $0.count) }
             guard n > 0 else {
+                let error = errno
                 device.putBack(chain, queue: Self.receiveQueue)
+                if n < 0 && error != EAGAIN && error != EINTR {
+                    // The TAP is gone (the interface was deleted on the host) or broken. Its error condition
+                    // would make epoll report it ready forever and keep the loop busy: stop watching it for
+                    // good. The guest sees a link that receives nothing; transmit counts drops.
+                    tapFailed = true
+                    tap.stop(device: device)
+                    device.countError()
+                    Log.warning("\(device.name): TAP \(interfaceName) failed (\(Errno(rawValue: error))); no longer receiving from it")
+                }
                 break  // EAGAIN: nothing more to read
             }
             guard n >= Self.headerSize, n <= chain.writableLength else {
