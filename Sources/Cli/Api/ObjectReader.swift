@@ -115,9 +115,6 @@ struct ObjectReader {
         return ConfigError(field: field(key), "\(text) is not supported by actor-vmm" + (why.map { " (\($0))" } ?? ""))
     }
 
-    /// Whether the object has a member `key` that is not null (without reading it).
-    func has(_ key: String) -> Bool { members.contains { $0.key == key && $0.value != .null } }
-
     /// Fails on the first member that was not read: an unknown (or misspelt) field.
     func finish() throws(ConfigError) {
         if let unknown = members.first(where: { !read.contains($0.key) }) {
