@@ -64,6 +64,31 @@ import Testing
         }
     }
 
+    /// A kernel or initramfs larger than the guest's RAM (here 1 TiB, sparse) is refused before it is read:
+    /// reading it would exhaust the VMM's memory (it crashed) or hold the controller for minutes.
+    @Test func aHugeKernelOrInitramfsIsRefusedUnread() throws {
+        let kernel = Harness.writeTinyKernel("huge-ok", code: [0xEB, 0xFE])
+        let huge = "/tmp/actor-vmm-e2e-\(getpid())-huge.img"
+        let fd = open(huge, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        #expect(ftruncate(fd, 1 << 40) == 0)
+        close(fd)
+        defer { unlink(kernel); unlink(huge) }
+        let cli = Harness.run(Harness.vmmPath, ["--kernel", huge, "--memory", "size=16M", "--serial", "off"], timeout: 30)
+        #expect(cli.status == 2 && cli.stderr == "actor-vmm: error: --kernel \(huge): cannot read: 1099511627776 bytes is more than the guest's RAM (16777216 bytes)\n",
+                "\(cli.status) \(cli.stderr)")
+        let vmm = try VmmProcess()
+        let start = Date()
+        let response = vmm.call("PUT", "vm.create", body: Harness.vmConfig(kernel: huge, memory: 16 << 20))
+        #expect(response.body == #"["invalid VM configuration","payload.kernel: cannot read \#(huge): 1099511627776 bytes is more than the guest's RAM (16777216 bytes)"]"#,
+                "\(response.body)")
+        let initrd = vmm.call("PUT", "vm.create", body: #"{"payload": {"kernel": "\#(kernel)", "initramfs": "\#(huge)"}, "memory": {"size": 16777216}}"#)
+        #expect(initrd.body.contains("payload.initramfs: \(huge): cannot read: 1099511627776 bytes is more than the guest's RAM"), "\(initrd.body)")
+        #expect(Date().timeIntervalSince(start) < 5)
+        #expect(vmm.call("GET", "vm.info").status == 404)
+        #expect(vmm.call("PUT", "vmm.shutdown").status == 204)
+        #expect(vmm.waitForExit() == 0)
+    }
+
     /// Every descriptor a create opens (disk, rng, serial and console files) is closed again by a delete
     /// before any boot, and by a create that fails late (after the disk is open); counted in /proc.
     @Test func createAndDeleteLeakNoDescriptor() throws {
