@@ -57,7 +57,7 @@ public enum KernelLoader {
     /// Loads `request.kernelPath`, choosing the protocol from its content.
     public static func load(_ request: Request, memory: GuestMemory) throws(BootError) -> BootSetup {
         let path = request.kernelPath
-        let bytes = try readWholeFile(path)
+        let bytes = try readWholeFile(path, limit: memory.totalSize)
         if BzImage.matches(bytes) {
             let image: BzImage
             do { image = try BzImage(bytes: bytes) } catch { throw .notElf64(path: path, reason: error.reason) }
@@ -176,7 +176,7 @@ public enum KernelLoader {
         guard let path else { return nil }
         let bytes: [UInt8]
         do {
-            bytes = try readWholeFile(path)
+            bytes = try readWholeFile(path, limit: memory.totalSize)
         } catch {
             if case .unreadable(_, let reason) = error { throw .initramfs(path: path, reason: "cannot read: \(reason)") }
             throw error

@@ -116,7 +116,8 @@ struct Machine {
             pio = try pio.inserting(name: "pci config ports", base: PciConfigPorts.port, size: PciConfigPorts.size,
                                     .router(PciConfigPorts(functions: functions)))
 
-            let supportedCPUID = prepared.compat.adjustedCPUID(try kvm.supportedCPUID())
+            let supportedCPUID = MemoryOptions.limitPhysicalAddressBits(prepared.compat.adjustedCPUID(try kvm.supportedCPUID()),
+                                                                        to: config.maxPhysBits)
             var vcpus: [Vcpu] = []
             for id in 0..<config.bootVcpus {
                 let vcpu = try vm.createVcpu(id: id)

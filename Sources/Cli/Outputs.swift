@@ -21,18 +21,21 @@ final class FileOutput: SerialOutput {
 
     let writer: OutputWriter
 
+    /// Writes to `fd`; `owned`: closed once the output is done with it (not for stdout).
     init(fd: Int32, owned: Bool) {
-        writer = OutputWriter(fd: fd, owned: owned, capacity: Self.capacity)
+        writer = OutputWriter(fd: fd, descriptor: owned ? OwnedDescriptor(fd) : nil, capacity: Self.capacity)
     }
 
-    /// Opens `path` for appending, creating it if needed.
-    convenience init(path: String, option: String) throws(CliError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CliError("\(option) file=\(path): cannot open: \(String(cString: strerror(errno)))") }
-        self.init(fd: fd, owned: true)
+    /// Opens `path` for appending, creating it if needed: a regular file or a character device (a terminal,
+    /// /dev/null), never a FIFO or socket, and without blocking in `open` (``HostFile``). The error is the
+    /// reason only; the caller names the option or field and the path.
+    init(path: String) throws(VirtioError) {
+        let descriptor = try HostFile.open(path, flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o644,
+                                           allowed: [.regular, .characterDevice])
+        writer = OutputWriter(fd: descriptor.fd, descriptor: descriptor, capacity: Self.capacity)
     }
 
-    /// The writer thread ends once it has written what is buffered (and closes an owned descriptor).
+    /// The writer thread ends once it has written what is buffered (and an owned descriptor is closed).
     deinit { writer.finish() }
 
     func write(_ bytes: UnsafeRawBufferPointer) { writer.append(bytes) }
@@ -69,14 +72,15 @@ final class OutputWriter: Sendable {
     static let live = Mutex<[ObjectIdentifier: OutputWriter]>([:])
 
     let fd: Int32
-    let owned: Bool
+    /// Closes `fd` when this writer goes, after its thread has ended; nil when the descriptor is not ours.
+    let descriptor: OwnedDescriptor?
     let capacity: Int
     let state = Mutex(State())
     let wake = ThreadParker()
 
-    init(fd: Int32, owned: Bool, capacity: Int) {
+    init(fd: Int32, descriptor: OwnedDescriptor?, capacity: Int) {
         self.fd = fd
-        self.owned = owned
+        self.descriptor = descriptor
         self.capacity = capacity
         Self.live.withLock { $0[ObjectIdentifier(self)] = self }
         var thread = pthread_t()
@@ -147,7 +151,6 @@ final class OutputWriter: Sendable {
             }
             switch next {
             case nil:
-                if owned { close(fd) }
                 Self.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
                 return
             case false?:

@@ -34,26 +34,45 @@ struct PreparedDevices {
     /// The terminal is shared with the guest (serial or console on `tty`).
     var usesTerminal = false
 
-    static func open(_ options: VmmOptions) throws(CliError) -> PreparedDevices {
+    /// Opens every backend `options` names. A failure names the JSON field and the command-line option (see
+    /// ``PrepareError``); whatever was opened before it is closed again (each opened backend owns its
+    /// descriptor), so a failed prepare leaves nothing open.
+    static func open(_ options: VmmOptions) throws(PrepareError) -> PreparedDevices {
         var prepared = PreparedDevices()
+        func failure(field: String, option: String, _ value: String, _ error: VirtioError) -> PrepareError {
+            PrepareError(config: ConfigError(field: field, "\(value): \(error.message)"), cli: "\(option)=\(value): \(error.message)")
+        }
         switch options.serial {
         case .off, .pty: prepared.serialOutput = nil
         case .null: prepared.serialOutput = DiscardOutput()
         case .tty: prepared.serialOutput = FileOutput(fd: 1, owned: false)
-        case .file(let path): prepared.serialOutput = try FileOutput(path: path, option: "--serial")
+        case .file(let path):
+            do {
+                prepared.serialOutput = try FileOutput(path: path)
+            } catch {
+                throw failure(field: "serial.file", option: "--serial file", path, error)
+            }
         }
-        do {
-            for (index, disk) in options.disks.enumerated() {
+        for (index, disk) in options.disks.enumerated() {
+            do {
                 prepared.virtio.append(Virtio(name: disk.id ?? "disk\(index)", opened: .block(try BlockBackend.open(disk))))
+            } catch {
+                throw failure(field: "disks[\(index)].path", option: "--disk path", disk.path, error)
             }
-            for (index, net) in options.nets.enumerated() {
+        }
+        for (index, net) in options.nets.enumerated() {
+            do {
                 prepared.virtio.append(Virtio(name: net.id ?? "net\(index)", opened: .net(try NetBackend.open(net.backendOptions))))
+            } catch {
+                throw failure(field: "net[\(index)].tap", option: "--net tap", net.tap ?? TapDevice.nameTemplate, error)
             }
-            if let source = options.rng {
+        }
+        if let source = options.rng {
+            do {
                 prepared.virtio.append(Virtio(name: "rng", opened: .rng(try RngBackend.open(path: source))))
+            } catch {
+                throw failure(field: "rng.src", option: "--rng src", source, error)
             }
-        } catch {
-            throw CliError(error.message)
         }
         if let console = try consoleEnds(options.console) {
             prepared.virtio.append(Virtio(name: "console", opened: .console(output: console.output, inputFD: console.input)))
@@ -63,16 +82,25 @@ struct PreparedDevices {
     }
 
     /// The console's output and input descriptor for `mode`.
-    private static func consoleEnds(_ mode: ConsoleMode) throws(CliError) -> (output: any SerialOutput, input: Int32?)? {
+    private static func consoleEnds(_ mode: ConsoleMode) throws(PrepareError) -> (output: any SerialOutput, input: Int32?)? {
         switch mode {
         case .off: return nil
         case .null: return (DiscardOutput(), nil)
         case .tty: return (FileOutput(fd: 1, owned: false), 0)
-        case .file(let path): return (try FileOutput(path: path, option: "--console"), nil)
+        case .file(let path):
+            do {
+                return (try FileOutput(path: path), nil)
+            } catch {
+                throw PrepareError(config: ConfigError(field: "console.file", "\(path): \(error.message)"),
+                                   cli: "--console file=\(path): \(error.message)")
+            }
         case .pty:
             var path = [CChar](repeating: 0, count: 128)
             let fd = ckvm_open_pty(&path, path.count)
-            guard fd >= 0 else { throw CliError("--console pty: cannot open a pseudo-terminal: \(Errno.current)") }
+            guard fd >= 0 else {
+                let reason = "cannot open a pseudo-terminal: \(Errno.current)"
+                throw PrepareError(config: ConfigError(field: "console.mode", reason), cli: "--console pty: \(reason)")
+            }
             let name = String(decoding: path.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             Log.warning("virtio-console is on pty \(name)")
             return (FileOutput(fd: fd, owned: true), fd)

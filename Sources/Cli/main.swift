@@ -25,7 +25,18 @@ func fail(_ message: String, code: Int32) -> Never {
     exit(code)
 }
 
-signal(SIGPIPE, SIG_IGN)
+signal(SIGPIPE, SIG_IGN)  // output to a pipe nobody reads fails with EPIPE instead of killing the VMM
+
+// Descriptors 0-2 left closed by whoever started us would be taken by the first things we open (an epoll
+// instance, a disk image), and terminal input and serial output would then read and write those. Park
+// /dev/null on them first.
+for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) < 0 {
+    let null = open("/dev/null", O_RDWR)
+    if null >= 0 && null != fd {
+        dup2(null, fd)
+        close(null)
+    }
+}
 SignalWatcher.unblockHandledSignals()
 
 if CommandLine.arguments.first?.split(separator: "/").last == "actor-vmm-remote" {

@@ -115,6 +115,36 @@ import Testing
         #expect(try api.request("GET", "vm.info").status == 404, "nothing was created")
     }
 
+    /// HEAD is GET without the body: a GET endpoint answers with its status, headers and Content-Length, and
+    /// no body; so does an error (HEAD of a PUT endpoint: 405). The next response on the connection is intact.
+    @Test func headAnswersCarryNoBody() async throws {
+        let api = try await ApiFixture.start()
+        defer { Task { await api.stop() } }
+        let get = try api.exchange("GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let getBody = get.components(separatedBy: "\r\n\r\n").last ?? ""
+        let fd = try api.connect()
+        defer { close(fd) }
+        sendAll(fd, Array("HEAD /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n\r\nHEAD /api/v1/vm.boot HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/vm.info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        let replies = String(decoding: readToEnd(fd), as: UTF8.self)
+        let parts = replies.components(separatedBy: "HTTP/1.1 ")
+        #expect(parts.count == 4, "three answers: \(replies)")
+        guard parts.count == 4 else { return }
+        #expect(parts[1].hasPrefix("200 OK") && parts[1].contains("Content-Length: \(getBody.utf8.count)\r\n"), "\(parts[1])")
+        #expect(parts[1].hasSuffix("\r\n\r\n"), "no body: \(parts[1])")
+        #expect(parts[2].hasPrefix("405") && parts[2].hasSuffix("\r\n\r\n"), "no body: \(parts[2])")
+        #expect(parts[3].hasPrefix("404") && parts[3].hasSuffix("\"]"), "the next answer is whole: \(parts[3])")
+        let allow = try api.exchange("DELETE /api/v1/vm.info HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(allow.contains("Allow: GET, HEAD\r\n"), "\(allow)")
+    }
+
+    /// An absolute-form target (RFC 9112 §3.2.2) reaches the same endpoint.
+    @Test func absoluteFormTargetsAreAccepted() async throws {
+        let api = try await ApiFixture.start()
+        defer { Task { await api.stop() } }
+        let reply = try api.exchange("GET http://localhost/api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        #expect(reply.hasPrefix("HTTP/1.1 200 OK") && reply.contains("\"build_version\""), "\(reply)")
+    }
+
     /// Malformed framing closes the connection after the error; a request-level error keeps it.
     @Test func errorsAndTheConnection() async throws {
         let api = try await ApiFixture.start()

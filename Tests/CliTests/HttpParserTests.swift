@@ -27,6 +27,23 @@ import Testing
         #expect(request.keepAlive)
     }
 
+    /// RFC 9112 §3.2.2: a server must accept the absolute form; it is reduced to the origin form.
+    @Test(arguments: [
+        ("http://localhost/api/v1/vm.info", "/api/v1/vm.info"),
+        ("HTTP://localhost:8080/api/v1/vm.info?x=1", "/api/v1/vm.info?x=1"),
+        ("https://[::1]/api/v1/vmm.ping", "/api/v1/vmm.ping"),
+        ("http://localhost", "/"),
+        ("http://localhost?q", "/?q"),
+        ("/plain", "/plain"),
+    ])
+    func absoluteFormTargets(target: String, origin: String) throws {
+        guard case .request(let request, _) = parseAll("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n") else {
+            Issue.record("not parsed: \(target)")
+            return
+        }
+        #expect(request.target == origin)
+    }
+
     @Test func parsesABodyByContentLength() {
         let text = "PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
         guard case .request(let request, _) = parseAll(text) else { Issue.record("not parsed"); return }
@@ -103,7 +120,9 @@ import Testing
         ("GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400, "malformed request line"),
         ("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid character in the request method"),
         ("GET api/v1 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must be a path"),
-        ("GET http://x/api HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must be a path"),
+        ("GET ftp://x/api HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must be a path"),
+        ("GET http:///api HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must be a path"),
+        ("GET http://user@x/api HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must be a path"),
         ("GET / HTTP/1.1\nHost: x\n\n", 400, "bare LF"),
         ("GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n", 400, "bare CR"),
         ("GET / HTTQ/1.1\r\nHost: x\r\n\r\n", 400, "malformed HTTP version"),

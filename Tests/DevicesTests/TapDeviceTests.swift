@@ -46,12 +46,12 @@ struct TapDeviceTests {
         #expect(state.address == "10.201.4.1" && state.netmask == "255.255.0.0" && state.up, "\(state)")
     }
 
-    @Test func anInterfaceThatIsNotATapIsRefusedWithTheOption() {
+    @Test func anInterfaceThatIsNotATapIsRefusedWithTheReason() {
         #expect(throws: VirtioError.self) { try TapDevice(name: "lo", address: nil, netmask: nil) }
         do {
             _ = try TapDevice(name: "lo", address: nil, netmask: nil)
         } catch {
-            #expect(error.message.hasPrefix("--net tap=lo: cannot open the TAP interface: "), "\(error.message)")
+            #expect(error.message.hasPrefix("cannot open the TAP interface: "), "\(error.message)")
         }
     }
 

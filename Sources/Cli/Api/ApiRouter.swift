@@ -56,9 +56,11 @@ struct ApiRouter: Sendable {
         guard path.hasPrefix(ApiEndpoint.prefix), let endpoint = ApiEndpoint(rawValue: String(path.dropFirst(ApiEndpoint.prefix.count))) else {
             return ApiError(.notFound, "unknown endpoint \(path) (endpoints are /api/v1/vmm.ping, /api/v1/vm.info, …)").response
         }
-        guard request.method == endpoint.method else {
+        // HEAD is GET without the body (the server leaves it out), as RFC 9110 asks of every GET resource.
+        let readsOnly = endpoint.method == "GET"
+        guard request.method == endpoint.method || (readsOnly && request.method == "HEAD") else {
             var response = ApiError(.methodNotAllowed, "\(endpoint.rawValue) takes \(endpoint.method), not \(request.method)").response
-            response.headers.append(HttpHeader(name: "Allow", value: endpoint.method))
+            response.headers.append(HttpHeader(name: "Allow", value: readsOnly ? "GET, HEAD" : endpoint.method))
             return response
         }
         guard endpoint.isImplemented else {

@@ -98,13 +98,21 @@ struct ObjectReader {
         }
     }
 
-    /// A member Cloud Hypervisor knows and ActorVMM does not implement. It is accepted when absent, null,
-    /// empty (`[]`, `{}`), or equal to one of `harmless` (a default that matches what ActorVMM does anyway);
-    /// any other value is refused as not supported rather than silently ignored.
-    mutating func unsupported(_ key: String, harmless: [JsonValue] = []) throws(ConfigError) {
+    /// A member Cloud Hypervisor knows whose values ask for something ActorVMM does not do, except those in
+    /// `harmless` (Cloud Hypervisor's default, or a value that matches what ActorVMM does anyway). Absent,
+    /// `null`, `[]` and `{}` are accepted too; any other value is refused, naming the field and the value
+    /// (and `why`, when given), rather than silently ignored.
+    mutating func unsupported(_ key: String, harmless: [JsonValue] = [], _ why: String? = nil) throws(ConfigError) {
         guard let value = take(key) else { return }
         if value == .array([]) || value == .object([]) || harmless.contains(value) { return }
-        throw ConfigError(field: field(key), "not supported yet by actor-vmm")
+        throw refusal(key, value, why)
+    }
+
+    /// The error for `value` of member `key`, which asks for what ActorVMM does not do.
+    func refusal(_ key: String, _ value: JsonValue, _ why: String? = nil) -> ConfigError {
+        var text = value.serialized()
+        if text.count > 60 { text = String(text.prefix(57)) + "..." }
+        return ConfigError(field: field(key), "\(text) is not supported by actor-vmm" + (why.map { " (\($0))" } ?? ""))
     }
 
     /// Fails on the first member that was not read: an unknown (or misspelt) field.

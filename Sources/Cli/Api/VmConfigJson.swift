@@ -4,9 +4,12 @@ import ActorVmm
 ///
 /// Every field of the schema is known here. Fields ActorVMM implements are read and range-checked; the
 /// devices (`disks`, `net`, `rng`, a virtio `console`) are read and shape-checked here, then checked against
-/// what the devices can do by ``VmConfig/checkSupported()``; everything else is accepted only when absent, null,
-/// empty or a harmless default (``ObjectReader/unsupported(_:harmless:)``). A field the schema does not
-/// have is an error. Errors name the field: `cpus.boot_vcpus: expected an integer from 1 to 254`.
+/// what the devices can do by ``VmConfig/checkSupported()``; everything else is accepted when absent, null,
+/// empty, at Cloud Hypervisor's default or at a value that matches what ActorVMM does anyway
+/// (``ObjectReader/unsupported(_:harmless:_:)``, ``CloudHypervisorFields``), so that a config Cloud Hypervisor
+/// wrote with every default spelled out is accepted. A field the schema does not have is an error. Errors
+/// name the field: `cpus.boot_vcpus: expected an integer from 1 to 254`, `memory.hugepages: true is not
+/// supported by actor-vmm`.
 extension VmConfig {
     init(json: JsonValue) throws(ConfigError) {
         var root = try ObjectReader(json, at: "")
@@ -17,9 +20,15 @@ extension VmConfig {
             guard let boot = try cpus.integer("boot_vcpus", in: 1...Self.maxVcpuCount) else { throw cpus.missing("boot_vcpus") }
             guard let max = try cpus.integer("max_vcpus", in: 1...Self.maxVcpuCount) else { throw cpus.missing("max_vcpus") }
             guard max >= boot else { throw ConfigError(field: "cpus.max_vcpus", "must be at least boot_vcpus (\(boot))") }
-            for key in ["topology", "max_phys_bits", "affinity", "features", "core_scheduling"] { try cpus.unsupported(key) }
-            try cpus.unsupported("kvm_hyperv", harmless: [.bool(false)])
-            try cpus.unsupported("nested", harmless: [.bool(true)])  // KVM's CPUID is passed through as it is
+            try CloudHypervisorFields.topology(&cpus, maxVcpus: max)
+            maxPhysBits = try cpus.integer("max_phys_bits", in: 32...255)  // Cloud Hypervisor: min(host's, this)
+            try cpus.unsupported("affinity", "vCPU threads are not pinned")
+            try CloudHypervisorFields.features(&cpus)
+            // "Vm" (the default) and "Off": ActorVMM sets no core-scheduling cookie (docs/api.md).
+            try cpus.unsupported("core_scheduling", harmless: [.string("Vm"), .string("Off")], "no per-vCPU core scheduling")
+            try cpus.unsupported("profile", harmless: [.string("Host")], "the host's CPUID is passed through")
+            try cpus.unsupported("kvm_hyperv", harmless: [.bool(false)], "no Hyper-V enlightenments")
+            try cpus.unsupported("nested", harmless: [.bool(true)], "KVM's CPUID is passed through as it is")
             try cpus.finish()
             (bootVcpus, maxVcpus) = (boot, max)
         }
@@ -28,10 +37,11 @@ extension VmConfig {
             guard size >= Self.minMemory else { throw ConfigError(field: "memory.size", "must be at least 4 MiB (\(Self.minMemory))") }
             guard size % 4096 == 0 else { throw ConfigError(field: "memory.size", "must be a multiple of 4096") }
             for key in ["hotplug_size", "hotplugged_size", "hugepage_size", "zones"] { try memory.unsupported(key) }
-            for key in ["mergeable", "shared", "hugepages", "prefault", "reserve", "thp"] {
+            for key in ["mergeable", "shared", "hugepages", "prefault", "reserve"] {
                 try memory.unsupported(key, harmless: [.bool(false)])
             }
-            try memory.unsupported("hotplug_method", harmless: [.string("Acpi")])  // nothing is hotplugged
+            transparentHugePages = try memory.bool("thp") ?? true
+            try memory.unsupported("hotplug_method", harmless: [.string("Acpi")], "nothing is hotplugged")
             try memory.finish()
             memorySize = size
         }
@@ -41,10 +51,8 @@ extension VmConfig {
         }
         if var consoleReader = try root.object("console") {
             console = try Self.decodeConsole(&consoleReader, allowed: ["Off", "Null", "Tty", "File"])
-            try consoleReader.unsupported("iommu", harmless: [.bool(false)])
             try consoleReader.check("id", .string)
-            try consoleReader.check("pci_segment", .integer)
-            try consoleReader.check("pci_device_id", .integer)
+            try CloudHypervisorFields.pciCommon(&consoleReader)
             try consoleReader.finish()
         }
         disks = try (root.array("disks") ?? []).map { (path, value) throws(ConfigError) in try Self.decodeDisk(value, at: path) }
@@ -52,9 +60,7 @@ extension VmConfig {
         if var rngReader = try root.object("rng") {
             guard let source = try rngReader.nonEmptyString("src") else { throw rngReader.missing("src") }
             try rngReader.check("id", .string)
-            try rngReader.check("pci_segment", .integer)
-            try rngReader.check("pci_device_id", .integer)
-            try rngReader.unsupported("iommu", harmless: [.bool(false)])
+            try CloudHypervisorFields.pciCommon(&rngReader)
             try rngReader.finish()
             rng = Rng(source: source)
         }
@@ -66,11 +72,12 @@ extension VmConfig {
             try own.finish()
         }
         for key in ["rate_limit_groups", "balloon", "fs", "generic_vhost_user", "pmem", "devices", "user_devices",
-                    "vdpa", "vsock", "numa", "rtc", "pci_segments", "platform", "tpm", "landlock_rules"] {
+                    "vdpa", "vsock", "numa", "rtc", "pci_segments", "tpm", "landlock_rules"] {
             try root.unsupported(key)
         }
         for key in ["iommu", "watchdog", "pvpanic", "landlock_enable"] { try root.unsupported(key, harmless: [.bool(false)]) }
-        try root.unsupported("debug_console", harmless: [.object(["mode": .string("Off")])])
+        try CloudHypervisorFields.platform(&root)
+        try CloudHypervisorFields.debugConsole(&root)
         try root.finish()
     }
 
@@ -111,15 +118,23 @@ extension VmConfig {
         let readonly = try reader.bool("readonly") ?? false
         let direct = try reader.bool("direct") ?? false
         let id = try reader.string("id")
-        for key in ["iommu", "vhost_user", "backing_files", "sparse"] { try reader.check(key, .bool) }
-        for key in ["vhost_socket", "serial", "rate_limit_group"] { try reader.check(key, .string) }
-        _ = try reader.integer("num_queues", in: 1...256)
-        _ = try reader.integer("queue_size", in: 1...32768)
-        for key in ["pci_segment", "pci_device_id"] { try reader.check(key, .integer) }
-        try reader.check("rate_limiter_config", .object)
-        try reader.check("queue_affinity", .array)
-        _ = try reader.choice("image_type", ["FixedVhd", "Qcow2", "Raw", "Vhdx", "Unknown"])
-        _ = try reader.choice("lock_granularity", ["ByteRange", "Full"])
+        try CloudHypervisorFields.pciCommon(&reader)
+        try reader.unsupported("vhost_user", harmless: [.bool(false)])
+        try reader.unsupported("vhost_socket")
+        try reader.unsupported("serial", "the disk's serial (GET_ID) is its id")
+        try reader.unsupported("rate_limit_group", "rate limit groups are not supported")
+        try CloudHypervisorFields.rateLimiter(&reader)
+        try reader.unsupported("queue_affinity", "queues are served on the device's event loop")
+        try reader.check("backing_files", .bool)  // raw images have no backing files
+        try reader.unsupported("sparse", harmless: [.bool(true)], "discard punches holes in the image")
+        for key in ["disable_io_uring", "disable_aio"] { try reader.check(key, .bool) }  // ActorVMM uses neither
+        try CloudHypervisorFields.queueParameter(&reader, "num_queues", in: 1...256, accepted: [1], "virtio-blk has one queue")
+        try CloudHypervisorFields.queueParameter(&reader, "queue_size", in: 1...32768, accepted: [128, 256],
+                                                 "queues offer 256 entries; Cloud Hypervisor's default 128 is accepted")
+        if let type = try reader.choice("image_type", ["FixedVhd", "Qcow2", "Raw", "Vhdx", "Unknown"]), type != "Raw", type != "Unknown" {
+            throw reader.refusal("image_type", .string(type), "images are read as raw")
+        }
+        _ = try reader.choice("lock_granularity", ["ByteRange", "Full"])  // ActorVMM takes no lock (docs/api.md)
         try reader.finish()
         return Disk(path: diskPath, readonly: readonly, direct: direct, id: id)
     }
@@ -138,14 +153,18 @@ extension VmConfig {
             }
             if key == "mac" { net.mac = mac }
         }
-        _ = try reader.integer("mtu", in: 68...65535)
-        _ = try reader.integer("num_queues", in: 1...256)
-        _ = try reader.integer("queue_size", in: 1...32768)
-        for key in ["iommu", "vhost_user", "offload_tso", "offload_ufo", "offload_csum"] { try reader.check(key, .bool) }
-        try reader.check("vhost_socket", .string)
-        _ = try reader.choice("vhost_mode", ["Client", "Server"])
-        for key in ["pci_segment", "pci_device_id"] { try reader.check(key, .integer) }
-        try reader.check("rate_limiter_config", .object)
+        if let mtu = try reader.integer("mtu", in: 68...65535), mtu != 1500 {
+            throw reader.refusal("mtu", .int(mtu), "the MTU is 1500")
+        }
+        try CloudHypervisorFields.queueParameter(&reader, "num_queues", in: 1...256, accepted: [2], "one receive and one transmit queue")
+        try CloudHypervisorFields.queueParameter(&reader, "queue_size", in: 1...32768, accepted: [256], "queues offer 256 entries")
+        // No offload is offered whatever these say (the defaults are true: offer what can be offered).
+        for key in ["offload_tso", "offload_ufo", "offload_csum"] { try reader.check(key, .bool) }
+        try reader.unsupported("vhost_user", harmless: [.bool(false)])
+        try reader.unsupported("vhost_socket")
+        _ = try reader.choice("vhost_mode", ["Client", "Server"])  // means nothing without vhost_user
+        try CloudHypervisorFields.pciCommon(&reader)
+        try CloudHypervisorFields.rateLimiter(&reader)
         try reader.finish()
         return net
     }
@@ -163,8 +182,10 @@ extension VmConfig {
                               JsonMember(key: "cmdline", value: .string(payload.cmdline))]
         if let initramfs = payload.initramfs { payloadMembers.append(JsonMember(key: "initramfs", value: .string(initramfs))) }
         var members: [JsonMember] = [
-            JsonMember(key: "cpus", value: .object(["boot_vcpus": .int(bootVcpus), "max_vcpus": .int(maxVcpus)])),
-            JsonMember(key: "memory", value: .object(["size": .int(memorySize)])),
+            JsonMember(key: "cpus", value: .object([JsonMember(key: "boot_vcpus", value: .int(bootVcpus)),
+                                                    JsonMember(key: "max_vcpus", value: .int(maxVcpus))]
+                                                   + (maxPhysBits.map { [JsonMember(key: "max_phys_bits", value: .int($0))] } ?? []))),
+            JsonMember(key: "memory", value: .object(["size": .int(memorySize), "thp": .bool(transparentHugePages)])),
             JsonMember(key: "payload", value: .object(payloadMembers)),
             JsonMember(key: "serial", value: Self.json(serial)),
             JsonMember(key: "console", value: Self.json(console)),

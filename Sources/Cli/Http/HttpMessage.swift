@@ -32,7 +32,7 @@ struct HttpHeader: Equatable, Sendable {
 struct HttpRequest: Equatable, Sendable {
     /// The method token, case-sensitive as RFC 9110 says ("GET", "PUT").
     let method: String
-    /// The request target as sent (origin-form: "/api/v1/vm.info?x").
+    /// The request target in origin form ("/api/v1/vm.info?x"; an absolute-form target is reduced to it).
     let target: String
     /// HTTP/1.`minorVersion` (0 or 1).
     let minorVersion: Int
@@ -74,14 +74,15 @@ struct HttpResponse: Sendable {
     }
 
     /// The bytes on the wire. `keepAlive` decides the `Connection` header; 1xx/204/304 carry no body and
-    /// no Content-Length.
-    func serialized(keepAlive: Bool) -> [UInt8] {
+    /// no Content-Length. The answer to a HEAD request (`headRequest`) has the Content-Length of the body
+    /// that a GET would get, and no body (RFC 9110 §9.3.2).
+    func serialized(keepAlive: Bool, headRequest: Bool = false) -> [UInt8] {
         var head = "HTTP/1.1 \(status.code) \(status.reason)\r\nServer: actor-vmm\r\n"
         for header in headers { head += "\(header.name): \(header.value)\r\n" }
         let bodyless = status.code == 204 || status.code == 304 || status.code < 200
         if !bodyless { head += "Content-Length: \(body.count)\r\n" }
         head += keepAlive ? "" : "Connection: close\r\n"
         head += "\r\n"
-        return Array(head.utf8) + (bodyless ? [] : body)
+        return Array(head.utf8) + (bodyless || headRequest ? [] : body)
     }
 }

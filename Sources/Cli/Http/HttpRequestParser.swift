@@ -113,7 +113,10 @@ struct HttpRequestParser {
         return .success(nil)
     }
 
-    /// The request line: `method SP target SP HTTP/1.x`, single spaces, origin-form target.
+    /// The request line: `method SP target SP HTTP/1.x`, single spaces. The target is origin-form
+    /// (`/api/v1/vm.info`) or absolute-form (`http://localhost/api/v1/vm.info`, RFC 9112 §3.2.2: a server must
+    /// accept it), which is reduced to its origin form; the authority in it is not checked (the unix socket
+    /// has no host name).
     static func parseRequestLine(_ line: ArraySlice<UInt8>) -> Result<(String, String, Int), HttpParseFailure> {
         let parts = line.split(separator: space, omittingEmptySubsequences: false)
         guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty }) else {
@@ -122,8 +125,8 @@ struct HttpRequestParser {
         guard parts[0].allSatisfy(isTokenByte) else {
             return .failure(.init(status: .badRequest, message: "invalid character in the request method"))
         }
-        guard parts[1].first == UInt8(ascii: "/"), parts[1].allSatisfy({ (0x21...0x7E).contains($0) }) else {
-            return .failure(.init(status: .badRequest, message: "the request target must be a path such as /api/v1/vmm.ping"))
+        guard parts[1].allSatisfy({ (0x21...0x7E).contains($0) }), let target = originForm(parts[1]) else {
+            return .failure(.init(status: .badRequest, message: "the request target must be a path such as /api/v1/vmm.ping or an absolute URI such as http://localhost/api/v1/vmm.ping"))
         }
         let version = Array(parts[2])
         let prefix = Array("HTTP/".utf8)
@@ -134,7 +137,24 @@ struct HttpRequestParser {
         guard major == 1, minor <= 1 else {
             return .failure(.init(status: .versionNotSupported, message: "only HTTP/1.1 and HTTP/1.0 are supported"))
         }
-        return .success((String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self), minor))
+        return .success((String(decoding: parts[0], as: UTF8.self), target, minor))
+    }
+
+    /// The origin form of a request target: itself when it starts with `/`; for an absolute `http` or `https`
+    /// URI, its path and query (`/` when it has no path). Nil for anything else, and for an absolute URI with
+    /// an empty authority or user information in it (RFC 9110 §4.2.4 forbids sending that).
+    static func originForm(_ target: ArraySlice<UInt8>) -> String? {
+        if target.first == UInt8(ascii: "/") { return String(decoding: target, as: UTF8.self) }
+        let text = String(decoding: target, as: UTF8.self)
+        let lowered = text.lowercased()
+        guard let scheme = ["http://", "https://"].first(where: { lowered.hasPrefix($0) }) else { return nil }
+        let rest = text.dropFirst(scheme.count)
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        guard !authority.isEmpty, !authority.contains("@") else { return nil }
+        let path = rest[authorityEnd...]
+        guard !path.hasPrefix("#") else { return "/" }
+        return path.hasPrefix("/") ? String(path) : "/" + path
     }
 
     /// Parses the head (without its final CRLF CRLF) whose bytes end at `length`.

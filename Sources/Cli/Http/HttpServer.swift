@@ -202,11 +202,11 @@ actor HttpServer {
         }
         // A client that half-closed still gets an answer to every complete request it sent; the connection
         // closes once nothing complete is left (see `process`).
-        respond(connection, response, keepAlive: request.keepAlive && !response.closeConnection)
+        respond(connection, response, keepAlive: request.keepAlive && !response.closeConnection, headRequest: request.method == "HEAD")
     }
 
-    private func respond(_ connection: HttpConnection, _ response: HttpResponse, keepAlive: Bool) {
-        connection.output += response.serialized(keepAlive: keepAlive)
+    private func respond(_ connection: HttpConnection, _ response: HttpResponse, keepAlive: Bool, headRequest: Bool = false) {
+        connection.output += response.serialized(keepAlive: keepAlive, headRequest: headRequest)
         if let action = response.afterSend { connection.afterSend.append(action) }
         connection.closeAfterWrite = !keepAlive
         connection.phase = .writing

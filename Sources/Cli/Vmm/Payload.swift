@@ -43,6 +43,11 @@ enum Payload {
         } catch {
             throw PrepareError(config: ConfigError(field: "memory.size", "\(error)"), cli: "--memory size=\(size >> 20)M: \(error)")
         }
+        if let bits = config.maxPhysBits, !MemoryOptions.reaches(memory, bits: bits) {
+            let reason = "\(bits) bits of physical address do not reach the end of the guest's RAM"
+            throw PrepareError(config: ConfigError(field: "cpus.max_phys_bits", reason), cli: "max_phys_bits=\(bits): \(reason)")
+        }
+        if config.transparentHugePages { MemoryOptions.adviseHugePages(memory) }
         // Host compatibility mode (docs/compat.md): decided before the kernel is loaded, because it adds
         // parameters to a Linux guest's command line.
         let compat = config.compat.resolve()
@@ -60,12 +65,7 @@ enum Payload {
         } catch {
             throw PrepareError(config: configError(error), cli: error.description)
         }
-        let devices: PreparedDevices
-        do {
-            devices = try PreparedDevices.open(config.deviceOptions)
-        } catch {
-            throw PrepareError(config: ConfigError(field: "devices", error.message), cli: error.description)
-        }
+        let devices = try PreparedDevices.open(config.deviceOptions)
         return PreparedPayload(memory: memory, boot: boot, compat: compat, devices: devices)
     }
 

@@ -42,6 +42,12 @@ struct VmConfig: Equatable, Sendable {
     var bootVcpus = 1
     var maxVcpus = 1
     var memorySize: UInt64 = 512 << 20
+    /// `cpus.max_phys_bits`: the guest's physical address width is the host's or this, whichever is smaller
+    /// (nil: the host's; Cloud Hypervisor's default, 46, is the host's on most machines).
+    var maxPhysBits: Int?
+    /// `memory.thp`: guest RAM is advised to use transparent huge pages (`MADV_HUGEPAGE`), as Cloud
+    /// Hypervisor does by default.
+    var transparentHugePages = true
     /// Cloud Hypervisor's default for the API is a null serial port; the command line defaults to tty.
     var serial = ConsoleMode.null
     var console = ConsoleMode.off

@@ -43,7 +43,9 @@ public final class BlockBackend: VirtioBackend {
     public let configSize = 60
     public let options: Options
     public let capacitySectors: UInt64
-    let fd: Int32
+    /// The image; closed when the last of this backend and its ``Opened`` goes.
+    let file: OwnedDescriptor
+    var fd: Int32 { file.fd }
     let idBytes: [UInt8]
 
     public var deviceFeatures: UInt64 {
@@ -55,31 +57,28 @@ public final class BlockBackend: VirtioBackend {
     /// The opened image, before a backend exists: `Sendable`, so it can be prepared (and fail) before the
     /// VM is created and handed to the device actor afterwards.
     public struct Opened: Sendable {
-        let fd: Int32
+        let file: OwnedDescriptor
         let options: Options
         let capacitySectors: UInt64
         let idBytes: [UInt8]
     }
 
-    /// Opens the image; errors name the option and path.
+    /// Opens the image, a regular file (raw images only), without blocking in `open` (``HostFile``). Errors
+    /// give the reason only; the caller names the option or field and the path.
     public static func open(_ options: Options) throws(VirtioError) -> Opened {
-        var flags = (options.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        var flags = options.readonly ? O_RDONLY : O_RDWR
         if options.direct { flags |= CKVM_O_DIRECT }
-        let fd = Glibc.open(options.path, flags)
-        guard fd >= 0 else { throw VirtioError("--disk path=\(options.path): cannot open: \(Errno.current)") }
+        let file = try HostFile.open(options.path, flags: flags, allowed: [.regular])
         var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw VirtioError("--disk path=\(options.path): not a regular file (raw images only)")
-        }
+        guard fstat(file.fd, &info) == 0 else { throw VirtioError("cannot inspect: \(Errno.current)") }
         let id = options.id.map { Array($0.utf8) } ?? Array("\(info.st_dev)-\(info.st_ino)".utf8)
-        return Opened(fd: fd, options: options, capacitySectors: UInt64(info.st_size) / Self.sectorSize,
+        return Opened(file: file, options: options, capacitySectors: UInt64(info.st_size) / Self.sectorSize,
                       idBytes: Array(id.prefix(20)) + [UInt8](repeating: 0, count: max(0, 20 - id.count)))
     }
 
     /// Takes ownership of an opened image.
     public init(_ opened: Opened) {
-        fd = opened.fd
+        file = opened.file
         options = opened.options
         capacitySectors = opened.capacitySectors
         idBytes = opened.idBytes
@@ -89,8 +88,6 @@ public final class BlockBackend: VirtioBackend {
     public convenience init(options: Options) throws(VirtioError) {
         self.init(try Self.open(options))
     }
-
-    deinit { close(fd) }
 
     public func readConfig(offset: Int, width: Int) -> UInt64 {
         var c: [UInt8] = []

@@ -42,6 +42,8 @@ public final class NetBackend: VirtioBackend {
     var tapFD: Int32 { tapDevice.fd }
     var tap: HostWatch
     var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
+    /// The TAP failed for good (deleted on the host: reads fail with EBADFD); it is no longer watched.
+    var tapFailed = false
     public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
     /// Receive buffers returned unused because they were read-only or too small for the frame.
     public private(set) var rxBadBuffers: UInt64 = 0
@@ -55,7 +57,8 @@ public final class NetBackend: VirtioBackend {
         let options: Options
     }
 
-    /// Opens (or creates) the TAP and configures the host side. Errors name the option.
+    /// Opens (or creates) the TAP and configures the host side. Errors give the reason; the caller names the
+    /// option or field.
     public static func open(_ options: Options) throws(VirtioError) -> Opened {
         let tap = try TapDevice(name: options.tap, address: options.address, netmask: options.netmask)
         Log.info("virtio-net\(options.id.map { " '\($0)'" } ?? ""): TAP \(tap.summary)")
@@ -101,7 +104,7 @@ public final class NetBackend: VirtioBackend {
     }
 
     private func watchTap(device: isolated VirtioPciDevice) {
-        tap.start(device: device)
+        if !tapFailed { tap.start(device: device) }
     }
 
     private func transmit(device: isolated VirtioPciDevice) {

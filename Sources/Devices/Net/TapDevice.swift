@@ -35,13 +35,12 @@ public final class TapDevice: Sendable {
     public let ipv4: (address: UInt32, netmask: UInt32)?
 
     /// Opens or creates the TAP named `name` (nil: `vmtap%d`), configures it and brings it up. `address`
-    /// and `netmask` are in network byte order. Errors name the `--net` option.
+    /// and `netmask` are in network byte order. Errors give the reason; the caller names the option or field.
     public init(name: String?, address: UInt32?, netmask: UInt32?) throws(VirtioError) {
-        let option = name.map { "--net tap=\($0)" } ?? "--net tap= (a new TAP from \(Self.nameTemplate))"
         var actual = [CChar](repeating: 0, count: 16)
         var existed: Int32 = 0
         let fd = ckvm_tap_open(name ?? Self.nameTemplate, &actual, actual.count, &existed)
-        guard fd >= 0 else { throw VirtioError("\(option): cannot open the TAP interface: \(Errno.current)") }
+        guard fd >= 0 else { throw VirtioError("cannot open the TAP interface: \(Errno.current)") }
         let actualName = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var ipv4: (UInt32, UInt32)?
         if existed == 0 || address != nil || netmask != nil {
@@ -50,7 +49,7 @@ public final class TapDevice: Sendable {
         guard ckvm_if_configure(actualName, ipv4?.0 ?? 0, ipv4?.1 ?? 0, ipv4 == nil ? 0 : 1) == 0 else {
             let error = Errno.current
             close(fd)
-            throw VirtioError("\(option): cannot configure \(actualName): \(error)")
+            throw VirtioError("cannot configure \(actualName): \(error)")
         }
         self.fd = fd
         self.name = actualName

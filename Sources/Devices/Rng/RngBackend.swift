@@ -11,23 +11,23 @@ public final class RngBackend: VirtioBackend {
     public let queueCount = 1
     public let deviceFeatures: UInt64 = 0
     public let configSize = 0
-    let source: Int32
+    let file: OwnedDescriptor
+    var source: Int32 { file.fd }
 
     /// The opened source, before a backend exists (`Sendable`: see ``BlockBackend/Opened``).
-    public struct Opened: Sendable { let fd: Int32 }
+    public struct Opened: Sendable { let file: OwnedDescriptor }
 
-    /// Opens `path` (e.g. /dev/urandom) for reading. The error names the path.
+    /// Opens `path` for reading: a character device (/dev/urandom, /dev/hwrng) or a regular file, never a
+    /// FIFO or socket. It stays non-blocking, so a source with nothing to give (an hwrng, /dev/random before
+    /// it is seeded) answers a request short instead of stalling the device loop. Errors give the reason
+    /// only; the caller names the option or field and the path.
     public static func open(path: String) throws(VirtioError) -> Opened {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw VirtioError("--rng src=\(path): cannot open: \(Errno.current)") }
-        return Opened(fd: fd)
+        Opened(file: try HostFile.open(path, flags: O_RDONLY, allowed: [.characterDevice, .regular], keepNonBlocking: true))
     }
 
-    public init(_ opened: Opened) { source = opened.fd }
+    public init(_ opened: Opened) { file = opened.file }
 
     public convenience init(path: String) throws(VirtioError) { self.init(try Self.open(path: path)) }
-
-    deinit { close(source) }
 
     public func readConfig(offset: Int, width: Int) -> UInt64 { 0 }
     public func activate(device: isolated VirtioPciDevice) throws(VirtioError) {}
