@@ -102,7 +102,7 @@ import Testing
         defer { loop.shutdown() }
         let memory = testMemory()
         let name = "avmg\(getpid() % 100000)"
-        let backend = try NetBackend(options: .init(tap: name, mac: [0x52, 0x54, 0, 0, 0, 1], ipv4: nil))
+        let backend = try NetBackend(options: .init(tap: name, mac: [0x52, 0x54, 0, 0, 0, 1]))
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 5, queueCount: 2) == 0xF)
