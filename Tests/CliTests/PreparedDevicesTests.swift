@@ -12,7 +12,7 @@ struct PreparedDevicesTests {
         options.nets = [NetOptions(tap: name, mac: randomLocalMac())]
         options.rng = "/nonexistent/rng-source"
         options.console = .off
-        #expect(throws: CliError.self) { try PreparedDevices.open(options) }
+        #expect(throws: PrepareError.self) { try PreparedDevices.open(options) }
         #expect(if_nametoindex(name) == 0, "\(name) was left behind by a failed open")
 
         // The same devices without the bad rng source: the TAP exists while they are held, and goes with them.

@@ -59,10 +59,14 @@ import Testing
         let loop = try EventLoop(name: "t-port80")
         defer { loop.shutdown() }
         let port = DebugPort(loop: loop)
+        let start = monotonicNanoseconds()
         for code in 0..<100 { await port.write(offset: 0, width: 1, value: UInt64(code)) }
+        let windows = Int((monotonicNanoseconds() - start) / 1_000_000_000) + 1  // one-second windows touched
         #expect(await port.codes.count == 100)
         let limiter = await port.logLimiter
-        #expect(limiter.totalSuppressed >= 80)
+        // 20 lines per window at most: 80 suppressed when the writes fit in one second (a loaded host may
+        // spread them over more windows, each allowing 20 more).
+        #expect(limiter.totalSuppressed >= UInt64(max(0, 100 - 20 * windows)), "\(windows) window(s)")
     }
 
     @Test func rateLimiterAllowsABurstPerWindowAndReportsTheRest() {

@@ -142,7 +142,20 @@ public final class NetBackend: VirtioBackend {
             }
             if pendingLength == 0 {
                 let n = frame.withUnsafeMutableBytes { read(tapFD, $0.baseAddress, $0.count) }
-                guard n > 0 else { break }  // EAGAIN: nothing more to read
+                guard n > 0 else {
+                    let error = errno
+                    if n < 0 && error != EAGAIN && error != EINTR {
+                        // The TAP is gone (the interface was deleted on the host) or broken. Its error
+                        // condition would make epoll report it ready forever and keep the loop busy: stop
+                        // watching it for good. The guest sees a link that receives nothing; transmit
+                        // counts drops.
+                        tapFailed = true
+                        tap.stop(device: device)
+                        device.countError()
+                        Log.warning("\(device.name): TAP \(interfaceName) failed (\(Errno(rawValue: error))); no longer receiving from it")
+                    }
+                    break  // EAGAIN: nothing more to read
+                }
                 guard n >= Self.headerSize else {
                     rxDropped &+= 1  // not even a header: the host side's fault, dropped and counted
                     device.countDropped()
