@@ -35,8 +35,9 @@ final class FileOutput: SerialOutput {
         writer = OutputWriter(fd: descriptor.fd, descriptor: descriptor, capacity: Self.capacity)
     }
 
-    /// The writer thread ends once it has written what is buffered (and an owned descriptor is closed).
-    deinit { writer.finish() }
+    /// The writer thread ends once it has written what is buffered, and closes an owned descriptor; waits
+    /// briefly for that, so that a VM torn down holds no descriptor (unless its reader has stalled).
+    deinit { writer.finish(waitingUpTo: 0.5) }
 
     func write(_ bytes: UnsafeRawBufferPointer) { writer.append(bytes) }
 
@@ -66,22 +67,24 @@ final class OutputWriter: Sendable {
         var finishing = false
         /// The descriptor failed (reader gone, EPIPE, EBADF...): everything from now on is dropped.
         var failed = false
+        /// Closes `fd` when released (at the writer thread's end); nil when the descriptor is not ours.
+        var descriptor: OwnedDescriptor?
+        /// The writer thread has ended (and closed an owned descriptor).
+        var ended = false
     }
 
     /// Every writer whose thread is running, for ``FileOutput/flushAll(timeout:)``.
     static let live = Mutex<[ObjectIdentifier: OutputWriter]>([:])
 
     let fd: Int32
-    /// Closes `fd` when this writer goes, after its thread has ended; nil when the descriptor is not ours.
-    let descriptor: OwnedDescriptor?
     let capacity: Int
-    let state = Mutex(State())
+    let state: Mutex<State>
     let wake = ThreadParker()
 
     init(fd: Int32, descriptor: OwnedDescriptor?, capacity: Int) {
         self.fd = fd
-        self.descriptor = descriptor
         self.capacity = capacity
+        state = Mutex(State(descriptor: descriptor))
         Self.live.withLock { $0[ObjectIdentifier(self)] = self }
         var thread = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
@@ -90,7 +93,7 @@ final class OutputWriter: Sendable {
         } else {
             // No thread: write synchronously is what we must not do, so output is dropped (and said so).
             Unmanaged<OutputWriter>.fromOpaque(context).release()
-            state.withLock { $0.failed = true }
+            state.withLock { $0.failed = true; $0.ended = true }
             Self.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
             Log.warning("guest output to fd \(fd) is dropped: cannot start its writer thread")
         }
@@ -112,14 +115,17 @@ final class OutputWriter: Sendable {
         if wakeWriter { wake.signal() }
     }
 
-    /// Tells the writer thread to end after writing what is buffered.
-    func finish() {
+    /// Tells the writer thread to end after writing what is buffered, and waits up to `timeout` seconds for
+    /// it to have ended.
+    func finish(waitingUpTo timeout: Double) {
         let wakeWriter = state.withLock { s -> Bool in
             s.finishing = true
             defer { s.parked = false }
             return s.parked
         }
         if wakeWriter { wake.signal() }
+        let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
+        while !state.withLock({ $0.ended }) && monotonicNanoseconds() < deadline { usleep(1000) }
     }
 
     /// Waits (polling every millisecond) until nothing is buffered or in flight, or `deadline` passes.
@@ -151,6 +157,10 @@ final class OutputWriter: Sendable {
             }
             switch next {
             case nil:
+                state.withLock { s in
+                    s.descriptor = nil  // closes an owned descriptor
+                    s.ended = true
+                }
                 Self.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
                 return
             case false?:
