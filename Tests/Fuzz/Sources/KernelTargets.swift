@@ -59,7 +59,7 @@ func kernelPvhTarget(_ bytes: [UInt8]) {
         } else {
             let paddr = kind & 2 != 0 ? input.integer(UInt64.self) : 0x100000 + UInt64(input.integer(UInt32.self) % 0x400000)
             let data = input.take(Int(input.byte()))
-            let memsz = UInt64(data.count) + (kind & 4 != 0 ? input.integer(UInt64.self) : UInt64(input.integer(UInt16.self)))
+            let memsz = UInt64(data.count) &+ (kind & 4 != 0 ? input.integer(UInt64.self) : UInt64(input.integer(UInt16.self)))
             headers.append((1, UInt64(body.count), paddr, UInt64(data.count), memsz))
             body += data
         }
