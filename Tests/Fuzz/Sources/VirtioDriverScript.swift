@@ -10,6 +10,8 @@ let virtioMemory = guardedMemory([(GuestAddress(0), 0x100000)])
 /// input) once the backend's host event runs. -1: the device has no host input.
 struct HostInput: Sendable {
     var peer: Int32 = -1
+    /// The device's end of the same pair, drained after each input so nothing carries over to the next.
+    var deviceEnd: Int32 = -1
     /// Datagram (one write per frame) or stream.
     var datagrams = false
 }
@@ -231,9 +233,10 @@ extension VirtioPciDevice {
         // Reset (memory decoding on, so the write lands): the backend stops watching host descriptors.
         configWrite(offset: 0x04, width: 2, value: 0x6)
         write(offset: 0x14, width: 1, value: 0)
-        if host.peer >= 0 {  // drain what the device sent to the host
-            var sink = [UInt8](repeating: 0, count: 65536)
-            while sink.withUnsafeMutableBytes({ Glibc.read(host.peer, $0.baseAddress, $0.count) }) > 0 {}
+        // Drain both ends: what the device sent to the host, and host input the device did not take.
+        var sink = [UInt8](repeating: 0, count: 65536)
+        for fd in [host.peer, host.deviceEnd] where fd >= 0 {
+            while sink.withUnsafeMutableBytes({ Glibc.read(fd, $0.baseAddress, $0.count) }) > 0 {}
         }
     }
 }

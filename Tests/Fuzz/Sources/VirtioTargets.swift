@@ -49,7 +49,7 @@ let netPair = nonBlockingPair(datagrams: true)
 /// virtio-net: transmitted headers and frames, received frames of any size into any buffers.
 func virtioNetTarget(_ bytes: [UInt8]) {
     let fd = dup(netPair.device)
-    runVirtioScript(bytes, host: HostInput(peer: netPair.peer, datagrams: true)) {
+    runVirtioScript(bytes, host: HostInput(peer: netPair.peer, deviceEnd: netPair.device, datagrams: true)) {
         NetBackend(.init(fd: fd, interfaceName: "fuzz0",
                          options: .init(tap: "fuzz0", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], ipv4: nil)))
     }
@@ -66,7 +66,7 @@ let consolePair = nonBlockingPair(datagrams: false)
 
 /// virtio-console: transmit to a sink, receive host input into any buffers.
 func virtioConsoleTarget(_ bytes: [UInt8]) {
-    runVirtioScript(bytes, host: HostInput(peer: consolePair.peer)) {
+    runVirtioScript(bytes, host: HostInput(peer: consolePair.peer, deviceEnd: consolePair.device)) {
         ConsoleBackend(output: CheckedDiscard(), inputFD: consolePair.device)
     }
 }
