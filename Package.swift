@@ -43,3 +43,22 @@ let package = Package(
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "ActorVmm"], swiftSettings: strict),
     ]
 )
+
+// The libFuzzer build (Tests/Fuzz/run.sh sets ACTORVMM_FUZZ=1 and builds into .build-fuzz with
+// -sanitize=fuzzer,address). The package then holds only the libraries, Cli as a library (without its
+// main.swift, so the fuzz targets can reach its parsers) and one fuzz executable; an ordinary `swift build`
+// or `swift test` never sees these targets.
+if Context.environment["ACTORVMM_FUZZ"] == "1" {
+    let libraries = package.targets.filter { $0.type == .regular }
+    package.products = [.executable(name: "actor-vmm-fuzz", targets: ["ActorVmmFuzz"])]
+    package.targets = libraries + [
+        .target(name: "Cli", dependencies: ["ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
+                exclude: ["main.swift"], swiftSettings: strict),
+        .executableTarget(
+            name: "ActorVmmFuzz",
+            dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
+            path: "Tests/Fuzz/Sources",
+            swiftSettings: strict
+        ),
+    ]
+}

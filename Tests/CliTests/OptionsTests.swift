@@ -2,6 +2,17 @@
 import Testing
 
 @Suite struct OptionsTests {
+    /// Found by the cli_options fuzz target: an argument holding a newline made a two-line error, and an
+    /// escape sequence in one went to the terminal as is.
+    @Test func errorsQuotingInputStayOneLine() {
+        for arguments in [["\n"], ["--cpus", "boot=1\n2"], ["--memory", "size=\u{1B}[2J"], ["--serial", "x\r\u{7F}"]] {
+            let error = #expect(throws: CliError.self) { try VmmOptions.parse(arguments) }
+            let message = error?.message ?? ""
+            #expect(!message.isEmpty && !message.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }, "\(arguments)")
+        }
+        #expect(escapingControlCharacters("a\nb\u{1B}c\u{7F}") == "a\\nb\\u{1B}c\\u{7F}")
+    }
+
     @Test func parsesCloudHypervisorSyntax() throws {
         let o = try VmmOptions.parse([
             "--kernel", "k.elf", "--cmdline", "console=ttyS0 tests=a,b", "--cpus", "boot=2,max=4",

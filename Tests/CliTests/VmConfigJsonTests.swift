@@ -109,6 +109,18 @@ import Testing
         #expect(error?.message.contains(fragment) == true, "\(text): \(String(describing: error))")
     }
 
+    /// Found by the vmconfig fuzz target: a value (or key) holding a newline made a two-line error.
+    @Test func errorsQuotingTheBodyStayOneLine() {
+        let bodies = [
+            #"{"payload": {"kernel": "/k"}, "net": [{"tap": "t", "mac": "52:54:00:12:3\n4:56"}]}"#,
+            #"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": 1, "x\u001b[2Jy": 1}}"#,
+        ]
+        for body in bodies {
+            let description = error(body)?.description ?? ""
+            #expect(!description.isEmpty && !description.unicodeScalars.contains { $0.value < 0x20 }, "\(body)")
+        }
+    }
+
     @Test func cmdlineLengthIsCheckedAtTheField() {
         let long = String(repeating: "x", count: 2048)
         #expect(error(#"{"payload": {"kernel": "/k", "cmdline": "\#(long)"}}"#)

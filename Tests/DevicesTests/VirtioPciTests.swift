@@ -73,7 +73,11 @@ final class TempFile {
         let loop = try EventLoop(name: "t-decode")
         defer { loop.shutdown() }
         let (device, _) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: testMemory(), loop: loop)
-        #expect(await device.read(offset: 0x12, width: 2) == ~0)
+        // All-ones in the access's width only (found by the virtio_pci fuzz target: a 2-byte read gave 64 ones).
+        #expect(await device.read(offset: 0x12, width: 2) == 0xFFFF)
+        #expect(await device.read(offset: 0x14, width: 1) == 0xFF)
+        #expect(await device.read(offset: 0x00, width: 4) == 0xFFFF_FFFF)
+        #expect(await device.read(offset: 0x20, width: 8) == ~0)
         await device.configWrite(offset: 0x04, width: 2, value: 0x2)
         #expect(await device.read(offset: 0x12, width: 2) == 1)  // num_queues
     }

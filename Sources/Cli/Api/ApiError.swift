@@ -26,9 +26,11 @@ struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     let field: String
     let message: String
 
+    /// Both parts may quote the client's JSON (keys, values): control characters in them are shown escaped,
+    /// so the error stays one line wherever it is printed or logged.
     init(field: String, _ message: String) {
-        self.field = field
-        self.message = message
+        self.field = escapingControlCharacters(field)
+        self.message = escapingControlCharacters(message)
     }
 
     var description: String { "\(field): \(message)" }

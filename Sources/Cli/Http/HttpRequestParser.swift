@@ -79,6 +79,8 @@ struct HttpRequestParser {
     private mutating func scanHead(_ buffer: [UInt8]) -> Result<Head?, HttpParseFailure> {
         var start = 0  // RFC 9112 §2.2: ignore empty lines before the request line
         while start + 1 < buffer.count, buffer[start] == Self.cr, buffer[start + 1] == Self.lf { start += 2 }
+        // The CR of an empty line whose LF has not arrived yet: wait, as if it had come in one piece.
+        if start == buffer.count - 1, buffer[start] == Self.cr { return .success(nil) }
         // Bare CRs are refused below, so the first CR ends the request line. Check the line as soon as it is
         // there: garbage and over-long lines are refused without waiting for the rest of the head.
         let firstLineEnd = buffer[start...].firstIndex(of: Self.cr)

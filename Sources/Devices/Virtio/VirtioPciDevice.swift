@@ -159,7 +159,7 @@ public actor VirtioPciDevice: PciDevice {
     // MARK: - BAR0
 
     public func read(offset: UInt64, width: Int) -> UInt64 {
-        guard config.memoryDecoding else { return ~0 }
+        guard config.memoryDecoding else { return allOnes(width) }  // nobody answers: all-ones, `width` bytes
         return readBar(offset: offset, width: width)
     }
 
