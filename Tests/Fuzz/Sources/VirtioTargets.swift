@@ -38,7 +38,7 @@ func virtioBlockTarget(_ bytes: [UInt8]) {
     let fd = dup(diskFD)
     let readonly = bytes.first.map { $0 & 0x20 != 0 } ?? false
     runVirtioScript(bytes) {
-        BlockBackend(.init(fd: fd, options: .init(path: "fuzz.img", readonly: readonly), capacitySectors: 128,
+        BlockBackend(.init(file: OwnedDescriptor(fd), options: .init(path: "fuzz.img", readonly: readonly), capacitySectors: 128,
                            idBytes: Array("fuzz-disk".utf8) + [UInt8](repeating: 0, count: 11)))
     }
 }
@@ -50,8 +50,8 @@ let netPair = nonBlockingPair(datagrams: true)
 func virtioNetTarget(_ bytes: [UInt8]) {
     let fd = dup(netPair.device)
     runVirtioScript(bytes, host: HostInput(peer: netPair.peer, deviceEnd: netPair.device, datagrams: true)) {
-        NetBackend(.init(fd: fd, interfaceName: "fuzz0",
-                         options: .init(tap: "fuzz0", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], ipv4: nil)))
+        NetBackend(.init(tap: TapDevice(adopting: fd, name: "fuzz0"),
+                         options: .init(tap: "fuzz0", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56])))
     }
 }
 
@@ -77,7 +77,7 @@ let zeroFD: Int32 = open("/dev/zero", O_RDONLY | O_CLOEXEC)
 /// virtio-rng: any chain of writable (and readable) buffers.
 func virtioRngTarget(_ bytes: [UInt8]) {
     let fd = dup(zeroFD)
-    runVirtioScript(bytes) { RngBackend(.init(fd: fd)) }
+    runVirtioScript(bytes) { RngBackend(.init(file: OwnedDescriptor(fd))) }
 }
 
 /// The virtio-pci transport itself: the same scripts as the devices but biased to register accesses (the
@@ -94,5 +94,5 @@ func virtioPciTarget(_ bytes: [UInt8]) {
         script += input.take(11)
     }
     let fd = dup(zeroFD)
-    runVirtioScript(script) { RngBackend(.init(fd: fd)) }
+    runVirtioScript(script) { RngBackend(.init(file: OwnedDescriptor(fd))) }
 }
