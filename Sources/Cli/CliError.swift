@@ -1,3 +1,5 @@
+import Glibc
+
 /// A command-line or configuration error: printed as one line, exit code 2, before any VM exists.
 struct CliError: Error, Equatable, CustomStringConvertible {
     let message: String
@@ -21,4 +23,10 @@ func escapingControlCharacters(_ text: String) -> String {
         }
     }
     return out
+}
+
+/// Writes one line to stderr (no stdio buffering: the line is out before the process exits).
+func printError(_ message: String) {
+    var bytes = Array("actor-vmm: error: \(message)\n".utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
 }

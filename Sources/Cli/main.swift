@@ -12,12 +12,6 @@ import Glibc
 // Exit codes: 0 the guest powered off, a stop signal, or vmm.shutdown; 1 VMM or guest fault;
 // 2 bad command line or configuration.
 
-/// Writes one line to stderr (no stdio buffering: the line is out before the process exits).
-func printError(_ message: String) {
-    var bytes = Array("actor-vmm: error: \(message)\n".utf8)
-    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
-}
-
 func fail(_ message: String, code: Int32) -> Never {
     FileOutput.flushAll(timeout: 2)
     Terminal.restore()
