@@ -72,18 +72,15 @@ import Testing
     @Test func badReceiveBuffersDoNotStopNetReceive() async throws {
         let loop = try EventLoop(name: "t-net-rx")
         defer { loop.shutdown() }
-        var pair: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
-        defer { close(pair[1]) }
+        let (backend, peer) = try fakeTapNet()
+        defer { close(peer) }
         let memory = testMemory()
-        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
-        let backend = NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options))
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 2) == 0xF)
         func inject(_ marker: UInt8) {
             let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: 60)
-            _ = frame.withUnsafeBytes { send(pair[1], $0.baseAddress, $0.count, 0) }
+            _ = frame.withUnsafeBytes { send(peer, $0.baseAddress, $0.count, 0) }
         }
         inject(0xA1)
         var q = driver.queues[0]
@@ -175,19 +172,16 @@ extension VirtioPciDevice {
     @Test func dryReceiveQueueAsksForANotification() async throws {
         let loop = try EventLoop(name: "t-net-evidx")
         defer { loop.shutdown() }
-        var pair: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
-        defer { close(pair[1]) }
+        let (backend, peer) = try fakeTapNet()
+        defer { close(peer) }
         let memory = testMemory()
-        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
-        let (device, msi) = try makeDevice(NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options)),
-                                           memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 29, queueCount: 2) == 0xF)  // EVENT_IDX
         for _ in 0..<3 { driver.queues[0].post([(driver.queues[0].allocate(1526), 1526, true)]) }
         for marker: UInt8 in [1, 2, 3, 4] {
             let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: 60)
-            _ = frame.withUnsafeBytes { send(pair[1], $0.baseAddress, $0.count, 0) }
+            _ = frame.withUnsafeBytes { send(peer, $0.baseAddress, $0.count, 0) }
         }
         await driver.kick(0)
         #expect(driver.queues[0].takeUsed().count == 3)
@@ -195,4 +189,13 @@ extension VirtioPciDevice {
         let availEvent: UInt16 = try memory.read(at: GuestAddress(q.used.rawValue + 4 + 8 * UInt64(q.size)))
         #expect(availEvent == 3)
     }
+}
+
+/// A virtio-net backend whose "TAP" is one end of a datagram socketpair (each send is one frame); the other
+/// end, returned as `peer`, is the host side for the test (the caller closes it).
+func fakeTapNet() throws -> (backend: NetBackend, peer: Int32) {
+    var pair: [Int32] = [0, 0]
+    try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
+    let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
+    return (NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options)), pair[1])
 }
