@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MicroVM test kernel recipe: Linux from Debian's linux-source-6.1 package, `make tinyconfig` plus
-# Tests/Linux/microvm.config (virtio-pci/blk/net/console/rng, ACPI, PCI/MSI, 8250, PVH, tickless idle at
+# Tests/Linux/microvm.config (virtio-pci/blk/net/console/rng, ext4, ACPI, PCI/MSI, 8250, PVH, tickless idle at
 # 100 Hz; no modules).
 #
 # Builds once into ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/microvm-<config hash>/ and prints that folder,
@@ -40,7 +40,7 @@ log "configuring (tinyconfig + microvm.config)"
 make -s tinyconfig >&2
 ./scripts/kconfig/merge_config.sh -m .config "$here/microvm.config" >&2
 make -s olddefconfig >&2
-for option in VIRTIO_PCI VIRTIO_BLK VIRTIO_NET VIRTIO_CONSOLE HW_RANDOM_VIRTIO PVH ACPI PCI_MSI SERIAL_8250_CONSOLE SMP NO_HZ_IDLE HZ_100; do
+for option in EXT4_FS MSDOS_PARTITION VIRTIO_PCI VIRTIO_BLK VIRTIO_NET VIRTIO_CONSOLE HW_RANDOM_VIRTIO PVH ACPI PCI_MSI SERIAL_8250_CONSOLE SMP NO_HZ_IDLE HZ_100; do
   grep -q "^CONFIG_$option=y" .config || { log "CONFIG_$option did not survive olddefconfig"; exit 1; }
 done
 log "building bzImage with $(nproc) jobs"
