@@ -54,7 +54,9 @@ struct LinuxBootTests {
             "--cpus", "boot=2", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
             "--disk", "path=\(disk)", "--rng",
             "--net", "tap=\(tap),mac=52:54:00:12:34:57,ip=192.168.250.1,mask=255.255.255.0",
-            "--cmdline", "console=ttyS0 console=hvc0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
+            // The kernel logs to both consoles; the last one is /dev/console, where /init prints its marker:
+            // ttyS0, the VMM's stdout, which the harness reads.
+            "--cmdline", "console=hvc0 console=ttyS0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
             "-v",
         ], until: Self.stopMarker, timeout: 900)
         let context = run.context
