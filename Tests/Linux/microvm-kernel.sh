@@ -40,7 +40,7 @@ log "configuring (tinyconfig + microvm.config)"
 make -s tinyconfig >&2
 ./scripts/kconfig/merge_config.sh -m .config "$here/microvm.config" >&2
 make -s olddefconfig >&2
-for option in EXT4_FS MSDOS_PARTITION VIRTIO_PCI VIRTIO_BLK VIRTIO_NET VIRTIO_CONSOLE HW_RANDOM_VIRTIO PVH ACPI PCI_MSI SERIAL_8250_CONSOLE SMP NO_HZ_IDLE HZ_100; do
+for option in EXT4_FS MSDOS_PARTITION POSIX_TIMERS VIRTIO_PCI VIRTIO_BLK VIRTIO_NET VIRTIO_CONSOLE HW_RANDOM_VIRTIO PVH ACPI PCI_MSI SERIAL_8250_CONSOLE SMP NO_HZ_IDLE HZ_100; do
   grep -q "^CONFIG_$option=y" .config || { log "CONFIG_$option did not survive olddefconfig"; exit 1; }
 done
 log "building bzImage with $(nproc) jobs"

@@ -59,7 +59,7 @@ done
 host_side() {  # RESULT: ping the guest until it answers, then record the neighbour entry
   local i
   for i in $(seq 1 300); do
-    if ping -c 1 -W 1 192.168.249.2 >/dev/null 2>&1; then
+    if busybox ping -c 1 -W 1 192.168.249.2 >/dev/null 2>&1; then
       echo "ping=ok neighbour=$(ip neigh show 192.168.249.2 | awk '{ for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1) }')" > "$1"
       return
     fi

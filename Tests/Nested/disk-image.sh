@@ -11,8 +11,8 @@
 # `debugfs -R 'cat /avm-result.txt' 'IMAGE?offset=1048576'`.
 #
 # Prints the image's path; cached in ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/nested-disk-<hash of this
-# script>/disk.raw (copy it before use: the guest writes to it). Needs busybox-static and fdisk
-# (Tests/Nested/l1-setup.sh installs them).
+# script>/disk.raw (older ones are removed; copy it before use: the guest writes to it). Needs
+# busybox-static and fdisk (Tests/Nested/l1-setup.sh installs them).
 set -euo pipefail
 self=$(readlink -f "$0")
 cache=${ACTOR_VMM_CACHE:-$HOME/.cache/actor-vmm}/nested-disk-$(sha256sum "$self" | cut -c1-12)
@@ -21,6 +21,7 @@ exec 9>"$cache/.lock"
 flock 9
 cd "$cache"
 if [ -s disk.raw ]; then echo "$cache/disk.raw"; exit 0; fi
+for old in "$(dirname "$cache")"/nested-disk-*; do [ "$old" = "$cache" ] || rm -rf "$old"; done
 rm -rf root && mkdir -p root/{bin,sbin,dev,proc,sys,tmp}
 cp /bin/busybox root/bin/busybox
 cat > root/sbin/init <<'INIT'
@@ -28,7 +29,7 @@ cat > root/sbin/init <<'INIT'
 B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
-$B mountpoint -q /dev || $B mount -t devtmpfs dev /dev
+$B mount -t devtmpfs dev /dev 2>/dev/null  # mounted already where the kernel has DEVTMPFS_MOUNT
 cpus=$($B cat /sys/devices/system/cpu/online)
 mac=$($B cat /sys/class/net/eth0/address 2>/dev/null || echo none)
 rng=$($B dd if=/dev/hwrng bs=16 count=1 2>/dev/null | $B od -An -tx1 | $B tr -d ' \n')

@@ -5,9 +5,10 @@
 # chroots and runs the script named on the kernel command line, writes its exit status to the share and
 # powers off. Run by Tests/Nested/run-l1.sh.
 #
-# Installs what is missing (apt-get: qemu-system-x86 busybox-static cpio kmod fdisk), prints the cache
-# folder on stdout; in it: `vmlinuz`, `l1.cpio`, `version`. Cached in
-# ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/nested-<hash of this script>; idempotent, safe to run concurrently.
+# Installs what is missing (apt-get: qemu-system-x86 busybox-static cpio kmod fdisk e2fsprogs python3),
+# prints the cache folder on stdout; in it: `vmlinuz`, `l1.cpio`, `version`. Cached in
+# ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/nested-<hash of this script> (older ones are removed); idempotent,
+# safe to run concurrently.
 set -euo pipefail
 self=$(readlink -f "$0")
 hash=$(sha256sum "$self" | cut -c1-12)
@@ -18,7 +19,7 @@ flock 9
 log() { echo "l1-setup: $*" >&2; }
 
 missing=()
-for p in qemu-system-x86 busybox-static cpio kmod fdisk; do
+for p in qemu-system-x86 busybox-static cpio kmod fdisk e2fsprogs python3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -33,6 +34,7 @@ if [ -s "$cache/vmlinuz" ] && [ -s "$cache/l1.cpio" ]; then
   exit 0
 fi
 cd "$cache"
+for old in "$(dirname "$cache")"/nested-[0-9a-f]*; do [ "$old" = "$cache" ] || rm -rf "$old"; done
 # The generic kernel the meta-package points at.
 if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then apt-get update -qq >&2; fi
 image=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
