@@ -28,9 +28,6 @@ if [ "${ACTOR_VMM_NESTED_L1:-}" = 1 ]; then
                    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
                    -kernel "$kernel" -initrd "$initrd" -append "$append" ;;
     esac || true
-    local marker
-    marker=$(awk '/ACTORVMM-LINUX-INIT/ { gsub(/[][]/, "", $1); print $1; exit }' "$prefix.log")
-    echo "$1 $2 ${marker:-none} $(cat "$prefix.seconds") $(cat "$prefix.status")" >> "$out/results.txt"
   }
   mkdir -p "$out/runs"
   vmms=(actor-vmm qemu-microvm qemu-q35)
@@ -51,8 +48,16 @@ out=$(mktemp -d /tmp/actor-vmm-boot-vs-qemu.XXXXXX)
 printf 'VMM=%s\nDEBIAN=%s\nROOT=%s\nROUNDS=%s\n' "$vmm" "$(Tests/Linux/debian-guest.sh)" "$root" "$rounds" > "$out/env"
 ACTOR_VMM_NESTED_TIMEOUT=$((300 + rounds * 240)) Tests/Nested/run-l1.sh "$0" "$out"
 echo "L1 ready after $(cat "$out/l1-ready-seconds") s; $rounds interleaved rounds; records in $out"
+# One line per run: VMM ROUND MARKER-SECONDS EXIT-SECONDS STATUS GUEST-UPTIME-AT-MARKER (from
+# Tests/Nested/stamp.py's records and /init's line).
+for log in "$out"/runs/*.log; do
+  name=$(basename "$log" .log)
+  marker=$(awk '/ACTORVMM-LINUX-INIT/ { if (match($0, /[0-9]+\.[0-9]+/)) print substr($0, RSTART, RLENGTH); exit }' "$log")
+  uptime=$(awk '/ACTORVMM-LINUX-INIT/ { if (match($0, /uptime=[0-9.]+/)) print substr($0, RSTART + 7, RLENGTH - 7); exit }' "$log")
+  echo "${name%-*} ${name##*-} ${marker:-none} $(cat "${log%.log}.seconds") $(cat "${log%.log}.status") ${uptime:-none}"
+done > "$out/results.txt"
 awk '
-  { marker[$1] = marker[$1] " " $3; total[$1] = total[$1] " " $4; if ($5 != 0) bad[$1]++ }
+  { marker[$1] = marker[$1] " " $3; total[$1] = total[$1] " " $4; uptime[$1] = uptime[$1] " " $6; if ($5 != 0) bad[$1]++ }
   function median(list,   n, a, i, j, t) {
     n = split(list, a, " "); for (i = 1; i <= n; i++) if (a[i] == "none") return "none"
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -60,12 +65,12 @@ awk '
   }
   END {
     base = median(marker["actor-vmm"])
-    print "| VMM | to /init marker (median, s) | to exit (median, s) | marker vs actor-vmm | non-zero exits |"
-    print "| --- | --- | --- | --- | --- |"
+    print "| VMM | process start to /init marker (median, s) | to exit (s) | vs actor-vmm | guest uptime at marker (s) | non-zero exits |"
+    print "| --- | --- | --- | --- | --- | --- |"
     split("actor-vmm qemu-microvm qemu-q35", order, " ")
     for (k = 1; k <= 3; k++) {
       v = order[k]; m = median(marker[v])
       ratio = (m == "none" || base == "none") ? "-" : sprintf("%.2f×", m / base)
-      printf "| %s | %s | %s | %s | %d |\n", v, m, median(total[v]), ratio, bad[v]
+      printf "| %s | %s | %s | %s | %s | %d |\n", v, m, median(total[v]), ratio, median(uptime[v]), bad[v]
     }
   }' "$out/results.txt"

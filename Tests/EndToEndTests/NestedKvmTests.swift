@@ -9,7 +9,8 @@ import Testing
 @Suite(.disabled(if: NestedHarness.skipReason != nil, Comment(rawValue: NestedHarness.skipReason ?? "")),
        .timeLimit(.minutes(40)))
 struct NestedKvmTests {
-    /// Checks common to every VMM run: it ran to the end with exit 0, on a KVM without compatibility mode.
+    /// Checks common to every VMM run: it ran to the end with exit 0, on a KVM without compatibility mode
+    /// (the VMM logs that at `-v`).
     static func expectCleanExit(_ check: NestedHarness.Check, sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(check.status == "0", "exit status: \(check.context)", sourceLocation: sourceLocation)
         #expect(check.first(containing: "host compatibility mode on") == nil,
@@ -47,8 +48,12 @@ struct NestedKvmTests {
     @Test(arguments: ["disk-hvc0", "disk-serial"])
     func cloudHypervisorCommandLine(name: String) throws {
         let check = try NestedHarness.check(name)
+        // Exit 0 without a signal: the guest powered off. On ttyS0 the kernel's last words show it too; on
+        // hvc0 they never arrive (the messages after device shutdown; see docs/nested.md).
         Self.expectCleanExit(check)
-        #expect(check.first(containing: "reboot: Power down") != nil, "the guest powered off: \(check.context)")
+        if name == "disk-serial" {
+            #expect(check.first(containing: "reboot: Power down") != nil, "the guest powered off: \(check.context)")
+        }
         // console=hvc0: the kernel's own log reached virtio-console; console=ttyS0: the UART.
         #expect(check.first(containing: "EXT4-fs (vda1): mounted filesystem") != nil, "\(check.context)")
         let line = try #require(check.first(containing: "ACTORVMM-DISK-INIT ")?.text, "\(check.context)")
