@@ -3,7 +3,7 @@
 # root file system on partition 1 (sfdisk, mkfs.ext4 -d), holding busybox and an /sbin/init that
 #   - prints the online CPUs, eth0's MAC and 16 bytes read from /dev/hwrng (virtio-rng),
 #   - configures eth0 as 192.168.249.2/24 and pings 192.168.249.1 (Cloud Hypervisor's default TAP address),
-#   - writes all of that to /avm-result.txt on the root file system and syncs,
+#   - writes all of that to /avm-result.txt on the root file system, syncs and remounts it read-only,
 #   - prints "ACTORVMM-DISK-INIT ..." and, unless the command line says avm_wait (then it prints a tick
 #     every second until stopped from outside), waits 2 s (for the host's ping) and powers off.
 # Booted by the microVM kernel (Tests/Linux/microvm-kernel.sh: ext4 and virtio built in) with
@@ -40,6 +40,9 @@ root=$($B awk '$2 == "/" && $1 != "rootfs" { print $1 ":" $3 ":" substr($4, 1, 2
 line="cpus=$cpus mac=$mac rng=$rng ping=$ping root=$root"
 echo "$line" > /avm-result.txt
 $B sync
+# Read-only from here: the journal is checkpointed, so the image is consistent even when the VM is then
+# shut down from outside (the API check), and debugfs on the host can read it.
+$B mount -o remount,ro /
 echo "ACTORVMM-DISK-INIT $line uptime=$($B cut -d' ' -f1 /proc/uptime)"
 if $B grep -q avm_wait /proc/cmdline; then
   while :; do $B sleep 1; echo "ACTORVMM-DISK-TICK $($B cut -d' ' -f1 /proc/uptime)"; done
