@@ -19,6 +19,11 @@ extension Vcpu {
     /// (0x8000_001E). KVM's own hypervisor leaves (0x4000_0000 "KVMKVMKVM", 0x4000_0001 features) come
     /// through unchanged.
     ///
+    /// Leaf 1 always gets the hypervisor bit (ECX bit 31), as Cloud Hypervisor sets it: hardware KVM's
+    /// `KVM_GET_SUPPORTED_CPUID` does not report it (kvm_pvm does), and without it Linux never looks at
+    /// the 0x4000_0000 leaves, finds no kvm-clock, fails to calibrate the TSC and hangs in
+    /// `calibrate_delay`.
+    ///
     /// The topology leaves are written whole, not patched: KVM may report leaf 0xB with subleaf 0 only
     /// (seen on an AMD host), and Linux then reads a zero subleaf 1, finds no core level and puts every
     /// vCPU in a package of its own.
@@ -33,6 +38,7 @@ extension Vcpu {
             case 1:
                 e.ebx = (e.ebx & 0x0000_FFFF) | (UInt32(min(maxVcpus, 255)) << 16) | (apicID << 24)
                 if maxVcpus > 1 { e.edx |= 1 << 28 }  // HTT: the count in EBX[23:16] is valid
+                e.ecx |= 1 << 31                        // hypervisor present
             case 0xB, 0x1F:
                 continue  // written whole below
             case 0x8000_0008:

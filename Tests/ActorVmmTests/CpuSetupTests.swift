@@ -56,4 +56,17 @@ import Testing
         let entries = Vcpu.cpuid([leaf(1)], id: 0, maxVcpus: 1)
         #expect(entries[0].edx & (1 << 28) == 0 && (entries[0].ebx >> 16) & 0xFF == 1)
     }
+
+    /// Ordinary KVM's supported CPUID lacks the hypervisor bit; every vCPU must report it anyway, or Linux
+    /// skips the KVM leaves (no kvm-clock) and hangs calibrating the TSC.
+    @Test func leafOneAlwaysHasTheHypervisorBit() throws {
+        var one = leaf(1)
+        one.ecx = 0x0000_0201  // SSSE3 and SSE3, no bit 31: as hardware KVM reports it
+        for (id, count) in [(0, 1), (2, 4)] {
+            let entries = Vcpu.cpuid([maxBasic(0xD), one], id: id, maxVcpus: count)
+            let ecx = try #require(find(entries, 1)).ecx
+            #expect(ecx & (1 << 31) != 0, "CPUID.1:ECX.hypervisor set for vCPU \(id) of \(count)")
+            #expect(ecx & 0x201 == 0x201, "the reported features are kept")
+        }
+    }
 }

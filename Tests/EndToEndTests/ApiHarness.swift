@@ -137,12 +137,7 @@ final class VmmProcess {
     }
 
     /// The VMM's thread names.
-    func threadNames() -> [String] {
-        let directory = "/proc/\(pid)/task"
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return tasks.compactMap { try? String(contentsOfFile: "\(directory)/\($0)/comm", encoding: .utf8) }
-            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.sorted()
-    }
+    func threadNames() -> [String] { Harness.threadNames(pid) }
 }
 
 struct VmmProcessError: Error, CustomStringConvertible {
@@ -159,6 +154,14 @@ extension Harness {
                          extra: String = "") -> String {
         let serial = serialFile.map { #""serial": {"mode": "File", "file": "\#($0)"}"# } ?? #""serial": {"mode": "Null"}"#
         return #"{"payload": {"kernel": "\#(kernel)", "cmdline": "\#(cmdline)"}, "cpus": {"boot_vcpus": 1, "max_vcpus": 1}, "memory": {"size": \#(memory)}, \#(serial)\#(extra)}"#
+    }
+
+    /// The names of process `pid`'s threads (vCPU threads are `vcpuN`), sorted.
+    static func threadNames(_ pid: Int32) -> [String] {
+        let directory = "/proc/\(pid)/task"
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return tasks.compactMap { try? String(contentsOfFile: "\(directory)/\($0)/comm", encoding: .utf8) }
+            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.sorted()
     }
 
     /// Polls `condition` for up to `seconds`.

@@ -49,14 +49,16 @@ struct LinuxBootTests {
         defer { unlink(disk); unlink(console) }
         #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 8 << 20)))
         let tap = "avml\(getpid() % 100_000)"
-        let run = LinuxHarness.run([
+        let run = LinuxHarness.oneAtATime { LinuxHarness.run([
             "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
             "--cpus", "boot=2", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
             "--disk", "path=\(disk)", "--rng",
             "--net", "tap=\(tap),mac=52:54:00:12:34:57,ip=192.168.250.1,mask=255.255.255.0",
-            "--cmdline", "console=ttyS0 console=hvc0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
+            // The kernel logs to both consoles; the last one is /dev/console, where /init prints its marker:
+            // ttyS0, the VMM's stdout, which the harness reads.
+            "--cmdline", "console=hvc0 console=ttyS0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
             "-v",
-        ], until: Self.stopMarker, timeout: 900)
+        ], until: Self.stopMarker, timeout: 900) }
         let context = run.context
         Self.expectTheEnd(run)
         // ActorVMM's description of the machine, as Linux reports it.
@@ -86,11 +88,11 @@ struct LinuxBootTests {
           .timeLimit(.minutes(30)), arguments: ["vmlinuz", "vmlinux"])
     func debianCloudKernelRunsInit(file: String) throws {
         let guest = try LinuxHarness.recipe("debian-guest.sh")
-        let run = LinuxHarness.run([
+        let run = LinuxHarness.oneAtATime { LinuxHarness.run([
             "--kernel", guest + "/" + file, "--initramfs", guest + "/initramfs.cpio",
             "--cpus", "boot=1", "--memory", "size=512M", "--serial", "tty", "--console", "off",
             "--cmdline", "console=ttyS0", "-v",
-        ], until: Self.stopMarker, timeout: 1500)
+        ], until: Self.stopMarker, timeout: 1500) }
         let context = run.context
         #expect(run.stderr.contains(file == "vmlinuz" ? "loaded (bzImage" : "loaded (PVH)"), "\(context)")
         Self.expectTheEnd(run)

@@ -21,9 +21,17 @@ enum LinuxHarness {
         var transcript: String { lines.map { String(format: "[%7.2f] ", $0.time) + $0.text }.joined(separator: "\n") }
     }
 
+    /// Runs `body` while no other heavy guest runs in this process: the microVM boot on an emulating host
+    /// (2 vCPUs, which crawl when another VM competes for the 2 cores, docs/boot.md) and the nested tier's
+    /// L1 (a host core under QEMU's emulation) take turns.
+    static func oneAtATime<T>(_ body: () throws -> T) rethrows -> T {
+        try heavyGuest.withLock { try body() }
+    }
+    private static let heavyGuest = NSLock()
+
     /// Runs a recipe script (building on first use) and returns the folder it prints.
-    static func recipe(_ name: String) throws -> String {
-        let result = Harness.run("/bin/bash", [Harness.packageRoot + "/Tests/Linux/" + name], timeout: 3000)
+    static func recipe(_ name: String, _ arguments: [String] = []) throws -> String {
+        let result = Harness.run("/bin/bash", [Harness.packageRoot + "/Tests/Linux/" + name] + arguments, timeout: 3000)
         guard result.status == 0 else {
             throw RecipeError(message: "Tests/Linux/\(name) failed (exit \(result.status)):\n\(result.stderr.suffix(3000))")
         }

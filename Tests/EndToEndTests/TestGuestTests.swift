@@ -89,15 +89,19 @@ struct GuestFaultTests {
     @Test func sigtermStopsASpinningGuestCleanly() {
         let kernel = Harness.writeTinyKernel("spin", code: [0xEB, 0xFE])  // jmp $
         defer { unlink(kernel) }
-        let start = Date()
+        // The signal goes once both vCPU threads exist (a fixed delay is too short where the VMM starts
+        // slowly, as in the nested tier's emulated L1), and the VMM must be gone within 10 s of it.
+        nonisolated(unsafe) var signalled = Date.distantFuture
         let result = Harness.run(Harness.vmmPath, ["--kernel", kernel, "--memory", "size=16M", "--cpus", "boot=2", "-v"],
-                                 timeout: 60) { pid in
-            usleep(500_000)
+                                 timeout: 120) { pid in
+            _ = Harness.eventually(60) { Harness.threadNames(pid).contains("vcpu1") }
+            usleep(100_000)
+            signalled = Date()
             kill(pid, SIGTERM)
         }
         #expect(result.status == 0, "stderr: \(result.stderr)")
         #expect(!result.timedOut)
-        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(Date().timeIntervalSince(signalled) < 10)
         // At -v, where each vCPU was: the boot vCPU on its `jmp $` at the entry point, the second one still
         // waiting for the INIT/SIPI this guest never sends.
         #expect(result.stderr.contains("vcpu0 stopped: RIP 0x200000, runnable"), "stderr: \(result.stderr)")

@@ -21,7 +21,7 @@ struct VirtioTests {
         let prefix = NSTemporaryDirectory() + "actor-vmm-\(getpid())-\(placement)"
         let diskA = prefix + "-a.raw", diskB = prefix + "-b.raw", consoleFile = prefix + "-console.txt"
         defer { for path in [diskA, diskB, consoleFile] { unlink(path) } }
-        let readOnlyContents = Data((0..<Self.readOnlyDiskSize).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) })
+        let readOnlyContents = Self.readOnlyContents
         #expect(FileManager.default.createFile(atPath: diskA, contents: Data(count: Self.diskSize)))
         #expect(FileManager.default.createFile(atPath: diskB, contents: readOnlyContents))
         // A TAP name of at most 15 characters, unique to this process and placement.
@@ -40,25 +40,40 @@ struct VirtioTests {
         let context = "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)"
         #expect(result.status == 0, "\(context)")
         #expect(!result.timedOut, "\(context)")
-        let lines = result.lines
-        #expect(lines.contains("TESTGUEST DONE pass=5 fail=0"), "\(context)")
-        #expect(lines.contains { $0.hasPrefix("TEST pci PASS functions=6 virtio=5 (blk=2 net=1 rng=1 console=1) ecam=ok") }, "\(context)")
-        #expect(lines.contains { $0.hasPrefix("TEST blk PASS disks=2 rw_sectors=2048 ro=1 flush=ok oob=ioerr indirect=ok") }, "\(context)")
-        #expect(lines.contains { $0.hasPrefix("TEST rng PASS len=64,64 distinct=yes") }, "\(context)")
-        #expect(lines.contains { $0.hasPrefix("TEST console PASS") }, "\(context)")
-        #expect(lines.contains { $0.hasPrefix("TEST net PASS mac=\(Self.mac) tx=ok rx=ok") }, "\(context)")
-
-        // The other side of each device.
-        let a = [UInt8](try Data(contentsOf: URL(fileURLWithPath: diskA)))
-        #expect(a.count == Self.diskSize)
-        let firstWrong = a.indices.first { a[$0] != Self.pattern($0) }
-        #expect(firstWrong == nil, "disk A differs from the guest's pattern at offset \(firstWrong ?? -1)")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: diskB)) == readOnlyContents, "the read-only disk changed")
-        let console = (try? String(contentsOfFile: consoleFile, encoding: .utf8)) ?? ""
-        #expect(console.contains("hello from hvc0"), "console file: \(console.debugDescription)")
+        try Self.expectEveryDevicePassed(lines: result.lines, diskA: diskA, diskB: diskB, console: consoleFile,
+                                         readOnlyContents: readOnlyContents, context: context)
         #expect(peer.sawGuestFrame, "no ACTORVMM-NET-TX frame on \(tap); injected \(peer.injected) frames")
         #expect(peer.injected > 0)
     }
+
+    /// The guest's PASS lines for `tests=pci,blk,rng,console,net`, and the host's side of the disks and the
+    /// console: disk A holds the guest's pattern, disk B is `readOnlyContents`, the console file has its text.
+    static func expectEveryDevicePassed(lines: [String], diskA: String, diskB: String, console consoleFile: String,
+                                        readOnlyContents: Data, context: String,
+                                        sourceLocation: SourceLocation = #_sourceLocation) throws {
+        func expectLine(_ prefix: String) {
+            #expect(lines.contains { $0.hasPrefix(prefix) }, "no '\(prefix)': \(context)", sourceLocation: sourceLocation)
+        }
+        expectLine("TESTGUEST DONE pass=5 fail=0")
+        expectLine("TEST pci PASS functions=6 virtio=5 (blk=2 net=1 rng=1 console=1) ecam=ok")
+        expectLine("TEST blk PASS disks=2 rw_sectors=2048 ro=1 flush=ok oob=ioerr indirect=ok")
+        expectLine("TEST rng PASS len=64,64 distinct=yes")
+        expectLine("TEST console PASS")
+        expectLine("TEST net PASS mac=\(mac) tx=ok rx=ok")
+        // The other side of each device.
+        let a = [UInt8](try Data(contentsOf: URL(fileURLWithPath: diskA)))
+        #expect(a.count == diskSize, sourceLocation: sourceLocation)
+        let firstWrong = a.indices.first { a[$0] != pattern($0) }
+        #expect(firstWrong == nil, "disk A differs from the guest's pattern at offset \(firstWrong ?? -1)",
+                sourceLocation: sourceLocation)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: diskB)) == readOnlyContents, "the read-only disk changed",
+                sourceLocation: sourceLocation)
+        let console = (try? String(contentsOfFile: consoleFile, encoding: .utf8)) ?? ""
+        #expect(console.contains("hello from hvc0"), "console file: \(console.debugDescription)", sourceLocation: sourceLocation)
+    }
+
+    /// Disk B's contents: byte i is i * 131 + 7 (Tests/Nested/checks.sh writes the same).
+    static let readOnlyContents = Data((0..<readOnlyDiskSize).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) })
 }
 
 /// The seeds' `--net "tap=,mac=,ip=,mask="` (Cloud Hypervisor's README) with the test guest's `net` check:

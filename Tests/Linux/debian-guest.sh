@@ -5,9 +5,11 @@
 #   vmlinuz        the kernel as Debian ships it (bzImage)
 #   vmlinux        the ELF kernel extracted from it (boots through PVH)
 #   initramfs.cpio newc archive: busybox, the virtio modules, and an /init that mounts proc/sys/dev,
-#                  loads the modules, prints "ACTORVMM-LINUX-INIT uptime=…" and powers off
+#                  loads the modules, prints "ACTORVMM-LINUX-INIT uptime=… devices=… cpus=…" (cpus: the
+#                  online CPUs, e.g. 0-3) and powers off
 # Everything comes from Debian's packages (`apt-get download`, `dpkg-deb -x`); the host's /boot is never
-# read. Cached in ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/debian; idempotent and safe to run concurrently.
+# read. Cached in ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/debian (rebuilt when this script changes);
+# idempotent and safe to run concurrently.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${ACTOR_VMM_CACHE:-$HOME/.cache/actor-vmm}/debian
@@ -15,7 +17,8 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 cd "$cache"
-if [ -s vmlinuz ] && [ -s vmlinux ] && [ -s initramfs.cpio ]; then
+recipe=$(sha256sum "$here/$(basename "$0")" | cut -c1-12)
+if [ -s vmlinuz ] && [ -s vmlinux ] && [ -s initramfs.cpio ] && [ "$(cat recipe 2>/dev/null)" = "$recipe" ]; then
   echo "$cache"
   exit 0
 fi
@@ -65,13 +68,13 @@ cat > initramfs/init <<INIT
 for m in $modules; do
   [ -f /lib/modules/\$m.ko ] && /bin/busybox insmod /lib/modules/\$m.ko
 done
-/bin/busybox echo "ACTORVMM-LINUX-INIT uptime=\$(/bin/busybox cut -d' ' -f1 /proc/uptime) devices=\$(/bin/busybox ls /sys/bus/virtio/devices | /bin/busybox wc -l)"
+/bin/busybox echo "ACTORVMM-LINUX-INIT uptime=\$(/bin/busybox cut -d' ' -f1 /proc/uptime) devices=\$(/bin/busybox ls /sys/bus/virtio/devices | /bin/busybox wc -l) cpus=\$(/bin/busybox cat /sys/devices/system/cpu/online)"
 /bin/busybox poweroff -f
 INIT
 chmod +x initramfs/init
 python3 "$here/newc.py" initramfs initramfs.tmp >&2
 
-mv vmlinuz.tmp vmlinuz && mv vmlinux.tmp vmlinux && mv initramfs.tmp initramfs.cpio
+mv vmlinuz.tmp vmlinuz && mv vmlinux.tmp vmlinux && mv initramfs.tmp initramfs.cpio && echo "$recipe" > recipe
 rm -rf pkg root initramfs
 log "ready: Linux $version"
 echo "$cache"

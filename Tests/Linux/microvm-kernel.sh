@@ -6,9 +6,14 @@
 # Builds once into ${ACTOR_VMM_CACHE:-~/.cache/actor-vmm}/microvm-<config hash>/ and prints that folder,
 # which holds `bzImage`, `vmlinux` (ELF, PVH) and `initramfs.cpio` (the Debian guest's busybox /init,
 # without modules). Rebuilds only when the config fragment changes. ~5 minutes on 2 cores the first time.
+#   microvm-kernel.sh [EXTRA.config]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-hash=$(sha256sum "$here/microvm.config" | cut -c1-12)
+# An optional second fragment adds options for one use (Tests/Nested/microvm-disk.config: ext4 and POSIX
+# timers for the nested tier's root-disk guest); the cache folder is named by both.
+fragments=("$here/microvm.config")
+[ $# -ge 1 ] && fragments+=("$(readlink -f "$1")")
+hash=$(cat "${fragments[@]}" | sha256sum | cut -c1-12)
 cache=${ACTOR_VMM_CACHE:-$HOME/.cache/actor-vmm}/microvm-$hash
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
@@ -38,9 +43,10 @@ fi
 cd "$src"
 log "configuring (tinyconfig + microvm.config)"
 make -s tinyconfig >&2
-./scripts/kconfig/merge_config.sh -m .config "$here/microvm.config" >&2
+./scripts/kconfig/merge_config.sh -m .config "${fragments[@]}" >&2
 make -s olddefconfig >&2
-for option in VIRTIO_PCI VIRTIO_BLK VIRTIO_NET VIRTIO_CONSOLE HW_RANDOM_VIRTIO PVH ACPI PCI_MSI SERIAL_8250_CONSOLE SMP NO_HZ_IDLE HZ_100; do
+extra=$(cat "${fragments[@]:1}" /dev/null | sed -n 's/^CONFIG_\([A-Z0-9_]*\)=y$/\1/p')
+for option in $extra VIRTIO_PCI VIRTIO_BLK VIRTIO_NET VIRTIO_CONSOLE HW_RANDOM_VIRTIO PVH ACPI PCI_MSI SERIAL_8250_CONSOLE SMP NO_HZ_IDLE HZ_100; do
   grep -q "^CONFIG_$option=y" .config || { log "CONFIG_$option did not survive olddefconfig"; exit 1; }
 done
 log "building bzImage with $(nproc) jobs"

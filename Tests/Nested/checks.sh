@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The nested tier's batch (docs/nested.md): runs in L1 (Tests/Nested/run-l1.sh) as root on L1's /dev/kvm,
+# a KVM over (emulated) SVM, and leaves each check's record in OUT/checks for the host's Swift tests
+# (Tests/EndToEndTests/NestedKvmTests.swift), which assert on them one by one:
+#   NAME.log (stamped output, Tests/Nested/stamp.py), NAME.status, NAME.seconds, NAME/ (artifacts).
+# OUT/env (written by the host) names the inputs: VMM REMOTE GUEST DEBIAN MICROVM DISK [XCTEST].
+# NESTED_ONLY (a regular expression on check names) runs a subset.
+set -u
+out=$1
+# shellcheck source=/dev/null
+. "$out/env"
+here=$(cd "$(dirname "$0")" && pwd)
+checks=$out/checks
+work=/run/actor-vmm-nested  # L1's own tmpfs
+mkdir -p "$checks" "$work"
+stamp() { python3 "$here/stamp.py" "$@"; }
+selected() { [[ "$1" =~ ${NESTED_ONLY:-.} ]]; }
+# The network of the disk guests: Cloud Hypervisor's defaults (TAP 192.168.249.1/24; the guest's init
+# takes .2). To use the VMM's own TAP naming and a random MAC, this line becomes `tap=,mac=,ip=,mask=`.
+DISK_MAC=52:54:00:12:34:58
+disk_net() { echo "tap=avmd$1,mac=$DISK_MAC,ip=192.168.249.1,mask=255.255.255.0"; }
+
+# 1. The test guest's device suite, as VirtioTests on the bare host, with compatibility mode off, under each
+#    hand-off strategy and both event-loop placements. The host checks disk A's pattern, disk B unchanged,
+#    the console file and the TAP peer's record.
+devices() {  # NAME HANDOFF PLACEMENT
+  local name=$1 dir=$checks/$1 tap=avmt$RANDOM
+  mkdir -p "$dir"
+  truncate -s 1M "$work/$name-a.raw"
+  python3 -c 'import sys; sys.stdout.buffer.write(bytes((i * 131 + 7) & 255 for i in range(65536)))' > "$work/$name-b.raw"
+  python3 "$here/tap-peer.py" "$tap" "$dir/peer.txt" &
+  local peer=$!
+  stamp "$checks/$name" 120 "$VMM" --kernel "$GUEST" --cmdline "tests=pci,blk,rng,console,net" \
+    --memory size=64M --serial tty --compat off --handoff "$2" --event-loops "$3" \
+    --disk "path=$work/$name-a.raw" --disk "path=$work/$name-b.raw,readonly=on" --rng \
+    --console "file=$dir/console.txt" --net "tap=$tap,mac=52:54:00:12:34:56,ip=192.168.248.1,mask=255.255.255.0"
+  kill -TERM "$peer"; wait "$peer"
+  cp "$work/$name-a.raw" "$dir/disk-a.raw"; cp "$work/$name-b.raw" "$dir/disk-b.raw"
+}
+for handoff in inline enqueue task; do
+  for placement in shared per-device; do
+    selected "devices-$handoff-$placement" && devices "devices-$handoff-$placement" "$handoff" "$placement"
+  done
+done
+
+# 2. Debian's cloud kernel, unmodified, bzImage and PVH, 1 and 4 vCPUs, to /init's marker and power-off.
+for file in vmlinuz vmlinux; do
+  for cpus in 1 4; do
+    name=debian-$file-${cpus}cpu
+    selected "$name" || continue
+    stamp "$checks/$name" 180 "$VMM" --kernel "$DEBIAN/$file" --initramfs "$DEBIAN/initramfs.cpio" \
+      --cpus "boot=$cpus" --memory size=512M --serial tty --console off --cmdline "console=ttyS0 quiet" -v
+  done
+done
+
+# 3. Cloud Hypervisor's README command lines, only paths changed: the microVM kernel, a partitioned raw disk
+#    with an ext4 root, 4 vCPUs, 1 GiB, a TAP. While the guest runs, L1 pings it and records its MAC as
+#    L1's neighbour table saw it; afterwards the image goes to the share for the host to read.
+host_side() {  # RESULT: ping the guest until it answers, then record the neighbour entry
+  local i
+  for i in $(seq 1 300); do
+    if busybox ping -c 1 -W 1 192.168.249.2 >/dev/null 2>&1; then
+      echo "ping=ok neighbour=$(ip neigh show 192.168.249.2 | awk '{ for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1) }')" > "$1"
+      return
+    fi
+    sleep 0.2
+  done
+  echo "ping=fail neighbour=none" > "$1"
+}
+disk() {  # NAME VMM-ARGUMENTS...
+  local name=$1 dir=$checks/$1
+  shift
+  mkdir -p "$dir"
+  cp --sparse=always "$DISK" "$work/$name.raw"
+  host_side "$dir/host.txt" &
+  local pinger=$!
+  stamp "$checks/$name" 180 "$VMM" "$@"
+  kill "$pinger" 2>/dev/null; wait "$pinger" 2>/dev/null
+  [ -s "$dir/host.txt" ] || echo "ping=fail neighbour=none" > "$dir/host.txt"
+  cp --sparse=always "$work/$name.raw" "$dir/disk.raw"
+}
+selected disk-hvc0 && disk disk-hvc0 --kernel "$MICROVM/vmlinux" --disk "path=$work/disk-hvc0.raw" \
+  --cmdline "console=hvc0 root=/dev/vda1 rw" --cpus boot=4 --memory size=1024M --net "$(disk_net 1)"
+selected disk-serial && disk disk-serial --kernel "$MICROVM/vmlinux" --console off --serial tty \
+  --disk "path=$work/disk-serial.raw" --cmdline "console=ttyS0 root=/dev/vda1 rw" --cpus boot=4 \
+  --memory size=1024M --net "$(disk_net 2)" --rng
+
+# 4. The same guest through the REST API with actor-vmm-remote: create, boot, pause, resume, shutdown.
+if selected api; then
+  mkdir -p "$checks/api"
+  cp --sparse=always "$DISK" "$work/api.raw"
+  NET="$(disk_net 3)" stamp "$checks/api" 180 bash "$here/api-flow.sh" "$VMM" "$REMOTE" "$MICROVM/vmlinux" \
+    "$work/api.raw" "$checks/api"
+  cp --sparse=always "$work/api.raw" "$checks/api/disk.raw"
+fi
+
+# 5. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).
+if [ -n "${XCTEST:-}" ] && selected suites; then
+  (cd "$ROOT" && NO_COLOR=1 stamp "$checks/suites" 420 "$XCTEST" --testing-library swift-testing \
+    --filter 'EndToEndTests|VcpuLifecycleTests|CompatEndToEndTests')
+fi
+exit 0
