@@ -15,8 +15,10 @@ work=/run/actor-vmm-nested  # L1's own tmpfs
 mkdir -p "$checks" "$work"
 stamp() { python3 "$here/stamp.py" "$@"; }
 selected() { [[ "$1" =~ ${NESTED_ONLY:-.} ]]; }
-# The network of the disk guests: Cloud Hypervisor's defaults (TAP 192.168.249.1/24; the guest's init
-# takes .2). To use the VMM's own TAP naming and a random MAC, this line becomes `tap=,mac=,ip=,mask=`.
+# The network of the disk guests. The command-line checks use Cloud Hypervisor's README value verbatim,
+# `tap=,mac=,ip=,mask=`: the VMM creates vmtapN with Cloud Hypervisor's default 192.168.249.1/24 and picks
+# a random MAC (the guest's init takes .2). The API check names its TAP and MAC (disk_net).
+CH_NET="tap=,mac=,ip=,mask="
 DISK_MAC=52:54:00:12:34:58
 disk_net() { echo "tap=avmd$1,mac=$DISK_MAC,ip=192.168.249.1,mask=255.255.255.0"; }
 
@@ -80,10 +82,10 @@ disk() {  # NAME VMM-ARGUMENTS...
   cp --sparse=always "$work/$name.raw" "$dir/disk.raw"
 }
 selected disk-hvc0 && disk disk-hvc0 --kernel "$MICROVM/vmlinux" --disk "path=$work/disk-hvc0.raw" \
-  --cmdline "console=hvc0 root=/dev/vda1 rw" --cpus boot=4 --memory size=1024M --net "$(disk_net 1)"
+  --cmdline "console=hvc0 root=/dev/vda1 rw" --cpus boot=4 --memory size=1024M --net "$CH_NET"
 selected disk-serial && disk disk-serial --kernel "$MICROVM/vmlinux" --console off --serial tty \
   --disk "path=$work/disk-serial.raw" --cmdline "console=ttyS0 root=/dev/vda1 rw" --cpus boot=4 \
-  --memory size=1024M --net "$(disk_net 2)" --rng
+  --memory size=1024M --net "$CH_NET" --rng
 
 # 4. The same guest through the REST API with actor-vmm-remote: create, boot, pause, resume, shutdown.
 if selected api; then
