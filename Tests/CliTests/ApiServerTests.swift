@@ -249,6 +249,7 @@ import Testing
     @Test func connectionLimit() async throws {
         var config = HttpServerConfig()
         config.maxConnections = 2
+        config.idleTimeout = .seconds(600)  // the two held connections must not be closed as idle on a slow host
         let api = try await ApiFixture.start(config)
         defer { Task { await api.stop() } }
         let first = try api.connect(), second = try api.connect()

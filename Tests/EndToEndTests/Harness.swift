@@ -99,3 +99,15 @@ enum Harness {
         return path
     }
 }
+
+extension Harness {
+    /// Runs blocking `work` (a guest waited for for minutes, a cached build) on a thread of its own. Swift
+    /// Testing runs tests on the cooperative pool, which has one thread per core (two here): a test blocking
+    /// one of them for minutes starves every other test meanwhile, and their time limits and `eventually`
+    /// deadlines then fail.
+    static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Swift.Result { try work() }) }
+        }
+    }
+}

@@ -42,14 +42,14 @@ struct LinuxBootTests {
     }
 
     @Test(.timeLimit(.minutes(30)))
-    func microvmKernelFindsEveryDeviceAndRunsInit() throws {
-        let kernel = try LinuxHarness.recipe("microvm-kernel.sh")
+    func microvmKernelFindsEveryDeviceAndRunsInit() async throws {
+        let kernel = try await Harness.offPool { try LinuxHarness.recipe("microvm-kernel.sh") }
         let prefix = NSTemporaryDirectory() + "actor-vmm-linux-\(getpid())"
         let disk = prefix + "-disk.raw", console = prefix + "-console.txt"
         defer { unlink(disk); unlink(console) }
         #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 8 << 20)))
         let tap = "avml\(getpid() % 100_000)"
-        let run = LinuxHarness.oneAtATime { LinuxHarness.run([
+        let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
             "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
             "--cpus", "boot=2", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
             "--disk", "path=\(disk)", "--rng",
@@ -58,7 +58,7 @@ struct LinuxBootTests {
             // ttyS0, the VMM's stdout, which the harness reads.
             "--cmdline", "console=hvc0 console=ttyS0 ip=192.168.250.2::192.168.250.1:255.255.255.0::eth0:off",
             "-v",
-        ], until: Self.stopMarker, timeout: 900) }
+        ], until: Self.stopMarker, timeout: 900) } }
         let context = run.context
         Self.expectTheEnd(run)
         // ActorVMM's description of the machine, as Linux reports it.
@@ -86,13 +86,13 @@ struct LinuxBootTests {
     @Test(.enabled(if: LinuxHarness.selection == "all" || LinuxHarness.selection == "debian",
                    "Debian's kernel takes 11–12 min per format here: ACTOR_VMM_LINUX=all to run it"),
           .timeLimit(.minutes(30)), arguments: ["vmlinuz", "vmlinux"])
-    func debianCloudKernelRunsInit(file: String) throws {
-        let guest = try LinuxHarness.recipe("debian-guest.sh")
-        let run = LinuxHarness.oneAtATime { LinuxHarness.run([
+    func debianCloudKernelRunsInit(file: String) async throws {
+        let guest = try await Harness.offPool { try LinuxHarness.recipe("debian-guest.sh") }
+        let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
             "--kernel", guest + "/" + file, "--initramfs", guest + "/initramfs.cpio",
             "--cpus", "boot=1", "--memory", "size=512M", "--serial", "tty", "--console", "off",
             "--cmdline", "console=ttyS0", "-v",
-        ], until: Self.stopMarker, timeout: 1500) }
+        ], until: Self.stopMarker, timeout: 1500) } }
         let context = run.context
         #expect(run.stderr.contains(file == "vmlinuz" ? "loaded (bzImage" : "loaded (PVH)"), "\(context)")
         Self.expectTheEnd(run)

@@ -107,8 +107,8 @@ enum NestedHarness {
     }
 
     /// The record of check `name`, once the batch has run; throws when the batch or the check did not run.
-    static func check(_ name: String) throws -> Check {
-        let batch = try batch.get()
+    static func check(_ name: String) async throws -> Check {
+        let batch = try await Harness.offPool { try NestedHarness.batch.get() }  // minutes, once: off the pool
         let prefix = batch.out + "/checks/" + name
         guard let status = Batch.read(prefix + ".status") else {
             throw LinuxHarness.RecipeError(message: """

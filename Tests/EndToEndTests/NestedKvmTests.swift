@@ -19,8 +19,8 @@ struct NestedKvmTests {
 
     /// The test guest's device suite with `--compat off`, each hand-off strategy, both placements.
     @Test(arguments: ["inline", "enqueue", "task"], ["shared", "per-device"])
-    func testGuestDeviceSuite(handoff: String, placement: String) throws {
-        let check = try NestedHarness.check("devices-\(handoff)-\(placement)")
+    func testGuestDeviceSuite(handoff: String, placement: String) async throws {
+        let check = try await NestedHarness.check("devices-\(handoff)-\(placement)")
         Self.expectCleanExit(check)
         try VirtioTests.expectEveryDevicePassed(
             lines: check.lines.map(\.text), diskA: check.dir + "/disk-a.raw", diskB: check.dir + "/disk-b.raw",
@@ -32,8 +32,8 @@ struct NestedKvmTests {
 
     /// Debian's cloud kernel, unmodified, to /init's marker with every vCPU online, then power-off.
     @Test(arguments: ["vmlinuz", "vmlinux"], [1, 4])
-    func debianCloudKernelReachesUserSpace(file: String, cpus: Int) throws {
-        let check = try NestedHarness.check("debian-\(file)-\(cpus)cpu")
+    func debianCloudKernelReachesUserSpace(file: String, cpus: Int) async throws {
+        let check = try await NestedHarness.check("debian-\(file)-\(cpus)cpu")
         Self.expectCleanExit(check)
         #expect(check.first(containing: file == "vmlinuz" ? "loaded (bzImage" : "loaded (PVH)") != nil, "\(check.context)")
         let marker = check.first(containing: LinuxBootTests.initMarker)?.text ?? ""
@@ -46,8 +46,8 @@ struct NestedKvmTests {
     /// of the raw disk, runs its init, which writes a file, reads virtio-rng, checks eth0 and pings the TAP;
     /// L1 pings the guest back; the host reads the file from the image.
     @Test(arguments: ["disk-hvc0", "disk-serial"])
-    func cloudHypervisorCommandLine(name: String) throws {
-        let check = try NestedHarness.check(name)
+    func cloudHypervisorCommandLine(name: String) async throws {
+        let check = try await NestedHarness.check(name)
         // Exit 0 without a signal: the guest powered off. On ttyS0 the kernel's last words show it too; on
         // hvc0 they never arrive (the messages after device shutdown; see docs/nested.md).
         Self.expectCleanExit(check)
@@ -67,8 +67,8 @@ struct NestedKvmTests {
 
     /// The same guest through the REST API: create, boot, pause (the guest's ticks stop), resume (they go on),
     /// shutdown, shutdown-vmm; then the file it wrote is in the image.
-    @Test func apiLifecycleWithActorVmmRemote() throws {
-        let check = try NestedHarness.check("api")
+    @Test func apiLifecycleWithActorVmmRemote() async throws {
+        let check = try await NestedHarness.check("api")
         #expect(check.status == "0", "\(check.context)")
         for step in ["socket", "create", "created", "boot", "running", "init", "ticking", "pause", "paused",
                      "no-ticks-while-paused", "resume", "resumed", "ticks-again", "shutdown", "shut-down",
@@ -82,8 +82,8 @@ struct NestedKvmTests {
     /// The project's own KVM suites (EndToEndTests, VcpuLifecycleTests, CompatEndToEndTests), run in L1 by the
     /// test bundle this process is. `ACTOR_VMM_NESTED_SUITES=0` leaves them out.
     @Test(.disabled(if: NestedHarness.environment["ACTOR_VMM_NESTED_SUITES"] == "0", "ACTOR_VMM_NESTED_SUITES=0"))
-    func projectKvmSuitesPassInL1() throws {
-        let check = try NestedHarness.check("suites")
+    func projectKvmSuitesPassInL1() async throws {
+        let check = try await NestedHarness.check("suites")
         let failures = check.lines.filter { $0.text.contains("✘") }.map(\.text).joined(separator: "\n")
         #expect(check.status == "0", "failed in L1:\n\(failures)\n\(check.context)")
         let summary = check.lines.last { $0.text.contains("Test run with") }?.text ?? "no summary"
