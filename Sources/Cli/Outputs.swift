@@ -124,17 +124,21 @@ final class OutputWriter: Sendable {
             return s.parked
         }
         if wakeWriter { wake.signal() }
-        let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
-        while !state.withLock({ $0.ended }) && monotonicNanoseconds() < deadline { usleep(1000) }
+        _ = waitUntil(monotonicNanoseconds() + UInt64(timeout * 1e9)) { $0.ended }
     }
 
-    /// Waits (polling every millisecond) until nothing is buffered or in flight, or `deadline` passes.
-    func flush(until deadline: UInt64) {
-        while monotonicNanoseconds() < deadline {
-            let idle = state.withLock { ($0.pending.isEmpty && !$0.writing) || $0.failed }
-            if idle { return }
+    /// Polls `condition` on the state every millisecond until it holds (true) or `deadline` passes (false).
+    private func waitUntil(_ deadline: UInt64, _ condition: (borrowing State) -> Bool) -> Bool {
+        while !state.withLock({ condition($0) }) {
+            guard monotonicNanoseconds() < deadline else { return false }
             usleep(1000)
         }
+        return true
+    }
+
+    /// Waits until nothing is buffered or in flight, or `deadline` passes (then logs what is left).
+    func flush(until deadline: UInt64) {
+        if waitUntil(deadline, { ($0.pending.isEmpty && !$0.writing) || $0.failed }) { return }
         let (left, dropped) = state.withLock { ($0.pending.count + ($0.writing ? 1 : 0), $0.dropped) }
         Log.warning("guest output to fd \(fd) not read: \(left)+ bytes left unwritten, \(dropped) dropped")
     }
