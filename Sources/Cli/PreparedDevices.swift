@@ -7,7 +7,8 @@ import Glibc
 /// The host side of every configured device, opened before the VM exists: a missing disk, a TAP that
 /// cannot be created or an unwritable output file is a configuration error (exit 2), and no VM is created.
 struct PreparedDevices {
-    /// A virtio device's name (for logs and the API) and its opened host side, in PCI slot order.
+    /// A virtio device's id (the user's, or nil: the device manager makes one from `idPrefix`, as Cloud
+    /// Hypervisor does) and its opened host side, in PCI slot order.
     struct Virtio: Sendable {
         enum Opened: Sendable {
             case block(BlockBackend.Opened)
@@ -15,7 +16,8 @@ struct PreparedDevices {
             case rng(RngBackend.Opened)
             case console(output: any SerialOutput, inputFD: Int32?)
         }
-        let name: String
+        let id: String?
+        let idPrefix: String
         let opened: Opened
 
         /// A new backend for the device actor (a fresh, unshared object, so it can be sent to the actor).
@@ -55,27 +57,27 @@ struct PreparedDevices {
         }
         for (index, disk) in options.disks.enumerated() {
             do {
-                prepared.virtio.append(Virtio(name: disk.id ?? "disk\(index)", opened: .block(try BlockBackend.open(disk))))
+                prepared.virtio.append(Virtio(id: disk.id, idPrefix: "_disk", opened: .block(try BlockBackend.open(disk))))
             } catch {
                 throw failure(field: "disks[\(index)].path", option: "--disk path", disk.path, error)
             }
         }
         for (index, net) in options.nets.enumerated() {
             do {
-                prepared.virtio.append(Virtio(name: net.id ?? "net\(index)", opened: .net(try NetBackend.open(net.backendOptions))))
+                prepared.virtio.append(Virtio(id: net.id, idPrefix: "_net", opened: .net(try NetBackend.open(net.backendOptions))))
             } catch {
                 throw failure(field: "net[\(index)].tap", option: "--net tap", net.tap ?? TapDevice.nameTemplate, error)
             }
         }
         if let source = options.rng {
             do {
-                prepared.virtio.append(Virtio(name: "rng", opened: .rng(try RngBackend.open(path: source))))
+                prepared.virtio.append(Virtio(id: "__rng", idPrefix: "", opened: .rng(try RngBackend.open(path: source))))
             } catch {
                 throw failure(field: "rng.src", option: "--rng src", source, error)
             }
         }
         if let console = try consoleEnds(options.console) {
-            prepared.virtio.append(Virtio(name: "console", opened: .console(output: console.output, inputFD: console.input)))
+            prepared.virtio.append(Virtio(id: "__console", idPrefix: "", opened: .console(output: console.output, inputFD: console.input)))
         }
         prepared.usesTerminal = options.serial == .tty || options.console == .tty
         return prepared

@@ -40,9 +40,10 @@ final class MachineInstance: VmInstance {
                 devices.append((id, values))
             }
         }
-        for entry in machine.buses.pio.entries + machine.buses.mmio.entries {
+        let buses = machine.devices.buses
+        for entry in buses.pio.entries + buses.mmio.entries {  // each range is named by its device's id
             let counters = entry.counters
-            add(Self.deviceID(entry.name), [
+            add(entry.name, [
                 "requests": counters.requests.load(ordering: .relaxed), "bytes": counters.bytes.load(ordering: .relaxed),
                 "errors": counters.errors.load(ordering: .relaxed), "interrupts": counters.interrupts.load(ordering: .relaxed),
             ])
@@ -53,9 +54,9 @@ final class MachineInstance: VmInstance {
         }
         // A virtio device's own counts (its BAR accesses are above): virtqueue requests, bytes it read from and
         // wrote into the guest, notifications, frames or input dropped; its errors and MSI-X interrupts add in.
-        for device in machine.virtio where state.withLock({ !$0.down }) {
+        for (id, device) in machine.devices.virtioDevices where state.withLock({ !$0.down }) {
             let c = await device.counters
-            add(device.name, ["errors": c.errors, "interrupts": c.interrupts, "virtio_requests": c.requests,
+            add(id, ["errors": c.errors, "interrupts": c.interrupts, "virtio_requests": c.requests,
                               "notifications": c.notifications, "bytes_read": c.bytesRead, "bytes_written": c.bytesWritten,
                               "dropped": c.dropped])
         }
@@ -66,32 +67,6 @@ final class MachineInstance: VmInstance {
         })
     }
 
-    /// Cloud Hypervisor's `DeviceNode` shape: `{"id", "resources": [{"PioAddressRange": {"base", "size"}}], "children"}`.
-    func deviceTree() -> JsonValue {
-        var nodes: [(id: String, resources: [JsonValue])] = []
-        let ranges = machine.buses.pio.entries.map { ($0, "PioAddressRange") } + machine.buses.mmio.entries.map { ($0, "MmioAddressRange") }
-        for (entry, kind) in ranges {
-            let id = Self.deviceID(entry.name)
-            let resource = JsonValue.object([JsonMember(key: kind, value: .object(["base": .int(entry.base), "size": .int(entry.size)]))])
-            if let index = nodes.firstIndex(where: { $0.id == id }) {
-                nodes[index].resources.append(resource)
-            } else {
-                nodes.append((id, [resource]))
-            }
-        }
-        return .object(nodes.map { node in
-            JsonMember(key: node.id, value: .object(["id": .string(node.id), "resources": .array(node.resources), "children": .array([])]))
-        })
-    }
-
-    /// A device's id from its bus name: lower case, the parenthesised detail dropped, spaces as dashes
-    /// ("serial (8250)" → "serial", "test device" → "test-device"). Ranges with the same id are one device:
-    /// the PCI config ports and every function's MMCONFIG window are "pci"; a virtio device's BAR is the
-    /// device itself ("disk0 BAR0" → "disk0").
-    static func deviceID(_ busName: String) -> String {
-        if busName.hasPrefix("mmconfig ") || busName == "pci config ports" { return "pci" }
-        if busName.hasSuffix(" BAR0") { return String(busName.dropLast(5)) }
-        let base = busName.split(separator: "(", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        return Substring(base.lowercased()).trimmingSpaces().split(separator: " ").joined(separator: "-")
-    }
+    /// The device manager's tree in Cloud Hypervisor's `DeviceNode` shape.
+    func deviceTree() -> JsonValue { machine.devices.tree.json }
 }
