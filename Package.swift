@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "ActorVmmTests", dependencies: ["ActorVmm", "EpollLoop", "Boot", "CKvm"], swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "ActorVmm", "EpollLoop", "CKvm"], swiftSettings: strict),
         .testTarget(name: "BootTests", dependencies: ["Boot", "ActorVmm", "Devices", "CKvm"], swiftSettings: strict),
-        .testTarget(name: "CliTests", dependencies: ["Cli", "ActorVmm", "CKvm"], swiftSettings: strict),
+        .testTarget(name: "CliTests", dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["CKvm"], swiftSettings: strict),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "ActorVmm"], swiftSettings: strict),
     ]

@@ -57,7 +57,9 @@ public struct PciLayout: Sendable {
 /// the machine builder hands the last snapshot to the ``VcpuManager``. Once they run, a change is only
 /// allowed when a ``BusPublisher`` has been given (``publish(to:)``): it swaps the snapshot the vCPU threads
 /// read. Thread-safe: the state is behind one mutex, and the async steps (a device's loop registrations, its
-/// stop) happen outside it.
+/// stop) happen outside it. The async methods are `nonisolated(nonsending)`: they run on the caller's
+/// executor (`vmm-main` for the VMM), never on an API request's `vmm-api` loop, whose seccomp filter has no
+/// KVM in it.
 public final class DeviceManager: Sendable {
     /// The id of the PCI root (host bridge, configuration ports, MMCONFIG windows).
     public static let pciRootID = "pci"
@@ -184,7 +186,7 @@ public final class DeviceManager: Sendable {
     /// a BAR from the PCI window, one MSI-X vector per queue plus one, a doorbell ioeventfd per queue, its
     /// configuration window and BAR on the buses, and the doorbells watched on `loop`. All or nothing: on
     /// failure whatever was set up is undone.
-    public func attachVirtio(id: String, backend: sending any VirtioBackend, loop: EventLoop) async throws(DeviceManagerError) -> VirtioPciDevice {
+    nonisolated(nonsending) public func attachVirtio(id: String, backend: sending any VirtioBackend, loop: EventLoop) async throws(DeviceManagerError) -> VirtioPciDevice {
         let queueCount = backend.queueCount, type = backend.deviceType
         // Reserve the id, the slot and the BAR first, so that a concurrent attach takes others.
         let (slot, bar) = try state.withLock { state throws(DeviceManagerError) -> (Int, Range<UInt64>) in
@@ -260,7 +262,7 @@ public final class DeviceManager: Sendable {
     /// Takes device `id` out: its bus ranges and configuration window go (a new bus snapshot), its doorbells
     /// are unregistered from KVM and no longer watched, its vectors released, its slot and BAR freed and
     /// its nodes removed from the tree. The caller owns the device's loop.
-    public func detach(id: String) async throws(DeviceManagerError) {
+    nonisolated(nonsending) public func detach(id: String) async throws(DeviceManagerError) {
         let attachment = try state.withLock { state throws(DeviceManagerError) -> Attachment in
             guard id != Self.pciRootID, let attachment = state.attachments[id], !attachment.nodes.isEmpty else { throw .unknownDevice(id) }
             guard !state.frozen || state.publisher != nil else { throw .busesFrozen }
@@ -283,7 +285,7 @@ public final class DeviceManager: Sendable {
     }
 
     /// Stops every virtio device (before the VM is torn down).
-    public func stopAll() async {
+    nonisolated(nonsending) public func stopAll() async {
         for (_, device) in virtioDevices { await device.stop() }
     }
 
@@ -341,7 +343,7 @@ public final class DeviceManager: Sendable {
     }
 
     /// Undoes what `attachment` set up with KVM and the device's loop (the buses are the caller's).
-    private func undo(_ attachment: Attachment) async {
+    nonisolated(nonsending) private func undo(_ attachment: Attachment) async {
         for doorbell in attachment.ioeventfds.reversed() {
             vm.unregisterIoeventfd(eventFD: doorbell.fd, address: doorbell.address, length: doorbell.length)
         }
