@@ -118,8 +118,8 @@ public enum VmmProgram {
             if let initramfs = prepared.boot.initramfs {
                 Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
             }
-            let failure = blockingWait(on: mainLoop) { () async -> ApiError? in
-                do throws(ApiError) {
+            let failure = blockingWait(on: mainLoop) { () async -> VmmError? in
+                do throws(VmmError) {
                     try await controller.create(config, prepared: prepared)
                     try await controller.boot()
                     return nil
@@ -129,7 +129,7 @@ public enum VmmProgram {
             }
             if let error = failure, exitLatch.stopReason == nil {  // (else a signal came first: exit as it says, below)
                 stop(apiServer)
-                fail(error.messages.dropFirst().joined(separator: ": "), code: error.status == .badRequest ? 2 : 1)
+                fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
             }
         }
 

@@ -28,3 +28,20 @@ extension DeviceResource {
         }
     }
 }
+
+extension VmInfo {
+    /// Cloud Hypervisor's `VmInfo`: `config`, `state`, `memory_actual_size`, and `device_tree` once booted.
+    var json: JsonValue {
+        var members = [JsonMember(key: "config", value: config.json), JsonMember(key: "state", value: .string(state.rawValue)),
+                       JsonMember(key: "memory_actual_size", value: .int(memoryActualSize))]
+        if let deviceTree { members.append(JsonMember(key: "device_tree", value: deviceTree.json)) }
+        return .object(members)
+    }
+}
+
+extension DeviceCounterSet {
+    /// `"<id>": {"requests": n, "bytes": n, …}` of `vm.counters`.
+    var json: JsonMember {
+        JsonMember(key: id, value: .object(counters.map { JsonMember(key: $0.name, value: .int($0.value)) }))
+    }
+}

@@ -31,7 +31,7 @@ final class MachineInstance: VmInstance {
     /// Bus accesses per device (requests, bytes), plus what the virtio devices and the serial port count
     /// themselves (the serial port: interrupts sent, bytes transmitted and received, input lost to overruns,
     /// reported as errors).
-    nonisolated(nonsending) func counters() async -> JsonValue {
+    nonisolated(nonsending) func counters() async -> [DeviceCounterSet] {
         var devices: [(id: String, counters: [String: UInt64])] = []
         func add(_ id: String, _ values: [String: UInt64]) {
             if let index = devices.firstIndex(where: { $0.id == id }) {
@@ -61,12 +61,11 @@ final class MachineInstance: VmInstance {
                               "dropped": c.dropped])
         }
         let order = ["requests", "bytes", "errors", "interrupts"]
-        return .object(devices.map { device in
+        return devices.map { device in
             let names = order + device.counters.keys.filter { !order.contains($0) }.sorted()
-            return JsonMember(key: device.id, value: .object(names.map { JsonMember(key: $0, value: .int(device.counters[$0] ?? 0)) }))
-        })
+            return DeviceCounterSet(id: device.id, counters: names.map { ($0, device.counters[$0] ?? 0) })
+        }
     }
 
-    /// The device manager's tree in Cloud Hypervisor's `DeviceNode` shape.
-    func deviceTree() -> JsonValue { machine.devices.tree.json }
+    func deviceTree() -> DeviceTree { machine.devices.tree }
 }
