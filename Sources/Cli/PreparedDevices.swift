@@ -36,15 +36,15 @@ struct PreparedDevices {
     /// The terminal is shared with the guest (serial or console on `tty`).
     var usesTerminal = false
 
-    /// Opens every backend `options` names. A failure names the JSON field and the command-line option (see
+    /// Opens every backend `config` names. A failure names the JSON field and the command-line option (see
     /// ``PrepareError``); whatever was opened before it is closed again (each opened backend owns its
     /// descriptor), so a failed prepare leaves nothing open.
-    static func open(_ options: VmmOptions) throws(PrepareError) -> PreparedDevices {
+    static func open(_ config: VmConfig) throws(PrepareError) -> PreparedDevices {
         var prepared = PreparedDevices()
         func failure(field: String, option: String, _ value: String, _ error: VirtioError) -> PrepareError {
             PrepareError(config: ConfigError(field: field, "\(value): \(error.message)"), cli: "\(option)=\(value): \(error.message)")
         }
-        switch options.serial {
+        switch config.serial {
         case .off, .pty: prepared.serialOutput = nil
         case .null: prepared.serialOutput = DiscardOutput()
         case .tty: prepared.serialOutput = FileOutput(fd: 1, owned: false)
@@ -55,31 +55,31 @@ struct PreparedDevices {
                 throw failure(field: "serial.file", option: "--serial file", path, error)
             }
         }
-        for (index, disk) in options.disks.enumerated() {
+        for (index, disk) in config.disks.enumerated() {
             do {
-                prepared.virtio.append(Virtio(id: disk.id, idPrefix: "_disk", opened: .block(try BlockBackend.open(disk))))
+                prepared.virtio.append(Virtio(id: disk.id, idPrefix: "_disk", opened: .block(try BlockBackend.open(disk.backendOptions))))
             } catch {
                 throw failure(field: "disks[\(index)].path", option: "--disk path", disk.path, error)
             }
         }
-        for (index, net) in options.nets.enumerated() {
+        for (index, net) in config.net.enumerated() {
             do {
                 prepared.virtio.append(Virtio(id: net.id, idPrefix: "_net", opened: .net(try NetBackend.open(net.backendOptions))))
             } catch {
                 throw failure(field: "net[\(index)].tap", option: "--net tap", net.tap ?? TapDevice.nameTemplate, error)
             }
         }
-        if let source = options.rng {
+        if let source = config.rng?.source {
             do {
                 prepared.virtio.append(Virtio(id: "__rng", idPrefix: "", opened: .rng(try RngBackend.open(path: source))))
             } catch {
                 throw failure(field: "rng.src", option: "--rng src", source, error)
             }
         }
-        if let console = try consoleEnds(options.console) {
+        if let console = try consoleEnds(config.console) {
             prepared.virtio.append(Virtio(id: "__console", idPrefix: "", opened: .console(output: console.output, inputFD: console.input)))
         }
-        prepared.usesTerminal = options.serial == .tty || options.console == .tty
+        prepared.usesTerminal = config.serial == .tty || config.console == .tty
         return prepared
     }
 

@@ -105,8 +105,8 @@ public enum VmmProgram {
 
         // A VM on the command line: every input it names is checked against the host first (exit code 2), then it
         // is created and booted through the same lifecycle as the API's (a failure there is exit code 1).
-        if options.kernel != nil {
-            let config = VmConfig(options: options)
+        if options.hasVm {
+            let config = options.vm
             let prepared: PreparedPayload
             do {
                 prepared = try Payload.prepare(config)

@@ -50,7 +50,7 @@ actor VmmController {
         try await exclusive { () throws(VmmError) in
             let next = try transition(.create)
             do throws(ConfigError) {
-                try config.checkSupported()
+                try config.validate()
             } catch {
                 throw VmmError.invalidConfig(error)
             }
