@@ -72,8 +72,9 @@ struct Machine {
         // stopped again if a later step fails.
         var extraLoops: [EventLoop] = []
         do {
+            let givenIDs = Set(devices.virtio.compactMap(\.id))
             for prepared in devices.virtio {
-                let id = prepared.id ?? deviceManager.nextID(prefix: prepared.idPrefix)
+                let id = prepared.id ?? deviceManager.nextID(prefix: prepared.idPrefix, avoiding: givenIDs)
                 let loop: EventLoop
                 if config.placement == .perDevice {
                     loop = try EventLoop(name: "vmm-\(id)", onStart: Seccomp.threadStart(.device))

@@ -87,3 +87,16 @@ struct DeviceTreeJsonTests {
         #expect(resources.first?["PciBar"]?["base"] == .int(0xC000_0000))
     }
 }
+
+/// Generated ids skip the ids the config gives to devices attached later.
+@Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"))
+struct DeviceIdTests {
+    @Test func generatedIDsAvoidGivenOnes() throws {
+        let memory = try GuestMemory(layout: Layout.ramRegions(size: 16 << 20))
+        let loop = try EventLoop(name: "dm-ids")
+        defer { loop.shutdown() }
+        let manager = try DeviceManager(vm: try Vm(kvm: try Kvm(), memory: memory), memory: memory, loop: loop)
+        #expect(manager.nextID(prefix: "_disk", avoiding: ["_disk0"]) == "_disk1")
+        #expect(manager.nextID(prefix: "_net") == "_net2")
+    }
+}

@@ -124,6 +124,7 @@ import Testing
         (["--kernel", "k", "--disk", "path=a,id=123456789012345678901"], "--disk id=123456789012345678901: at most 20 bytes (it is the virtio-blk serial)"),
         (["--kernel", "k", "--disk", "path=a,id=x", "--net", "id=x"], "--net id=x: already the id of another device"),
         (["--kernel", "k", "--disk", "path=a,id=__rng"], "--disk id=__rng: ids starting with __ are reserved for the VMM's own devices"),
+        (["--kernel", "k", "--net", "id=serial"], "--net id=serial: serial is the id of one of the VMM's own devices"),
         (["--kernel", "k", "--serial", "tty"], "--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another"),
     ])
     func rejectsBadDeviceOptions(arguments: [String], message: String) {

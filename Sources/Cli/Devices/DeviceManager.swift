@@ -141,17 +141,21 @@ public final class DeviceManager: Sendable {
         }
     }
 
-    /// A new id `prefix` + N, N from one counter for all generated ids, skipping ids in use (Cloud
-    /// Hypervisor's `next_device_name`: `_disk0`, `_net1`, …).
-    public func nextID(prefix: String) -> String {
+    /// A new id `prefix` + N, N from one counter for all generated ids, skipping ids in use and those in
+    /// `avoiding` (ids the config gives devices not attached yet): Cloud Hypervisor's `next_device_name`
+    /// (`_disk0`, `_net1`, …).
+    public func nextID(prefix: String, avoiding: Set<String> = []) -> String {
         state.withLock { state in
             while true {
                 let id = "\(prefix)\(state.idCounter)"
                 state.idCounter += 1
-                if !state.tree.contains(id) { return id }
+                if !state.tree.contains(id) && !avoiding.contains(id) { return id }
             }
         }
     }
+
+    /// The ids of the devices ActorVMM puts at fixed addresses (and of the PCI root): not for a user's device.
+    public static let platformIDs: Set<String> = [pciRootID, "serial", "i8042", "debug-port", "acpi-power", "test-device"]
 
     // MARK: - Attaching
 

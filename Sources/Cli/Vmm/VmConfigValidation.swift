@@ -10,9 +10,10 @@ extension VmConfig {
         var ids: Set<String> = []
         func checkID(_ id: String?, field: String, option: String) throws(ConfigError) {
             guard let id else { return }
-            if id.hasPrefix("__") {
-                throw ConfigError(field: field, "ids starting with __ are reserved for the VMM's own devices",
-                                  cli: "\(option) id=\(id): ids starting with __ are reserved for the VMM's own devices")
+            if id.hasPrefix("__") || DeviceManager.platformIDs.contains(id) {
+                let why = id.hasPrefix("__") ? "ids starting with __ are reserved for the VMM's own devices"
+                    : "\(id) is the id of one of the VMM's own devices"
+                throw ConfigError(field: field, why, cli: "\(option) id=\(id): \(why)")
             }
             guard ids.insert(id).inserted else {
                 throw ConfigError(field: field, "\(id) is already the id of another device", cli: "\(option) id=\(id): already the id of another device")
