@@ -47,7 +47,8 @@ struct DeviceManagerTests {
         #expect(buses.mmio.entries.count == before.mmio.entries.count + 2, "a configuration window and BAR0")
         #expect(buses.mmio.lookup(device.barAddress)?.entry.name == "_disk2")
         let transport = try #require(manager.tree["_virtio-pci-_disk2"])
-        #expect(transport.parent == "_disk2" && transport.pciBdf == PciBdf(device: 1))
+        #expect(transport.parent == "_disk2" && transport.pciBdf == PciBdf(device: 1) && transport.loop == "dm-test")
+        #expect(transport.ioeventfds.map(\.address) == transport.ioeventfds.map { _ in device.notifyAddress(queue: 0) } && !transport.ioeventfds.isEmpty)
         #expect(transport.resources.first == .pciBar(index: 0, base: PciLayout.standard.barWindow.lowerBound, size: VirtioPciDevice.barSize))
         #expect(manager.msiRouter.allocatedVectorCount == vectorsBefore + 2, "one queue and the config vector")
         await #expect(throws: DeviceManagerError.idInUse("_disk2")) {

@@ -238,11 +238,13 @@ public final class DeviceManager: Sendable {
                     throw .bus(error)
                 }
                 attachment.mmioBases.append(bar.lowerBound)
-                next.tree.insert(DeviceNode(id: id))
+                next.tree.insert(DeviceNode(id: id, loop: loop.name))
                 next.tree.insert(DeviceNode(id: transport,
                                             resources: [.pciBar(index: 0, base: bar.lowerBound, size: VirtioPciDevice.barSize)]
                                                 + attachment.vectors.map { .msiVector(gsi: $0.gsi) },
-                                            parent: id, pciBdf: PciBdf(device: UInt8(slot))))
+                                            parent: id, pciBdf: PciBdf(device: UInt8(slot)),
+                                            ioeventfds: attachment.ioeventfds.map { .init(address: $0.address, length: $0.length) },
+                                            loop: loop.name))
                 next.attachments[id] = attachment
                 next.reservedSlots.remove(slot)
                 Self.commit(&next, functionsChanged: true)

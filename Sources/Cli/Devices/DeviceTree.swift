@@ -32,20 +32,35 @@ public enum DeviceResource: Equatable, Sendable {
 /// One node of the ``DeviceTree`` (Cloud Hypervisor's `DeviceNode`): a device by id, what it occupies, and
 /// where it hangs. A virtio device is two nodes, as in Cloud Hypervisor: the device (`_disk0`, no resources)
 /// and its PCI transport (`_virtio-pci-_disk0`: the BDF, the BAR, the vectors), the device's only child.
+///
+/// Beyond Cloud Hypervisor's fields (the ones `vm.info` shows), a node records what a snapshot or a hot
+/// unplug needs to know: the doorbell ioeventfds registered with KVM for it and the event loop its actor
+/// runs on.
 public struct DeviceNode: Equatable, Sendable {
+    /// A `KVM_IOEVENTFD` registration: guest writes of `length` bytes (0: any) at `address` signal an eventfd.
+    public struct Ioeventfd: Equatable, Sendable {
+        public let address: UInt64
+        public let length: UInt32
+    }
+
     public let id: String
     public var resources: [DeviceResource]
     public var parent: String?
     public var children: [String]
     public var pciBdf: PciBdf?
+    public var ioeventfds: [Ioeventfd] = []
+    /// The name of the event loop the device's actor runs on (nil: no actor of its own).
+    public var loop: String?
 
     public init(id: String, resources: [DeviceResource] = [], parent: String? = nil, children: [String] = [],
-                pciBdf: PciBdf? = nil) {
+                pciBdf: PciBdf? = nil, ioeventfds: [Ioeventfd] = [], loop: String? = nil) {
         self.id = id
         self.resources = resources
         self.parent = parent
         self.children = children
         self.pciBdf = pciBdf
+        self.ioeventfds = ioeventfds
+        self.loop = loop
     }
 }
 
