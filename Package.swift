@@ -47,7 +47,7 @@ let package = Package(
             dependencies: ["Cli"],
             path: "Sources/Cli/Main/Vmm",
             swiftSettings: strict,
-            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+            linkerSettings: releaseLink
         ),
         .executableTarget(
             name: "ActorVmmRemoteProgram",
