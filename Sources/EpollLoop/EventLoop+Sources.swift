@@ -45,8 +45,9 @@ extension EventLoop {
     // MARK: - File descriptors
 
     /// Watches `fd` for `events` (level-triggered); `handler` runs on the loop thread, under the loop's
-    /// isolation, each time the descriptor is ready. An actor on this loop is entered from the handler with
-    /// `actor.assumeIsolated { … }`. The caller keeps ownership of `fd` and must deregister before closing it.
+    /// isolation, each time the descriptor is ready. A handler that works inside an actor on this loop uses
+    /// the actor's ``LoopBound/register(fd:events:_:)`` instead. The caller keeps ownership of `fd` and must
+    /// deregister before closing it.
     /// The corresponding system call is `epoll_ctl(EPOLL_CTL_ADD)`.
     public func register(
         fd: Int32, events: IOEvents = .readable, _ handler: @escaping @Sendable (IOEvents) -> Void
