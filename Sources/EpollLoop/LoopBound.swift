@@ -30,14 +30,18 @@ extension LoopBound {
 
     /// Watches `fd` for `events` on this actor's loop (``EventLoop/register(fd:events:_:)``); `handler` runs
     /// on the loop, isolated to this actor, each time the descriptor is ready. The registration does not keep
-    /// the actor alive: once the actor is gone an event is dropped (deregister before the actor goes, and
-    /// before closing `fd`, with `loop.deregister`).
+    /// the actor alive: the first event after the actor is gone removes the registration instead (so that a
+    /// level-triggered descriptor cannot keep the loop spinning). Deregister with `loop.deregister` before
+    /// closing `fd`.
     public nonisolated func register(
         fd: Int32, events: IOEvents = .readable,
         _ handler: @escaping @Sendable (isolated Self, IOEvents) -> Void
     ) throws(Errno) -> Registration {
-        try loop.register(fd: fd, events: events) { [weak self] events in
-            self?.assumeIsolated { handler($0, events) }
+        try loop.register(fd: fd, events: events) { [loop] registration in
+            { [weak self] events in
+                guard let self else { return loop.deregister(registration) }
+                self.assumeIsolated { handler($0, events) }
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-import EpollLoop
+@testable import EpollLoop
 import Glibc
 import Synchronization
 import Testing
@@ -87,6 +87,8 @@ actor Bound: LoopBound {
         fd.signal()
         usleep(30_000)  // the timer's deadline and the fd event have passed
         #expect(fired.load(ordering: .relaxed) == 0, "a handler for a gone actor is dropped")
+        // ... and its registration removed, so the readable eventfd does not keep the loop spinning.
+        #expect(waitUntil { loop.registrations.withLock { $0.entries.isEmpty } })
         if let registration { loop.deregister(registration) }
     }
 }
