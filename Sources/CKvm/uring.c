@@ -128,3 +128,14 @@ int ckvm_uring_peek(struct ckvm_uring *r, uint64_t *user_data, int32_t *result) 
     __atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
     return 1;
 }
+
+int ckvm_uring_probe_forbidden(struct ckvm_uring *r) {
+    struct io_uring_sqe *sqe = next_sqe(r);
+    if (!sqe) return -EBUSY;
+    sqe->opcode = IORING_OP_NOP;  // not among the allowed operations
+    sqe->user_data = UINT64_MAX;
+    int submitted = ckvm_uring_submit(r, 1);
+    if (submitted < 0) return submitted;
+    uint64_t tag; int32_t result;
+    return ckvm_uring_peek(r, &tag, &result) == 1 ? result : -EAGAIN;
+}

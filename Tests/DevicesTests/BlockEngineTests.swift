@@ -172,3 +172,50 @@ extension VirtioPciDevice {
     /// Requests the block backend has on its ring.
     func blockRequestsInFlight() -> Int { (backend as? BlockBackend)?.inFlight.count ?? -1 }
 }
+
+/// The ring itself (Sources/CKvm/uring.c), on a pipe so that a read can be held in flight at will.
+@Suite struct IoUringTests {
+    /// The flush SQE starts only after everything queued before it completed (IOSQE_IO_DRAIN): with a read
+    /// waiting for data, the flush waits too; once the read completes, the flush follows.
+    @Test func flushWaitsForEverythingBeforeIt() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let ring: IoUring
+        do {
+            ring = try IoUring(entries: 8, fd: fds[0])
+        } catch {
+            print("skipped: io_uring is unavailable on this host (\(error))")
+            return
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+        defer { buffer.deallocate() }
+        var iov = iovec(iov_base: buffer, iov_len: 16)
+        #expect(ring.queueTransfer(write: false, iovecs: &iov, count: 1, offset: 0, tag: 1))
+        #expect(ring.queueFlushAfterAll(tag: 2))
+        #expect(ring.submit() == nil)
+        usleep(50_000)
+        var completed: [UInt64] = []
+        while let early = ring.reap() { completed.append(early.tag) }
+        #expect(completed.isEmpty, "something completed while the read still waits for data")
+        #expect(write(fds[1], "0123456789abcdef", 16) == 16)
+        for _ in 0..<200 where completed.count < 2 {
+            ring.submit(wait: 1)
+            while let completion = ring.reap() { completed.append(completion.tag) }
+        }
+        #expect(completed == [1, 2])
+    }
+
+    /// The ring is locked down (IORING_REGISTER_RESTRICTIONS): an operation outside READV, WRITEV and
+    /// FSYNC is refused.
+    @Test func theRingRefusesOtherOperations() throws {
+        let file = TempFile(size: 4096)
+        let fd = open(file.path, O_RDWR)
+        defer { close(fd) }
+        guard let ring = try? IoUring(entries: 4, fd: fd) else {
+            print("skipped: io_uring is unavailable on this host")
+            return
+        }
+        #expect(ring.probeForbiddenOperation() == -EACCES)
+    }
+}

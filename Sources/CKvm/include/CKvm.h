@@ -213,6 +213,8 @@ int ckvm_uring_prep_fdatasync_after_all(struct ckvm_uring *ring, uint64_t user_d
 int ckvm_uring_submit(struct ckvm_uring *ring, unsigned wait);
 /// Takes one completion: 1 and its user_data and result (bytes or a negated errno), or 0 when none.
 int ckvm_uring_peek(struct ckvm_uring *ring, uint64_t *user_data, int32_t *result);
+/// Submits a NOP (an operation the restrictions forbid) and returns its result: -EACCES on a locked ring.
+int ckvm_uring_probe_forbidden(struct ckvm_uring *ring);
 
 // MARK: Swift heap allocations of one thread (alloccount.c), for the tests
 /// Hooks swift_allocObject once for the process; -1 when the runtime has no hook.

@@ -55,6 +55,10 @@ final class IoUring {
         return result < 0 ? Errno(rawValue: -result) : nil
     }
 
+    /// Submits an operation outside the allowed ones (for the tests): the kernel's result, -EACCES when the
+    /// restrictions hold. Only on an idle ring.
+    func probeForbiddenOperation() -> Int32 { ckvm_uring_probe_forbidden(ring) }
+
     /// Takes one completion: its tag and result (bytes moved, or a negated errno), or nil when none is posted.
     func reap() -> (tag: UInt64, result: Int32)? {
         var tag: UInt64 = 0, result: Int32 = 0
