@@ -216,12 +216,4 @@ int ckvm_uring_peek(struct ckvm_uring *ring, uint64_t *user_data, int32_t *resul
 /// Submits a NOP (an operation the restrictions forbid) and returns its result: -EACCES on a locked ring.
 int ckvm_uring_probe_forbidden(struct ckvm_uring *ring);
 
-// MARK: Swift heap allocations of one thread (alloccount.c), for the tests
-/// Hooks swift_allocObject once for the process; -1 when the runtime has no hook.
-int ckvm_alloc_count_install(void);
-/// Starts counting this thread's Swift heap allocations from 0.
-void ckvm_alloc_count_begin(void);
-/// Stops counting on this thread; the count since ckvm_alloc_count_begin.
-uint64_t ckvm_alloc_count_end(void);
-
 #endif
