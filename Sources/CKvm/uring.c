@@ -42,6 +42,7 @@ int ckvm_uring_init(struct ckvm_uring *r, unsigned entries, int file_fd, int eve
     r->sq_mask = *(unsigned *)(base + p.sq_off.ring_mask); r->sq_array = (unsigned *)(base + p.sq_off.array);
     r->cq_head = (unsigned *)(base + p.cq_off.head); r->cq_tail = (unsigned *)(base + p.cq_off.tail);
     r->cq_mask = *(unsigned *)(base + p.cq_off.ring_mask); r->cqes = base + p.cq_off.cqes;
+    r->cq_flags = p.cq_off.flags ? (unsigned *)(base + p.cq_off.flags) : NULL;
     r->sq_entries = p.sq_entries; r->cq_entries = p.cq_entries;
     r->local_tail = *r->sq_tail;
 
@@ -109,14 +110,21 @@ int ckvm_uring_prep_fdatasync_after_all(struct ckvm_uring *r, uint64_t user_data
 
 int ckvm_uring_submit(struct ckvm_uring *r, unsigned wait) {
     __atomic_store_n(r->sq_tail, r->local_tail, __ATOMIC_RELEASE);
+    // What completes inside io_uring_enter (page-cache hits) is reaped by the caller right after it: no
+    // eventfd signal for those (IORING_CQ_EVENTFD_DISABLED), so the loop is not woken for nothing. The
+    // caller reaps after this returns, so a completion posted in between is not missed.
+    if (r->cq_flags) __atomic_fetch_or(r->cq_flags, IORING_CQ_EVENTFD_DISABLED, __ATOMIC_RELAXED);
+    int result;
     for (;;) {
         // Without SQPOLL the kernel consumes SQEs only in io_uring_enter: what it has not consumed is pending.
         unsigned pending = r->local_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
-        if (pending == 0 && wait == 0) return 0;
+        if (pending == 0 && wait == 0) { result = 0; break; }
         int n = sys_enter(r->fd, pending, wait, wait ? IORING_ENTER_GETEVENTS : 0);
-        if (n >= 0) return n;
-        if (errno != EINTR) return -errno;
+        if (n >= 0) { result = n; break; }
+        if (errno != EINTR) { result = -errno; break; }
     }
+    if (r->cq_flags) __atomic_fetch_and(r->cq_flags, ~IORING_CQ_EVENTFD_DISABLED, __ATOMIC_SEQ_CST);
+    return result;
 }
 
 int ckvm_uring_peek(struct ckvm_uring *r, uint64_t *user_data, int32_t *result) {

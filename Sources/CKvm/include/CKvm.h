@@ -195,7 +195,7 @@ static inline size_t ckvm_boot_params_size(void) { return sizeof(struct boot_par
 struct ckvm_uring {
     int fd;
     unsigned sq_entries, cq_entries, sq_mask, cq_mask, local_tail;
-    unsigned *sq_head, *sq_tail, *sq_array, *cq_head, *cq_tail;
+    unsigned *sq_head, *sq_tail, *sq_array, *cq_head, *cq_tail, *cq_flags;
     void *sqes, *cqes, *ring;
     size_t ring_size, sqes_size;
 };
