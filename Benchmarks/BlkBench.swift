@@ -50,6 +50,10 @@ struct BlkSamples {
     var lastCompletionToIrqfd: [Double] = []
     var requests = 0
     var busyNanoseconds = 0.0
+    /// Device rows: malloc calls on the device loop's thread during the whole guest run (warm-up and
+    /// register set-up included), and the requests it served.
+    var loopAllocations: UInt64 = 0
+    var allRequests = 0
 
     /// Requests per second of the serving thread's busy time.
     var rate: Double { busyNanoseconds > 0 ? Double(requests) / (busyNanoseconds / 1e9) : 0 }
@@ -87,7 +91,8 @@ struct BlkBench {
                     let samples = try await runOnce(config, image: image, count: count)
                     results[config.id] = .success(((try? results[config.id]?.get()) ?? []) + [samples])
                     progress("blk round \(round + 1)/\(options.rounds): \(config.label): p50 "
-                             + "\(micros(Summary(samples.perRequest)?.p50 ?? 0)) us per request")
+                             + "\(micros(Summary(samples.perRequest)?.p50 ?? 0)) us per request"
+                             + (config.floor ? "" : ", \(samples.loopAllocations) mallocs on the loop for \(samples.allRequests) requests"))
                 } catch {
                     let failure = error as? BenchError ?? BenchError("\(error)")
                     results[config.id] = .failure(failure)
@@ -154,6 +159,8 @@ struct BlkBench {
             samples.lastCompletionToIrqfd.append(clock.nanoseconds(from: lastCompletion, to: service.interrupt))
         }
         samples.requests = count * config.depth
+        samples.loopAllocations = run.loopAllocations
+        samples.allRequests = Int(doorbells * depth)
         return samples
     }
 

@@ -2,6 +2,7 @@
 // that rings the device's doorbell `warmup + count` times, and the device records what it did for each.
 import ActorVmm
 import Boot
+import CAllocCount
 import Devices
 import EpollLoop
 
@@ -42,6 +43,8 @@ struct VirtioGuestRun {
         /// Guest TSC − host TSC, if KVM tells (to put guest and host stamps on one time line).
         var tscOffset: Int64?
         var counters: VirtioCounters
+        /// malloc calls on the device loop's thread from the guest's start to its end (CAllocCount).
+        var loopAllocations: UInt64
 
         /// The guest's cycles from doorbell to interrupt handler, per measured doorbell.
         var guestCycles: [UInt64] { zip(guestStarts, guestEnds).map { $1 &- $0 } }
@@ -66,8 +69,10 @@ struct VirtioGuestRun {
         let doorbells = count + warmup
         let recorder = VirtioEventRecorder(capacity: doorbells * (requestsPerDoorbell + 2) + 1024)
         await device?.attach(recorder: recorder)  // before the vCPUs start: no doorbell has rung yet
+        await Self.onLoop(loop) { alloc_count_begin() }
         try await vm.start()
         let reason = vm.waitForStop(timeout: 30 + Double(doorbells * requestsPerDoorbell) * 0.002)
+        let allocations = await Self.onLoop(loop) { alloc_count_end() }
         await vm.tearDown()
         await device?.stop()
         let counters = await device?.counters ?? VirtioCounters()
@@ -88,6 +93,11 @@ struct VirtioGuestRun {
             ends.append(try memory.read(at: GuestAddress(sampleBuffer + 16 * UInt64(index) + 8)))
         }
         return Output(services: Array(services.suffix(count)), guestStarts: starts, guestEnds: ends,
-                      tscOffset: vm.tscOffset, counters: counters)
+                      tscOffset: vm.tscOffset, counters: counters, loopAllocations: allocations)
+    }
+
+    /// Runs `body` on `loop`'s thread and returns its result.
+    static func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in loop.execute { continuation.resume(returning: body()) } }
     }
 }

@@ -48,14 +48,26 @@ func ipv4Problem(_ text: String, isMask: Bool) -> String? {
 
 /// `--disk path=FILE,readonly=on,direct=on,id=ID`, parsed (the id is checked by ``VmConfig/validate()``).
 func parseDisk(_ text: String) throws(CliError) -> VmConfig.Disk {
-    let list = try KeyValueList(option: "--disk", text: text, allowedKeys: ["path", "readonly", "direct", "id"])
+    let list = try KeyValueList(option: "--disk", text: text,
+                                allowedKeys: ["path", "readonly", "direct", "id", "num_queues", "queue_size"])
     guard let path = list["path"], !path.isEmpty else { throw CliError("--disk \(text): expected path=FILE") }
-    return VmConfig.Disk(path: path, readonly: try list.bool("readonly") ?? false,
-                         direct: try list.bool("direct") ?? false, id: list["id"])
+    var disk = VmConfig.Disk(path: path, readonly: try list.bool("readonly") ?? false,
+                             direct: try list.bool("direct") ?? false, id: list["id"])
+    disk.numQueues = try list.integer("num_queues", in: 1...BlockBackend.maxQueues) ?? disk.numQueues
+    disk.queueSize = try list.integer("queue_size", in: 2...Int(SplitQueue.maxSize)) ?? disk.queueSize
+    if let problem = BlockBackend.problem(with: disk.backendOptions) { throw CliError("--disk \(text): \(problem)") }
+    return disk
 }
 
 extension VmConfig.Disk {
-    var backendOptions: BlockBackend.Options { BlockBackend.Options(path: path, readonly: readonly, direct: direct, id: id) }
+    /// The most queues, and the queue sizes, a disk may have (``BlockBackend/problem(with:)``).
+    static let maxQueues = BlockBackend.maxQueues
+    static let validQueueSizes = Set((1...8).map { 1 << $0 })  // 2 … 256
+
+    var backendOptions: BlockBackend.Options {
+        BlockBackend.Options(path: path, readonly: readonly, direct: direct, id: id, numQueues: numQueues,
+                             queueSize: UInt16(clamping: queueSize))
+    }
 }
 
 /// `--rng src=PATH` (the value is optional: `--rng` alone uses /dev/urandom).

@@ -19,9 +19,18 @@ import Testing
                              DoorbellService(doorbell: 500, completions: [600, 700], interrupt: 800)])
     }
 
+    /// A doorbell's requests completed in two batches, one interrupt each: the service ends at the second.
+    @Test func requestsCompletedInBatchesEndAtTheLastInterrupt() throws {
+        let recorded = events([.doorbell, .completed, .interrupt, .completed, .interrupt, .doorbell, .completed, .completed, .interrupt])
+        let services = try DoorbellService.group(recorded, requests: 2)
+        #expect(services == [DoorbellService(doorbell: 100, completions: [200, 400], interrupt: 500),
+                             DoorbellService(doorbell: 600, completions: [700, 800], interrupt: 900)])
+    }
+
     @Test func anythingElseIsRefused() throws {
         let broken: [[VirtioEventRecorder.Kind]] = [
             [.doorbell, .completed, .interrupt],                        // one completion where two were posted
+            [.doorbell, .interrupt, .completed, .completed],            // an interrupt before any completion
             [.completed, .completed, .interrupt],                       // no doorbell (the ring wrapped, or an MMIO notify)
             [.doorbell, .doorbell, .completed, .completed, .interrupt], // a doorbell before the interrupt
             [.interrupt],                                               // an interrupt of its own (config vector)

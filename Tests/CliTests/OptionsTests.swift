@@ -96,6 +96,9 @@ import Testing
         ])
         #expect(o.vm.disks.map(\.path) == ["a.raw", "b.raw", "c.raw"])
         #expect(o.vm.disks.map(\.readonly) == [false, true, false] && o.vm.disks[1].id == "b" && o.vm.disks[2].direct)
+        #expect(o.vm.disks.allSatisfy { $0.numQueues == 1 && $0.queueSize == 128 }, "Cloud Hypervisor's defaults")
+        let mq = try VmmOptions.parse(["--kernel", "k", "--disk", "path=a.raw,num_queues=4,queue_size=64"]).vm.disks[0]
+        #expect(mq.backendOptions.numQueues == 4 && mq.backendOptions.queueSize == 64)
         #expect(o.vm.net == [VmConfig.Net(tap: "tap0", mac: "52:54:00:12:34:56", ip: "192.168.249.1", mask: "255.255.255.0", id: nil)])
         #expect(o.vm.rng?.source == "/dev/urandom" && o.vm.console == .pty && o.vm.placement == .perDevice)
         #expect(try VmmOptions.parse(["--kernel", "k", "--rng", "src=/dev/random"]).vm.rng?.source == "/dev/random")
@@ -106,7 +109,10 @@ import Testing
     @Test(arguments: [
         (["--kernel", "k", "--disk", "readonly=on"], "--disk readonly=on: expected path=FILE"),
         (["--kernel", "k", "--disk", "path=a,readonly=yes"], "--disk readonly=yes: expected on or off"),
-        (["--kernel", "k", "--disk", "path=a,cache=off"], "--disk: unknown key 'cache' (expected one of: direct, id, path, readonly)"),
+        (["--kernel", "k", "--disk", "path=a,cache=off"], "--disk: unknown key 'cache' (expected one of: direct, id, num_queues, path, queue_size, readonly)"),
+        (["--kernel", "k", "--disk", "path=a,num_queues=0"], "--disk num_queues=0: expected an integer from 1 to 64"),
+        (["--kernel", "k", "--disk", "path=a,queue_size=512"], "--disk queue_size=512: expected an integer from 2 to 256"),
+        (["--kernel", "k", "--disk", "path=a,queue_size=100"], "--disk path=a,queue_size=100: queue_size 100: expected a power of 2 from 2 to 256"),
         (["--kernel", "k", "--net", "tap=t,mac=52:54:00:12:34"], "--net mac=52:54:00:12:34: expected six hex bytes like 52:54:00:12:34:56"),
         (["--kernel", "k", "--net", "tap=t,mac=01:00:00:00:00:01"], "--net mac=01:00:00:00:00:01: a multicast address cannot be a NIC's address"),
         (["--kernel", "k", "--net", "tap=t,ip=300.1.1.1,mask=255.0.0.0"], "--net ip=300.1.1.1: expected a dotted IPv4 address"),

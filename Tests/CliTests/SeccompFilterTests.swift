@@ -161,6 +161,21 @@ enum BpfInterpreter {
         #expect(try verdict(.vmm, SYS_prctl, [UInt64(PR_SET_DUMPABLE)]) == Self.trap)
     }
 
+    /// virtio-blk's io_uring: device and vCPU threads may only submit and wait; the ring is set up, given
+    /// its file, eventfd and restrictions, and enabled by the VMM's own threads — no other registration.
+    @Test func ioUringIsSubmitOnlyOnDeviceThreads() throws {
+        for kind in [ThreadKind.device, .vcpu] {
+            #expect(try verdict(kind, SYS_io_uring_enter, [5, 1, 0]) == Self.allow, "\(kind)")
+            #expect(try verdict(kind, SYS_io_uring_setup, [128, 0]) == Self.trap, "\(kind)")
+            #expect(try verdict(kind, SYS_io_uring_register, [5, 4]) == Self.trap, "\(kind)")
+        }
+        #expect(try verdict(.api, SYS_io_uring_enter, [5, 1, 0]) == Self.trap)
+        #expect(try verdict(.vmm, SYS_io_uring_setup, [128, 0]) == Self.allow)
+        for opcode: UInt64 in [2, 4, 11, 12] { #expect(try verdict(.vmm, SYS_io_uring_register, [5, opcode]) == Self.allow) }
+        // IORING_REGISTER_BUFFERS, _PERSONALITY, _IOWQ_AFF: not needed, not allowed.
+        for opcode: UInt64 in [0, 9, 17] { #expect(try verdict(.vmm, SYS_io_uring_register, [5, opcode]) == Self.trap) }
+    }
+
     /// A condition compares the low 32 bits, as the kernel reads these arguments (an ioctl request is an
     /// `unsigned int`): high bits neither help nor hurt.
     @Test func conditionsCompareTheLow32Bits() throws {

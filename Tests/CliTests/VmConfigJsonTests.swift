@@ -53,7 +53,7 @@ import Testing
         config.memorySize = 1 << 30
         config.serial = .tty
         config.console = .file("/tmp/c")
-        config.disks = [.init(path: "/d.img", readonly: true)]
+        config.disks = [.init(path: "/d.img", readonly: true), .init(path: "/e.img", numQueues: 4, queueSize: 64)]
         config.net = [.init(tap: "tap0", mac: "12:34:56:78:9a:bc", ip: "10.0.0.1", mask: nil)]
         config.rng = .init(source: "/dev/urandom")
         config.handoff = .task
@@ -131,6 +131,7 @@ import Testing
     /// shape maps onto the command line's options.
     @Test(arguments: [
         #"{"payload": {"kernel": "/k"}, "disks": [{"path": "/a", "readonly": true, "num_queues": 1}]}"#,
+        #"{"payload": {"kernel": "/k"}, "disks": [{"path": "/a", "num_queues": 8, "queue_size": 256}]}"#,
         #"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "mac": "12:34:56:78:9a:bc"}]}"#,
         #"{"payload": {"kernel": "/k"}, "net": [{"tap": "tap0", "ip": "10.0.0.1", "mask": "255.255.255.0"}]}"#,
         #"{"payload": {"kernel": "/k"}, "net": [{"mac": "12:34:56:78:9a:bc"}, {"tap": ""}, {"ip": "10.0.0.1"}, {}]}"#,

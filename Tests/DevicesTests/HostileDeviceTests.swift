@@ -61,7 +61,7 @@ import Testing
         q.post(buffers)
         driver.queues[0] = q
         await driver.kick(0)
-        #expect(driver.queues[0].takeUsed().map { $0.length } == [UInt32(segMax * sizeMax + 1)])
+        #expect(await driver.awaitUsed(queue: 0).map { $0.length } == [UInt32(segMax * sizeMax + 1)])
         #expect(try memory.read(at: status) as UInt8 == 0)
         // Past what a request may carry (16 MiB): IOERR.
         #expect(await driver.blockRequest(type: 0, sector: 0, readLength: (16 << 20) + 512).status == 1)

@@ -9,12 +9,12 @@ import Testing
 /// Block requests the way Linux's virtio_blk builds them: header, data, status byte.
 extension VirtioDriver {
     mutating func blockRequest(type: UInt32, sector: UInt64, data: [UInt8]? = nil, readLength: Int = 0,
-                               extraReadable: [UInt8] = []) async -> (status: UInt8, used: UInt32, data: [UInt8]) {
+                               extraReadable: [UInt8] = [], queue: Int = 0) async -> (status: UInt8, used: UInt32, data: [UInt8]) {
         var header: [UInt8] = []
         appendLE(&header, type)
         appendLE(&header, UInt32(0))
         appendLE(&header, sector)
-        var q = queues[0]
+        var q = queues[queue]
         var buffers: [(GuestAddress, UInt32, writable: Bool)] = [(q.allocate(16, bytes: header), 16, false)]
         if let data { buffers.append((q.allocate(data.count, bytes: data), UInt32(data.count), false)) }
         if !extraReadable.isEmpty { buffers.append((q.allocate(extraReadable.count, bytes: extraReadable), UInt32(extraReadable.count), false)) }
@@ -27,9 +27,9 @@ extension VirtioDriver {
         let status = q.allocate(1, bytes: [0xEE])
         buffers.append((status, 1, true))
         q.post(buffers)
-        queues[0] = q
-        await kick(0)
-        let used = queues[0].takeUsed()
+        queues[queue] = q
+        await kick(queue)
+        let used = await awaitUsed(queue: queue)
         let bytes = readAddress.map { try! memory.readBytes(at: $0, count: readLength) } ?? []
         return (try! memory.read(at: status), used.first?.length ?? 0, bytes)
     }

@@ -178,6 +178,18 @@ struct VirtioDriver {
     /// Notifies queue `q` the way a doorbell arrives in a real VM: the loop sees the ioeventfd fire and
     /// runs the queue inside the device actor (a write to BAR0's notify area only signals that eventfd).
     func kick(_ q: Int) async { await device.queueNotified(q) }
+
+    /// The used entries of queue `q` once there are at least `count` (a device may complete on its loop
+    /// later: block I/O through io_uring); what there is after 5 s otherwise.
+    mutating func awaitUsed(queue q: Int, count: Int = 1) async -> [(head: UInt32, length: UInt32)] {
+        var used = queues[q].takeUsed()
+        let deadline = ContinuousClock.now + .seconds(5)
+        while used.count < count && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(1))
+            used += queues[q].takeUsed()
+        }
+        return used
+    }
 }
 
 /// Guest RAM for device tests: 16 MiB at 0 unless told.

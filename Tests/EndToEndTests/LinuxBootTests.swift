@@ -52,7 +52,7 @@ struct LinuxBootTests {
         let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
             "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
             "--cpus", "boot=2", "--memory", "size=512M", "--serial", "tty", "--console", "file=\(console)",
-            "--disk", "path=\(disk)", "--rng",
+            "--disk", "path=\(disk),num_queues=2", "--rng",  // multi-queue virtio-blk: one queue per vCPU
             "--net", "tap=\(tap),mac=52:54:00:12:34:57,ip=192.168.250.1,mask=255.255.255.0",
             // The kernel logs to both consoles; the last one is /dev/console, where /init prints its marker:
             // ttyS0, the VMM's stdout, which the harness reads.
@@ -70,6 +70,9 @@ struct LinuxBootTests {
         #expect(run.first(containing: "Converting physical") == nil, "both CPUs in one package: \(context)")
         // Linux's own drivers finding each device.
         #expect(run.first(containing: "virtio_blk virtio0: [vda] 16384 512-byte logical blocks") != nil, "\(context)")
+        if let queues = run.first(containing: "default/read/poll queues") {  // printed by kernels since 5.16
+            #expect(queues.text.contains("2/0/0"), "virtio-blk with two request queues: \(queues.text)")
+        }
         #expect(run.first(containing: "IP-Config: Complete:") != nil, "virtio-net (eth0) came up: \(context)")
         #expect(run.first(containing: "ttyS0 at I/O 0x3f8") != nil, "\(context)")
         // hvc0: the kernel's log also went through virtio-console.

@@ -16,8 +16,9 @@ struct VirtioTests {
     /// The guest's pattern: the byte at disk offset `o` (Tests/Guest/Sources/TestsVirtio.swift).
     static func pattern(_ offset: Int) -> UInt8 { UInt8(truncatingIfNeeded: (offset >> 9) ^ offset ^ 0xA5) }
 
-    @Test(arguments: ["shared", "per-device"])
-    func guestDriversPassOnEveryDevice(placement: String) throws {
+    /// Both placements, and both paths of virtio-blk to its images (`ACTOR_VMM_BLOCK_IO`, docs/devices.md).
+    @Test(arguments: [("shared", "io_uring"), ("per-device", "sync")])
+    func guestDriversPassOnEveryDevice(placement: String, blockIO: String) throws {
         let prefix = NSTemporaryDirectory() + "actor-vmm-\(getpid())-\(placement)"
         let diskA = prefix + "-a.raw", diskB = prefix + "-b.raw", consoleFile = prefix + "-console.txt"
         defer { for path in [diskA, diskB, consoleFile] { unlink(path) } }
@@ -34,7 +35,7 @@ struct VirtioTests {
             "--disk", "path=\(diskA)", "--disk", "path=\(diskB),readonly=on", "--rng",
             "--console", "file=\(consoleFile)",
             "--net", "tap=\(tap),mac=\(Self.mac),ip=192.168.249.1,mask=255.255.255.0",
-        ], timeout: 180) { _ in peer.start() }
+        ], timeout: 180, environment: ["ACTOR_VMM_BLOCK_IO": blockIO]) { _ in peer.start() }
         peer.stop()
 
         let context = "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)"

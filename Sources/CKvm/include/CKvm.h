@@ -188,4 +188,32 @@ static inline size_t ckvm_boot_params_loadflags_offset(void) { return offsetof(s
 static inline size_t ckvm_boot_params_acpi_rsdp_addr_offset(void) { return offsetof(struct boot_params, acpi_rsdp_addr); }
 static inline size_t ckvm_boot_params_size(void) { return sizeof(struct boot_params); }
 
+
+// MARK: io_uring (uring.c): a ring locked to one file (fixed file 0) and READV/WRITEV/FSYNC
+#include <sys/uio.h>
+/// One ring; the pointers point into its two mappings. Only uring.c touches the fields.
+struct ckvm_uring {
+    int fd;
+    unsigned sq_entries, cq_entries, sq_mask, cq_mask, local_tail;
+    unsigned *sq_head, *sq_tail, *sq_array, *cq_head, *cq_tail, *cq_flags;
+    void *sqes, *cqes, *ring;
+    size_t ring_size, sqes_size;
+};
+/// Sets up a ring of at least `entries` SQEs on `file_fd` (fixed file 0), completions signalled on
+/// `event_fd` (-1: none). 0, or a negated errno value (ENOSYS, EPERM: no io_uring here).
+int ckvm_uring_init(struct ckvm_uring *ring, unsigned entries, int file_fd, int event_fd);
+/// Unmaps and closes the ring (the kernel waits for or cancels what is in flight).
+void ckvm_uring_exit(struct ckvm_uring *ring);
+/// Queues a READV (write == 0) or WRITEV of the image at `offset`; -EBUSY when the SQ ring is full.
+int ckvm_uring_prep_rw(struct ckvm_uring *ring, int write, const struct iovec *iov, unsigned count, uint64_t offset,
+                       uint64_t user_data);
+/// Queues an fdatasync that starts only after every SQE queued before it has completed (IOSQE_IO_DRAIN).
+int ckvm_uring_prep_fdatasync_after_all(struct ckvm_uring *ring, uint64_t user_data);
+/// Submits what is queued and waits for `wait` completions; the number submitted, or a negated errno.
+int ckvm_uring_submit(struct ckvm_uring *ring, unsigned wait);
+/// Takes one completion: 1 and its user_data and result (bytes or a negated errno), or 0 when none.
+int ckvm_uring_peek(struct ckvm_uring *ring, uint64_t *user_data, int32_t *result);
+/// Submits a NOP (an operation the restrictions forbid) and returns its result: -EACCES on a locked ring.
+int ckvm_uring_probe_forbidden(struct ckvm_uring *ring);
+
 #endif

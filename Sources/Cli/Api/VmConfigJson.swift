@@ -128,15 +128,21 @@ extension VmConfig {
         try reader.check("backing_files", .bool)  // raw images have no backing files
         try reader.unsupported("sparse", harmless: [.bool(true)], "discard punches holes in the image")
         for key in ["disable_io_uring", "disable_aio"] { try reader.check(key, .bool) }  // ActorVMM uses neither
-        try CloudHypervisorFields.queueParameter(&reader, "num_queues", in: 1...256, accepted: [1], "virtio-blk has one queue")
-        try CloudHypervisorFields.queueParameter(&reader, "queue_size", in: 1...32768, accepted: [128, 256],
-                                                 "queues offer 256 entries; Cloud Hypervisor's default 128 is accepted")
+        var disk = Disk(path: diskPath, readonly: readonly, direct: direct, id: id)
+        disk.numQueues = try reader.integer("num_queues", in: 1...256) ?? disk.numQueues
+        disk.queueSize = try reader.integer("queue_size", in: 1...32768) ?? disk.queueSize
+        if disk.numQueues > VmConfig.Disk.maxQueues {
+            throw reader.refusal("num_queues", .int(disk.numQueues), "at most \(VmConfig.Disk.maxQueues) queues")
+        }
+        if !VmConfig.Disk.validQueueSizes.contains(disk.queueSize) {
+            throw reader.refusal("queue_size", .int(disk.queueSize), "queues offer a power of 2 from 2 to 256 entries")
+        }
         if let type = try reader.choice("image_type", ["FixedVhd", "Qcow2", "Raw", "Vhdx", "Unknown"]), type != "Raw", type != "Unknown" {
             throw reader.refusal("image_type", .string(type), "images are read as raw")
         }
         _ = try reader.choice("lock_granularity", ["ByteRange", "Full"])  // ActorVMM takes no lock (docs/api.md)
         try reader.finish()
-        return Disk(path: diskPath, readonly: readonly, direct: direct, id: id)
+        return disk
     }
 
     private static func decodeNet(_ value: JsonValue, at path: String) throws(ConfigError) -> Net {
@@ -193,7 +199,8 @@ extension VmConfig {
         if !disks.isEmpty {
             members.append(JsonMember(key: "disks", value: .array(disks.map {
                 .object([JsonMember(key: "path", value: .string($0.path)), JsonMember(key: "readonly", value: .bool($0.readonly)),
-                         JsonMember(key: "direct", value: .bool($0.direct))] + ($0.id.map { [JsonMember(key: "id", value: .string($0))] } ?? []))
+                         JsonMember(key: "direct", value: .bool($0.direct)), JsonMember(key: "num_queues", value: .int($0.numQueues)),
+                         JsonMember(key: "queue_size", value: .int($0.queueSize))] + ($0.id.map { [JsonMember(key: "id", value: .string($0))] } ?? []))
             })))
         }
         if !net.isEmpty {

@@ -64,6 +64,9 @@ enum SeccompRules {
         .allow(SYS_read), .allow(SYS_readv), .allow(SYS_writev),
         .allow(SYS_pread64), .allow(SYS_pwrite64), .allow(SYS_preadv), .allow(SYS_pwritev),
         .allow(SYS_fdatasync), .allow(SYS_fsync),
+        // virtio-blk's io_uring: submitting and waiting only. The ring is set up (and locked to its image
+        // and to READV/WRITEV/FSYNC) by the VMM's own threads when the device is built: see ``vmm``.
+        .allow(SYS_io_uring_enter),
         // DISCARD: punch a hole; WRITE_ZEROES: zero a range (both keep the size).
         .allow(SYS_fallocate, arg: 1, in: [UInt(CKVM_FALLOC_PUNCH_HOLE | CKVM_FALLOC_KEEP_SIZE),
                                            UInt(CKVM_FALLOC_ZERO_RANGE | CKVM_FALLOC_KEEP_SIZE)]),
@@ -106,6 +109,10 @@ enum SeccompRules {
             // The API socket (a stale socket file is probed with connect) and TAP addresses.
             .allow(SYS_socket, arg: 0, in: [UInt(AF_UNIX), UInt(AF_INET)]),
             .allow(SYS_bind), .allow(SYS_listen), .allow(SYS_connect), .allow(SYS_getsockopt),
+            // virtio-blk's io_uring, set up with the device: the ring, then its image (fixed file), completion
+            // eventfd and restrictions, then enabled (Sources/CKvm/uring.c). No other registration.
+            .allow(SYS_io_uring_setup),
+            .allow(SYS_io_uring_register, arg: 1, in: [2, 4, 11, 12]),  // FILES, EVENTFD, RESTRICTIONS, ENABLE_RINGS
             // Event loops (epoll, eventfd) and libdispatch's (timerfd).
             .allow(SYS_epoll_create1), .allow(SYS_eventfd2), .allow(SYS_timerfd_create), .allow(SYS_timerfd_settime),
             // Threads: loops, vCPUs, the Swift runtime's workers; naming, pinning, priorities, stacking the

@@ -22,6 +22,9 @@ struct VmConfig: Equatable, Sendable {
         /// `--disk direct=on` (O_DIRECT); not in the API's schema.
         var direct = false
         var id: String?
+        /// Request queues and the entries each offers (`num_queues`, `queue_size`; Cloud Hypervisor's defaults).
+        var numQueues = 1
+        var queueSize = 128
     }
 
     /// A virtio-net device (`net[]`, `--net`) on a TAP interface: the one named, or (no `tap`) one the VMM

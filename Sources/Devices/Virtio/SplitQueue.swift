@@ -40,8 +40,11 @@ public struct SplitQueue: Sendable {
 
     public init() {}
 
-    /// Back to the reset state (§2.1, device reset).
-    public mutating func reset() { self = SplitQueue() }
+    /// A queue whose size (before the driver picks one) is `size`, the most the device offers.
+    init(size: UInt16) { self.size = size }
+
+    /// Back to the reset state (§2.1, device reset); the offered size stays what the device offers.
+    public mutating func reset(size: UInt16 = SplitQueue.maxSize) { self = SplitQueue(size: size) }
 
     /// Checks size and areas before the queue is used (at DRIVER_OK or queue_enable).
     public func validate(memory: GuestMemory) throws(QueueError) {
@@ -70,6 +73,14 @@ public struct SplitQueue: Sendable {
     /// is consumed and thrown as ``QueueError/rejectedChain(head:reason:)``: give it back with
     /// ``returnUnused(head:memory:)``.
     public mutating func pop(memory: GuestMemory) throws(QueueError) -> DescriptorChain? {
+        var buffers = ChainBuffers()
+        guard let head = try pop(memory: memory, into: &buffers) else { return nil }
+        return DescriptorChain(head: head, readable: buffers.readable, writable: buffers.writable)
+    }
+
+    /// ``pop(memory:)`` without building a chain: the request's buffers replace what `buffers` held (its
+    /// storage is reused, so a steady stream of requests allocates nothing); returns the head, or nil.
+    public mutating func pop(memory: GuestMemory, into buffers: inout ChainBuffers) throws(QueueError) -> UInt16? {
         let published: UInt16
         do {
             published = try memory.loadAcquire16(at: availableRing.adding(2))
@@ -89,7 +100,8 @@ public struct SplitQueue: Sendable {
         nextAvailable &+= 1
         guard head < size else { throw .headOutOfRange(head) }
         do {
-            return try parseChain(head: head, memory: memory)
+            try walkChain(head: head, memory: memory, into: &buffers)
+            return head
         } catch {
             throw .rejectedChain(head: head, reason: error)
         }
@@ -97,7 +109,14 @@ public struct SplitQueue: Sendable {
 
     /// Walks and validates the chain starting at `head`.
     func parseChain(head: UInt16, memory: GuestMemory) throws(QueueError) -> DescriptorChain {
-        var readable: [GuestBuffer] = [], writable: [GuestBuffer] = []
+        var buffers = ChainBuffers()
+        try walkChain(head: head, memory: memory, into: &buffers)
+        return DescriptorChain(head: head, readable: buffers.readable, writable: buffers.writable)
+    }
+
+    /// Walks and validates the chain starting at `head` into `buffers` (emptied first, storage kept).
+    func walkChain(head: UInt16, memory: GuestMemory, into buffers: inout ChainBuffers) throws(QueueError) {
+        buffers.removeAll()
         var table = descriptorTable, tableSize = size, index = head
         var budget = Int(size)  // descriptors left before we call it a loop
         var inIndirect = false
@@ -137,15 +156,14 @@ public struct SplitQueue: Sendable {
             }
             let buffer = GuestBuffer(address: GuestAddress(address), length: length)
             if flags & Self.flagWrite != 0 {
-                writable.append(buffer)
+                buffers.writable.append(buffer)
             } else {
-                guard writable.isEmpty else { throw .readableAfterWritable }
-                readable.append(buffer)
+                guard buffers.writable.isEmpty else { throw .readableAfterWritable }
+                buffers.readable.append(buffer)
             }
             guard flags & Self.flagNext != 0 else { break }
             index = next
         }
-        return DescriptorChain(head: head, readable: readable, writable: writable)
     }
 
     // MARK: - Used ring
@@ -160,6 +178,12 @@ public struct SplitQueue: Sendable {
     /// Returns a rejected request (see ``pop(memory:)``) to the driver with length 0.
     public mutating func returnUnused(head: UInt16, memory: GuestMemory) throws(QueueError) {
         try pushUsed(head: head, written: 0, memory: memory)
+    }
+
+    /// Returns the request popped as `head` by ``pop(memory:into:)`` with `written` bytes: the caller
+    /// completes each head it popped exactly once (the chain's ~Copyable guarantee, kept by hand).
+    public mutating func complete(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {
+        try pushUsed(head: head, written: written, memory: memory)
     }
 
     private mutating func pushUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {

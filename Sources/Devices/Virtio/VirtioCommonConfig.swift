@@ -12,26 +12,25 @@ import ActorVmm
 /// ```
 extension VirtioPciDevice {
     func readCommon(offset: UInt64, width: Int) -> UInt64 {
-        var image: [UInt8] = []
-        image.reserveCapacity(Int(Self.commonLength))
-        appendLE(&image, deviceFeatureSelect)
-        appendLE(&image, deviceFeatureSelect < 2 ? UInt32(truncatingIfNeeded: offeredFeatures >> (32 * UInt64(deviceFeatureSelect))) : 0)
-        appendLE(&image, driverFeatureSelect)
-        appendLE(&image, driverFeatureSelect < 2 ? UInt32(truncatingIfNeeded: acceptedFeatures >> (32 * UInt64(driverFeatureSelect))) : 0)
-        appendLE(&image, configVector)
-        appendLE(&image, UInt16(queues.count))
-        image.append(status)
-        image.append(configGeneration)
-        appendLE(&image, queueSelect)
         let q = Int(queueSelect) < queues.count ? queues[Int(queueSelect)] : nil
-        appendLE(&image, q?.size ?? 0)
-        appendLE(&image, q?.msixVector ?? Self.noVector)
-        appendLE(&image, UInt16(q?.ready == true ? 1 : 0))
-        appendLE(&image, q == nil ? UInt16(0) : queueSelect)  // queue_notify_off = queue index
-        appendLE(&image, q?.descriptorTable.rawValue ?? 0)
-        appendLE(&image, q?.availableRing.rawValue ?? 0)
-        appendLE(&image, q?.usedRing.rawValue ?? 0)
-        return readLE(image, offset: Int(offset), width: width)
+        return ConfigImage.read(offset: Int(offset), width: width) { image in
+            image.append(deviceFeatureSelect)
+            image.append(deviceFeatureSelect < 2 ? UInt32(truncatingIfNeeded: offeredFeatures >> (32 * UInt64(deviceFeatureSelect))) : 0)
+            image.append(driverFeatureSelect)
+            image.append(driverFeatureSelect < 2 ? UInt32(truncatingIfNeeded: acceptedFeatures >> (32 * UInt64(driverFeatureSelect))) : 0)
+            image.append(configVector)
+            image.append(UInt16(queues.count))
+            image.append(status)
+            image.append(configGeneration)
+            image.append(queueSelect)
+            image.append(q?.size ?? 0)
+            image.append(q?.msixVector ?? Self.noVector)
+            image.append(UInt16(q?.ready == true ? 1 : 0))
+            image.append(q == nil ? UInt16(0) : queueSelect)  // queue_notify_off = queue index
+            image.append(q?.descriptorTable.rawValue ?? 0)
+            image.append(q?.availableRing.rawValue ?? 0)
+            image.append(q?.usedRing.rawValue ?? 0)
+        }
     }
 
     func writeCommon(offset: UInt64, width: Int, value: UInt64) {
@@ -78,6 +77,9 @@ extension VirtioPciDevice {
 
     private func enableQueue(_ index: Int) {
         do {
+            guard queues[index].size <= backend.maxQueueSize else {
+                throw QueueError.invalidConfiguration("size \(queues[index].size) is over the \(backend.maxQueueSize) the device offers")
+            }
             try queues[index].validate(memory: memory)
             queues[index].eventIndex = acceptedFeatures & VirtioFeature.ringEventIndex != 0
             queues[index].indirectDescriptors = acceptedFeatures & VirtioFeature.ringIndirectDescriptors != 0
@@ -126,7 +128,7 @@ extension VirtioPciDevice {
     /// Device reset (§2.1): back to the initial state; MSI-X table and PCI configuration are not touched.
     func reset() {
         backend.reset(device: self)
-        for index in queues.indices { queues[index].reset() }
+        for index in queues.indices { queues[index].reset(size: backend.maxQueueSize) }
         unsignalled = Array(repeating: false, count: queues.count)
         Log.flushSuppressed(&guestLog, source: name)
         status = 0

@@ -23,15 +23,23 @@ extension VirtioPciDevice {
     /// ``popRequest(queue:)`` charging every request it takes off the ring, good or malformed, to `budget`;
     /// nil when the ring is empty or the budget is spent.
     func popRequest(queue index: Int, budget: inout Int) -> DescriptorChain? {
+        var buffers = ChainBuffers()
+        guard let head = popRequest(queue: index, budget: &budget, into: &buffers) else { return nil }
+        return DescriptorChain(head: head, readable: buffers.readable, writable: buffers.writable)
+    }
+
+    /// ``popRequest(queue:budget:)`` into reused storage (no allocation per request): the request's
+    /// buffers go to `buffers`, its head is returned.
+    func popRequest(queue index: Int, budget: inout Int, into buffers: inout ChainBuffers) -> UInt16? {
         while canDMA && budget > 0 {
             budget -= 1
             do {
-                guard let chain = try queues[index].pop(memory: memory) else {
+                guard let head = try queues[index].pop(memory: memory, into: &buffers) else {
                     budget += 1  // nothing taken
                     return nil
                 }
                 counters.requests &+= 1
-                return chain
+                return head
             } catch {
                 counters.errors &+= 1
                 Log.guestWarning(&guestLog, source: name, "queue \(index): \(error)")
@@ -52,10 +60,20 @@ extension VirtioPciDevice {
     /// once more after that, so a request published meanwhile is not left waiting. One interrupt covers the
     /// whole batch.
     public func drain(queue index: Int, _ serve: (consuming DescriptorChain) -> Bool) {
+        var buffers = ChainBuffers()
+        drain(queue: index, into: &buffers) { head, buffers in
+            serve(DescriptorChain(head: head, readable: buffers.readable, writable: buffers.writable))
+        }
+    }
+
+    /// ``drain(queue:_:)`` into reused storage: `serve` gets each request's head and buffers (valid until
+    /// it returns) and completes the head with ``complete(head:queue:written:)`` — now or later — or puts
+    /// nothing back and returns false to stop early.
+    public func drain(queue index: Int, into buffers: inout ChainBuffers, _ serve: (UInt16, borrowing ChainBuffers) -> Bool) {
         var budget = queueSize(index)
         serving: repeat {
-            while let chain = popRequest(queue: index, budget: &budget) {
-                guard serve(chain) else { break serving }
+            while let head = popRequest(queue: index, budget: &budget, into: &buffers) {
+                guard serve(head, buffers) else { break serving }
             }
             if budget == 0 && hasPendingRequests(queue: index) {
                 yieldTurn(queue: index)
@@ -76,9 +94,14 @@ extension VirtioPciDevice {
 
     /// Returns a request with `written` bytes to the driver (no interrupt yet: see ``interruptIfNeeded``).
     public func complete(_ chain: consuming DescriptorChain, queue index: Int, written: UInt32) {
+        complete(head: chain.head, queue: index, written: written)
+    }
+
+    /// Returns the request `head` (popped into ``ChainBuffers``) with `written` bytes; no interrupt yet.
+    public func complete(head: UInt16, queue index: Int, written: UInt32) {
         counters.bytesWritten &+= UInt64(written)
         do {
-            try queues[index].complete(chain, written: written, memory: memory)
+            try queues[index].complete(head: head, written: written, memory: memory)
             unsignalled[index] = true
             recorder?.record(.completed, queue: UInt16(index))
         } catch {

@@ -194,6 +194,9 @@ static inline _Noreturn void cpu_halt_forever(void) {
 /// until `bench_irq_stub` has run; returns the TSC read before the doorbell, with IF=0 again.
 uint64_t bench_doorbell_and_wait(uint64_t notify_address, uint16_t queue_index);
 
+/// Waits (sti; hlt) for one more run of `bench_irq_stub`, after the doorbell's first interrupt.
+uint64_t bench_wait_again(void);
+
 /// The same with a self-IPI: writes `icr_low` to the local APIC's ICR at `icr_address`.
 uint64_t bench_self_ipi_and_wait(uint64_t icr_address, uint32_t icr_low);
 

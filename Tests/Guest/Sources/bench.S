@@ -32,6 +32,17 @@ bench_self_ipi_and_wait:
     movl    %esi, (%rdi)
     // fall through
 
+// uint64_t bench_wait_again(void)
+// Waits for one more interrupt of the benchmarked vector (a device that completes a doorbell's requests
+// in several batches interrupts once per batch); returns 0, with interrupts disabled. An interrupt
+// raised since the last EOI is pending in the local APIC and is taken at the sti.
+    .globl bench_wait_again
+bench_wait_again:
+    movq    $0, bench_irq_tsc(%rip)
+    xorl    %eax, %eax
+    xorl    %edx, %edx
+    jmp     wait_for_bench_irq
+
 // Keeps the TSC in rax:rdx (t0) in rcx:r8, waits for bench_irq_stub, returns t0.
 wait_for_bench_irq:
     movl    %eax, %ecx
