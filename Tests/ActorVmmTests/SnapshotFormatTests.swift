@@ -24,6 +24,16 @@ import Testing
         #expect(Crc32.checksum([UInt8]()) == 0)
     }
 
+    @Test func codecRoundTripsEveryFieldKind() throws {
+        var out = SnapshotEncoder()
+        out.u32(7); out.u8(0xAB); out.bool(true); out.u16(0xBEEF); out.u64(.max); out.string("disk0"); out.blob([1, 2])
+        var input = SnapshotDecoder(out.bytes, context: "t")
+        #expect(try input.u32() == 7 && input.u8() == 0xAB && input.bool() && input.u16() == 0xBEEF && input.u64() == .max)
+        #expect(try input.string() == "disk0" && input.blob() == [1, 2])
+        try input.finish()
+        #expect(throws: SnapshotError.truncated("t: needed 1 bytes at offset \(out.bytes.count), 0 left")) { try input.u8() }
+    }
+
     @Test func roundTrip() throws {
         let sections = try SnapshotContainer.decode(Self.sample(), name: "state.bin")
         #expect(sections.map(\.id) == [.config, .vcpu, .memory])

@@ -76,7 +76,7 @@ public struct SnapshotDecoder: Sendable {
     public var remaining: Int { bytes.count - offset }
     public var isAtEnd: Bool { offset == bytes.count }
 
-    public mutating func u8() throws(SnapshotError) -> UInt8 { try take(1)[0] }
+    public mutating func u8() throws(SnapshotError) -> UInt8 { try take(1).first! }
     public mutating func u16() throws(SnapshotError) -> UInt16 { try integer() }
     public mutating func u32() throws(SnapshotError) -> UInt32 { try integer() }
     public mutating func u64() throws(SnapshotError) -> UInt64 { try integer() }
