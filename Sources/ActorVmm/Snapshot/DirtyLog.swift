@@ -29,6 +29,13 @@ public struct DirtyPages: Sendable, Equatable {
         return result
     }
 
+    /// Adds the pages dirty in `other` (the same memory's bitmaps).
+    public mutating func formUnion(_ other: DirtyPages) {
+        for (region, words) in other.bitmaps.enumerated() where region < bitmaps.count {
+            for (w, word) in words.enumerated() where w < bitmaps[region].count { bitmaps[region][w] |= word }
+        }
+    }
+
     /// Every page of `memory`, as for the first round of a migration.
     public static func all(of memory: GuestMemory) -> DirtyPages {
         DirtyPages(bitmaps: memory.regions.map { region in
