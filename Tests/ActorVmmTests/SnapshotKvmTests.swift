@@ -88,6 +88,53 @@ struct SnapshotKvmTests {
         target.loop.shutdown()
     }
 
+    /// The whole path: pause (vCPUs, then devices), snapshot into a directory, restore into a new VM
+    /// started parked, resume. A fake device checks it is quiesced around the capture.
+    @Test func snapshotterRoundTripsThroughADirectory() async throws {
+        let directory = "/tmp/actorvmm-snapdir-\(getpid())"
+        defer {
+            for file in [VmSnapshot.stateFileName, MemoryImage.fileName] { unlink(directory + "/" + file) }
+            rmdir(directory)
+        }
+        let source = try Self.makeGuest(boot: true)
+        let device = FakeDevice(loop: source.loop)
+        let snapshotter = VmSnapshotter(vm: source.vm, manager: source.manager, devices: [device])
+        try await source.manager.start()
+        #expect(waitFor { source.port.writes.load(ordering: .relaxed) > 500 })
+        await snapshotter.pause()
+        #expect(await device.quiesced)
+        try await snapshotter.snapshot(to: directory, config: Array("cfg".utf8))
+        let saved = try source.memory.read(UInt64.self, at: Self.counter)
+        await snapshotter.resume()
+        #expect(await !device.quiesced)
+        #expect(waitFor { (try? source.memory.read(UInt64.self, at: Self.counter)) ?? 0 > saved + 100 }, "the source runs on")
+        await source.manager.stop()
+        source.loop.shutdown()
+
+        let snapshot = try VmSnapshot.read(from: directory)
+        #expect(snapshot.config == Array("cfg".utf8) && snapshot.devices.map(\.id) == ["fake"])
+        let target = try Self.makeGuest(boot: false)
+        let restoredDevice = FakeDevice(loop: target.loop)
+        let restorer = VmSnapshotter(vm: target.vm, manager: target.manager, devices: [restoredDevice])
+        try await restorer.restore(snapshot, memoryFrom: directory)
+        #expect(await restoredDevice.value == 42)
+        try await target.manager.startParked()
+        usleep(50_000)
+        #expect(target.port.writes.load(ordering: .relaxed) == 0, "started parked: the guest does not run")
+        #expect(try target.memory.read(UInt64.self, at: Self.counter) == saved)
+        await restorer.resume()
+        #expect(waitFor { target.port.writes.load(ordering: .relaxed) > 500 }, "runs after resume")
+        await target.manager.stop()
+        target.loop.shutdown()
+
+        let wrong = try Self.makeGuest(boot: false)
+        defer { wrong.loop.shutdown() }
+        await #expect(throws: SnapshotError.missing("state for device 'other'")) {
+            try await VmSnapshotter(vm: wrong.vm, manager: wrong.manager, devices: [FakeDevice(loop: wrong.loop, id: "other")])
+                .restore(snapshot, memoryFrom: nil)
+        }
+    }
+
     @Test func restoreRefusesAnotherVcpusState() throws {
         let guest = try Self.makeGuest(boot: true)
         defer { guest.loop.shutdown() }
@@ -119,5 +166,28 @@ struct SnapshotKvmTests {
         await guest.manager.stop()
         guest.loop.shutdown()
         #expect(DirtyPages.all(of: guest.memory).count == 4096)
+    }
+}
+
+/// A device that records quiesce/resume and carries one byte of state.
+actor FakeDevice: Snapshottable {
+    nonisolated let loop: EventLoop
+    nonisolated let snapshotID: String
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    var quiesced = false
+    var value: UInt8 = 0
+
+    init(loop: EventLoop, id: String = "fake") {
+        self.loop = loop
+        snapshotID = id
+    }
+
+    func quiesce() { quiesced = true; value = 42 }
+    func resume() { quiesced = false }
+    func captureState() -> [UInt8] { [value] }
+    func restoreState(_ bytes: [UInt8]) throws(SnapshotError) {
+        guard bytes.count == 1 else { throw .invalid("fake: \(bytes.count) bytes") }
+        value = bytes[0]
+        quiesced = true
     }
 }

@@ -90,8 +90,8 @@ public struct MemoryImage: Sendable, Equatable {
         return MemoryImage(of: memory)
     }
 
-    /// Loads the file at `path` into `memory` (which must be fresh, i.e. zero): only the file's data
-    /// extents are read (`SEEK_DATA`/`SEEK_HOLE`), so holes stay untouched, unallocated guest RAM.
+    /// Loads the file at `path` into `memory`: only the file's data extents are read (`SEEK_DATA`/
+    /// `SEEK_HOLE`); holes become zero pages again (`MADV_DONTNEED` on private anonymous RAM), unallocated.
     public func read(into memory: GuestMemory, from path: String) throws(SnapshotError) {
         try check(against: memory)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -108,8 +108,15 @@ public struct MemoryImage: Sendable, Equatable {
             var position = off_t(fileOffset)
             let end = off_t(fileOffset + region.size)
             while position < end {
-                let data = lseek(fd, position, 3 /* SEEK_DATA */)
-                if data < 0 || data >= end { break }  // ENXIO: no data after `position`
+                var data = lseek(fd, position, 3 /* SEEK_DATA */)
+                if data < 0 || data > end { data = end }  // ENXIO: no data after `position`
+                // A hole is zero in the snapshot: drop whatever the new VM's RAM holds there (a loaded
+                // kernel, say); the kernel gives zero pages on the next touch.
+                if data > position {
+                    // SAFETY: [position, data) lies inside this region's part of the file, so inside the mapping.
+                    _ = madvise(base + Int(position - off_t(fileOffset)), Int(data - position), MADV_DONTNEED)
+                }
+                if data >= end { break }
                 var hole = lseek(fd, data, 4 /* SEEK_HOLE */)
                 if hole < 0 || hole > end { hole = end }
                 var done = data
