@@ -133,6 +133,22 @@ public enum VmmProgram {
             }
         }
 
+        // A VM from a snapshot (--restore): through the same lifecycle as vm.restore.
+        if let restore = options.restore {
+            let failure = blockingWait(on: mainLoop) { () async -> VmmError? in
+                do throws(VmmError) {
+                    try await controller.restore(sourceURL: restore.url, resume: restore.resume)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let error = failure, exitLatch.stopReason == nil {
+                stop(apiServer)
+                fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
+            }
+        }
+
         if let apiServer, exitLatch.stopReason == nil {
             let failure = blockingWait(on: mainLoop) { () async -> Errno? in
                 do throws(Errno) { try await apiServer.start(); return nil } catch { return error }

@@ -2,7 +2,9 @@ import CKvm
 
 /// Pause-everything, capture and restore for one VM: the vCPUs (through their ``VcpuManager``), the
 /// in-kernel state (``Vm``) and every device the device manager's walk gives (each an actor capturing its
-/// own state on its own executor). Guest memory goes to or comes from a ``MemoryImage`` file.
+/// own state on its own executor). Guest memory goes to or comes from a ``MemoryImage`` file. The async
+/// methods are `nonisolated(nonsending)`: the file work runs on the caller's executor (the VMM's `vmm-main`),
+/// not on an API request's loop, whose seccomp filter allows no file creation or KVM ioctl.
 public struct VmSnapshotter: Sendable {
     public let vm: Vm
     public let manager: VcpuManager
@@ -16,19 +18,19 @@ public struct VmSnapshotter: Sendable {
     }
 
     /// Parks the vCPUs (no register access can reach a device after this), then quiesces every device.
-    public func pause() async {
+    nonisolated(nonsending) public func pause() async {
         await manager.pause()
         for device in devices { await device.quiesce() }
     }
 
     /// Resumes the devices (serving what arrived meanwhile), then the vCPUs.
-    public func resume() async {
+    nonisolated(nonsending) public func resume() async {
         for device in devices.reversed() { await device.resume() }
         await manager.resume()
     }
 
     /// vCPU, VM and device state (no memory). Call while paused.
-    public func capture(config: [UInt8]) async throws(SnapshotError) -> VmSnapshot {
+    nonisolated(nonsending) public func capture(config: [UInt8]) async throws(SnapshotError) -> VmSnapshot {
         let xsaveSize = Int(vm.checkExtension(KVM_CAP_XSAVE2))
         let msrs: [UInt32]
         do throws(KvmError) {
@@ -50,7 +52,7 @@ public struct VmSnapshotter: Sendable {
 
     /// Writes a snapshot of the paused VM into `directory`: memory first, then `state.bin` (so a directory
     /// with a `state.bin` is complete).
-    public func snapshot(to directory: String, config: [UInt8]) async throws(SnapshotError) {
+    nonisolated(nonsending) public func snapshot(to directory: String, config: [UInt8]) async throws(SnapshotError) {
         try VmSnapshot.makeDirectory(directory)
         var snapshot = try await capture(config: config)
         snapshot.memory = try MemoryImage.write(vm.memory, to: directory + "/" + MemoryImage.fileName)
@@ -60,7 +62,7 @@ public struct VmSnapshotter: Sendable {
     /// Loads `snapshot` into this freshly built VM (vCPUs not started): memory from `directory` if given
     /// (a migration has filled it already), then the in-kernel state, the devices and the vCPUs. The
     /// devices stay quiesced; start the vCPUs with ``VcpuManager/startParked()`` and then ``resume()``.
-    public func restore(_ snapshot: VmSnapshot, memoryFrom directory: String?) async throws(SnapshotError) {
+    nonisolated(nonsending) public func restore(_ snapshot: VmSnapshot, memoryFrom directory: String?) async throws(SnapshotError) {
         if let directory {
             guard let image = snapshot.memory else { throw .missing("memory section") }
             try image.read(into: vm.memory, from: directory + "/" + image.fileName)

@@ -247,3 +247,69 @@ actor VmmController {
         return try await body()
     }
 }
+
+// MARK: - Snapshot and restore (docs/snapshot.md)
+
+extension VmmController {
+    /// vm.snapshot: writes the paused VM's state and memory into the `file://` directory.
+    func snapshot(destinationURL: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot snapshot the VM"
+            guard let config, let state else { throw VmmError(.noVm, failure, "no VM has been created") }
+            guard state == .paused, let instance else {
+                throw VmmError(.invalidTransition, failure, "the VM must be paused first (state: \(state.rawValue))")
+            }
+            let directory: String
+            do throws(SnapshotError) {
+                directory = try VmSnapshot.directory(fromURL: destinationURL)
+            } catch {
+                throw error.vmmError(failure, field: "destination_url")
+            }
+            try await instance.snapshot(to: directory, config: Array(config.json.serialized().utf8))
+            Log.info("snapshot written to \(directory)")
+        }
+    }
+
+    /// vm.restore (and `--restore`): a new VM from the snapshot in the `file://` directory, paused, or running
+    /// if `resume`. Only when there is no VM; a bad snapshot is refused before anything is built.
+    func restore(sourceURL: String, resume: Bool) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot restore the VM"
+            guard !exiting else { throw VmmError(.shuttingDown, failure, "the VMM is shutting down") }
+            if let state { throw VmmError(.vmExists, failure, "a VM already exists (state: \(state.rawValue)); delete it first") }
+            let snapshot: VmSnapshot, directory: String
+            do throws(SnapshotError) {
+                directory = try VmSnapshot.directory(fromURL: sourceURL)
+                snapshot = try VmSnapshot.read(from: directory)
+            } catch {
+                throw error.vmmError(failure, field: "source_url")
+            }
+            let config: VmConfig
+            do {
+                config = try VmConfig(json: try JsonParser.parse(snapshot.config))
+                try config.validate()
+            } catch let error as ConfigError {
+                throw VmmError.invalidConfig(error, failure)
+            } catch {
+                throw VmmError.invalidConfig(ConfigError(field: "source_url", "the snapshot's config is not JSON: \(error)"), failure)
+            }
+            guard snapshot.vcpus.count == config.bootVcpus else {
+                throw VmmError.invalidConfig(ConfigError(field: "source_url", "the snapshot has \(snapshot.vcpus.count) vCPU state(s) for \(config.bootVcpus) vCPU(s)"), failure)
+            }
+            let payload: any PreparedVm
+            do throws(PrepareError) {
+                payload = try backend.prepare(config)
+            } catch {
+                throw VmmError.invalidConfig(error.config, failure)
+            }
+            generation += 1
+            let bootGeneration = generation
+            instance = try await backend.restore(config, payload, snapshot: snapshot, directory: directory, resume: resume) { [self] reason in
+                Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
+            }
+            self.config = config
+            state = resume ? .running : .paused
+            Log.info("VM restored from \(directory) (\(resume ? "running" : "paused"))")
+        }
+    }
+}
