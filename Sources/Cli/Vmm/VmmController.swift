@@ -282,7 +282,8 @@ extension VmmController {
                 directory = try VmSnapshot.directory(fromURL: sourceURL)
                 snapshot = try VmSnapshot.read(from: directory)
             } catch {
-                throw error.vmmError(failure, field: "source_url")
+                // Missing, unreadable or bad: the user's snapshot, not the host, is at fault.
+                throw VmmError.invalidConfig(ConfigError(field: "source_url", error.description), failure)
             }
             let config: VmConfig
             do {

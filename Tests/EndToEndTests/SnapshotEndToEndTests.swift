@@ -1,0 +1,74 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Snapshot → restore into a new process with the test guest (docs/snapshot.md), and bad snapshots.
+@Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"), .serialized)
+struct SnapshotEndToEndTests {
+    static func temporaryDirectory(_ name: String) -> String {
+        let path = "/tmp/actor-vmm-snap-\(getpid())-\(name)"
+        try? FileManager.default.removeItem(atPath: path)
+        return path
+    }
+
+    /// The guest counts in RAM and in a register and prints ticks; it is paused at tick ≥ 5, snapshotted, the
+    /// VMM exits, and a new VMM restores it (`--restore …,resume=on`): the ticks go on from where they were
+    /// (no TICK 1 again, no tick missing), the counters agree, and the guest finishes its check.
+    @Test func aGuestContinuesInANewProcess() throws {
+        let directory = Self.temporaryDirectory("dir")
+        let serial = directory + ".serial"
+        unlink(serial)
+        defer {
+            try? FileManager.default.removeItem(atPath: directory)
+            unlink(serial)
+        }
+        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=snapcount snap_ticks=30",
+                                     "--memory", "size=64M", "--serial", "file=\(serial)"])
+        func output() -> String { (try? String(contentsOfFile: serial, encoding: .utf8)) ?? "" }
+        #expect(Harness.eventually(30) { output().contains("TICK 5\n") }, "the guest ticks: \(output())")
+        #expect(source.remote(["pause"]).status == 0)
+        let snapshotResult = source.remote(["snapshot", "file://\(directory)"])
+        #expect(snapshotResult.status == 0, "snapshot: \(snapshotResult.stderr)")
+        #expect(try source.request("PUT", "vm.snapshot", body: "{\"destination_url\":\"file://\(directory)\"}").status == 204,
+                "a second snapshot overwrites the first")
+        let paused = output()
+        #expect(source.remote(["shutdown-vmm"]).status == 0)
+        #expect(source.waitForExit() == 0)
+        let ticksBefore = paused.split(separator: "\n").filter { $0.hasPrefix("TICK ") }.count
+        #expect(access(directory + "/state.bin", F_OK) == 0 && access(directory + "/memory.bin", F_OK) == 0)
+
+        let restored = Harness.run(Harness.vmmPath, ["--restore", "source_url=file://\(directory),resume=on"], timeout: 120)
+        #expect(restored.status == 0, "the restored VM ran to its end: \(restored.stderr)")
+        let after = output()
+        let ticks = after.split(separator: "\n").filter { $0.hasPrefix("TICK ") }.map { Int($0.dropFirst(5)) ?? -1 }
+        #expect(ticks == Array(1...30), "ticks continue across the restore (\(ticksBefore) before): \(ticks)")
+        #expect(after.components(separatedBy: "TESTGUEST START").count == 2, "the guest did not start over")
+        #expect(after.contains("TEST snapcount PASS ticks=30"), "the guest's check passes after the restore: \(after)")
+    }
+
+    @Test func badSnapshotsAreOneLineErrors() throws {
+        let directory = Self.temporaryDirectory("bad")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var result = Harness.run(Harness.vmmPath, ["--restore", "source_url=file://\(directory)"], timeout: 30)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("cannot open snapshot \(directory)/state.bin: No such file or directory"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: directory + "/state.bin", contents: Data("AVMSNAP\0\u{2}\0\0\0".utf8))
+        result = Harness.run(Harness.vmmPath, ["--restore", "source_url=file://\(directory)"], timeout: 30)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("snapshot format version 2 is not supported (this build reads version 1)"), "\(result.stderr)")
+
+        result = Harness.run(Harness.vmmPath, ["--restore", "source_url=/relative"], timeout: 30)
+        #expect(result.status == 2 && result.stderr.contains("--restore source_url=/relative: expected source_url=file:///DIR"), "\(result.stderr)")
+
+        let vmm = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=snapcount snap_ticks=1000", "--memory", "size=64M"])
+        let running = try vmm.request("PUT", "vm.snapshot", body: "{\"destination_url\":\"file://\(directory)\"}")
+        #expect(running.status == 405 && running.body.contains("the VM must be paused first"), "\(running.body)")
+        #expect(try vmm.request("PUT", "vm.snapshot", body: "{\"destination\":\"x\"}").status == 400)
+        let exists = try vmm.request("PUT", "vm.restore", body: "{\"source_url\":\"file://\(directory)\"}")
+        #expect(exists.status == 409, "\(exists.body)")
+        _ = vmm.remote(["shutdown-vmm"])
+    }
+}
