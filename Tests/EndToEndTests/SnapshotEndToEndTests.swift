@@ -46,6 +46,43 @@ struct SnapshotEndToEndTests {
         #expect(after.contains("TEST snapcount PASS ticks=30"), "the guest's check passes after the restore: \(after)")
     }
 
+    /// Live migration between two processes over a unix socket while the guest ticks: the destination
+    /// carries on from the source's tick and finishes the check; the source has shut its VM down. Before
+    /// that, a migration to a socket nobody listens on fails and leaves the source running.
+    @Test func aGuestMigratesLiveToAnotherProcess() throws {
+        let serial = Self.temporaryDirectory("mig") + ".serial"
+        let socket = Self.temporaryDirectory("mig") + ".sock"
+        unlink(serial)
+        defer { unlink(serial) }
+        func output() -> String { (try? String(contentsOfFile: serial, encoding: .utf8)) ?? "" }
+        func lastTick() -> Int { output().split(separator: "\n").filter { $0.hasPrefix("TICK ") }.compactMap { Int($0.dropFirst(5)) }.last ?? 0 }
+        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=snapcount snap_ticks=30",
+                                     "--memory", "size=64M", "--serial", "file=\(serial)"])
+        let destination = try VmmProcess([])
+        #expect(Harness.eventually(30) { lastTick() >= 3 }, "the guest ticks: \(output())")
+
+        let nobody = source.remote(["send-migration", "unix:\(socket)"])
+        #expect(nobody.status == 1 && nobody.stderr.contains("cannot connect to unix:\(socket)"), "\(nobody.stderr)")
+        let tick = lastTick()
+        #expect(Harness.eventually(10) { lastTick() > tick }, "the source runs on after a failed migration")
+
+        let destinationSocket = destination.socketPath
+        let receiver = Thread {
+            _ = Harness.run(Harness.remotePath, ["--api-socket", destinationSocket, "receive-migration", "unix:\(socket)"], timeout: 60)
+        }
+        receiver.start()
+        #expect(Harness.eventually(10) { access(socket, F_OK) == 0 }, "the destination listens")
+        let sent = source.remote(["send-migration", "unix:\(socket)"])
+        #expect(sent.status == 0, "send-migration: \(sent.stderr)")
+        #expect(try source.request("GET", "vm.info").body.contains("\"state\":\"Shutdown\""), "the source's VM is shut down")
+        #expect(destination.waitForExit(timeout: 60) == 0, "the migrated guest ran to its end: \(destination.stderr)")
+        let after = output()
+        let ticks = after.split(separator: "\n").filter { $0.hasPrefix("TICK ") }.map { Int($0.dropFirst(5)) ?? -1 }
+        #expect(ticks == Array(1...30), "ticks continue across the migration: \(ticks)")
+        #expect(after.contains("TEST snapcount PASS ticks=30"), "\(after)")
+        _ = source.remote(["shutdown-vmm"])
+    }
+
     @Test func badSnapshotsAreOneLineErrors() throws {
         let directory = Self.temporaryDirectory("bad")
         defer { try? FileManager.default.removeItem(atPath: directory) }

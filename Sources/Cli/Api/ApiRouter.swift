@@ -30,7 +30,7 @@ enum ApiEndpoint: String, CaseIterable, Sendable {
     var isImplemented: Bool {
         switch self {
         case .vmmPing, .vmmShutdown, .vmCreate, .vmBoot, .vmShutdown, .vmReboot, .vmPowerButton, .vmPause, .vmResume,
-             .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore: true
+             .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
         default: false
         }
     }
@@ -129,6 +129,12 @@ struct ApiRouter: Sendable {
         case .vmRestore:
             let source = try Self.snapshotRequest(request.body, urlField: "source_url")
             try await controller.restore(sourceURL: source.url, resume: source.resume)
+        case .vmSendMigration:
+            let target = try Self.snapshotRequest(request.body, urlField: "destination_url")
+            try await controller.sendMigration(destinationURL: target.url)
+        case .vmReceiveMigration:
+            let source = try Self.snapshotRequest(request.body, urlField: "receiver_url")
+            try await controller.receiveMigration(receiverURL: source.url)
         default: throw VmmError(.notSupported, "\(endpoint.rawValue) is not implemented by actor-vmm")
         }
         return HttpResponse(status: endpoint.successStatus)

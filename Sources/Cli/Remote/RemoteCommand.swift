@@ -26,6 +26,8 @@ public enum RemoteCommand {
         Command(name: "counters", endpoint: .vmCounters, summary: "print the per-device counters"),
         Command(name: "snapshot", endpoint: .vmSnapshot, summary: "write the paused VM to file:///DIR"),
         Command(name: "restore", endpoint: .vmRestore, summary: "restore from source_url=file:///DIR[,resume=on]"),
+        Command(name: "send-migration", endpoint: .vmSendMigration, summary: "migrate the running VM to unix:PATH or tcp:HOST:PORT"),
+        Command(name: "receive-migration", endpoint: .vmReceiveMigration, summary: "wait on unix:PATH or tcp:HOST:PORT for a VM"),
     ]
 
     static var usage: String {
@@ -42,6 +44,7 @@ public enum RemoteCommand {
             case "create": "create [PATH]"
             case "snapshot": "snapshot URL"
             case "restore": "restore ARGS"
+            case "send-migration", "receive-migration": command.name + " URL"
             default: command.name
             }
             text += "  " + name + String(repeating: " ", count: max(1, 16 - name.count)) + command.summary + "\n"

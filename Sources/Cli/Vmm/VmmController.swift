@@ -314,3 +314,70 @@ extension VmmController {
         }
     }
 }
+
+// MARK: - Live migration (docs/snapshot.md)
+
+extension VmmController {
+    /// vm.send-migration: migrates the running VM to the `unix:`/`tcp:` destination, then shuts it down here
+    /// (it runs there now). If the migration fails the VM runs on here, unharmed.
+    func sendMigration(destinationURL: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot migrate the VM"
+            guard let config, let state else { throw VmmError(.noVm, failure, "no VM has been created") }
+            guard state == .running, let instance = instance as? MachineInstance else {
+                throw VmmError(.invalidTransition, failure, "the VM must be running (state: \(state.rawValue))")
+            }
+            let endpoint: MigrationEndpoint
+            do throws(SnapshotError) {
+                endpoint = try MigrationEndpoint(url: destinationURL)
+            } catch {
+                throw VmmError.invalidConfig(ConfigError(field: "destination_url", error.description), failure)
+            }
+            let report = try await instance.sendMigration(to: endpoint, config: Array(config.json.serialized().utf8))
+            Log.info("VM migrated to \(endpoint): \(report)")
+            await stopInstance()
+            self.state = .shutdown
+        }
+    }
+
+    /// vm.receive-migration: waits on the `unix:`/`tcp:` URL for one source, builds the VM from its config,
+    /// loads its memory and state, and runs it. Only when there is no VM; on failure nothing is left.
+    func receiveMigration(receiverURL: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot receive the migration"
+            guard !exiting else { throw VmmError(.shuttingDown, failure, "the VMM is shutting down") }
+            if let state { throw VmmError(.vmExists, failure, "a VM already exists (state: \(state.rawValue)); delete it first") }
+            let endpoint: MigrationEndpoint
+            do throws(SnapshotError) {
+                endpoint = try MigrationEndpoint(url: receiverURL)
+            } catch {
+                throw VmmError.invalidConfig(ConfigError(field: "receiver_url", error.description), failure)
+            }
+            guard let kvm = backend as? KvmBackend else { throw VmmError(.notSupported, failure, "this backend cannot migrate") }
+            generation += 1
+            let bootGeneration = generation
+            let destination = MachineMigrationDestination(backend: kvm, loop: loop) { [self] reason in
+                Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
+            }
+            let result = await onMigrationThread { () -> Result<VmSnapshot, SnapshotError> in
+                Result { () throws(SnapshotError) in
+                    let channel = try endpoint.acceptOne()
+                    defer { channel.close() }
+                    return try MigrationReceiver.receive(into: destination, over: channel)
+                }
+            }
+            do throws(SnapshotError) {
+                _ = try result.get()
+            } catch {
+                throw VmmError(.hostFault, failure, error.description)
+            }
+            guard let machine = destination.machine, let config = destination.config else {
+                throw VmmError(.hostFault, failure, "the migration ended without a VM")
+            }
+            instance = MachineInstance(machine: machine, stdin: destination.stdin)
+            self.config = config
+            state = .running
+            Log.info("VM received from \(endpoint)")
+        }
+    }
+}
