@@ -22,8 +22,12 @@ struct SnapshotEndToEndTests {
             try? FileManager.default.removeItem(atPath: directory)
             unlink(serial)
         }
-        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=snapcount snap_ticks=30",
-                                     "--memory", "size=64M", "--serial", "file=\(serial)"])
+        let console = directory + ".console"
+        defer { unlink(console) }
+        // rng and console run before (drivers set up, queues in use) and again after the restore.
+        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=rng,console,snapcount,rng,console snap_ticks=30",
+                                     "--memory", "size=64M", "--serial", "file=\(serial)", "--rng", "--console", "file=\(console)",
+                                     "--event-loops", "per-device"])
         func output() -> String { (try? String(contentsOfFile: serial, encoding: .utf8)) ?? "" }
         #expect(Harness.eventually(30) { output().contains("TICK 5\n") }, "the guest ticks: \(output())")
         #expect(source.remote(["pause"]).status == 0)
@@ -44,35 +48,43 @@ struct SnapshotEndToEndTests {
         #expect(ticks == Array(1...30), "ticks continue across the restore (\(ticksBefore) before): \(ticks)")
         #expect(after.components(separatedBy: "TESTGUEST START").count == 2, "the guest did not start over")
         #expect(after.contains("TEST snapcount PASS ticks=30"), "the guest's check passes after the restore: \(after)")
+        #expect(after.contains("TESTGUEST DONE pass=5 fail=0"), "virtio rng and console work on after the restore: \(after)")
     }
 
-    /// Live migration between two processes over a unix socket while the guest ticks: the destination
+    /// Live migration between two processes over unix: and tcp: while the guest ticks (rng and console in
+    /// use before and after): the destination
     /// carries on from the source's tick and finishes the check; the source has shut its VM down. Before
     /// that, a migration to a socket nobody listens on fails and leaves the source running.
-    @Test func aGuestMigratesLiveToAnotherProcess() throws {
-        let serial = Self.temporaryDirectory("mig") + ".serial"
-        let socket = Self.temporaryDirectory("mig") + ".sock"
+    @Test(arguments: ["unix", "tcp"])
+    func aGuestMigratesLiveToAnotherProcess(transport: String) throws {
+        let serial = Self.temporaryDirectory("mig-\(transport)") + ".serial"
+        let console = Self.temporaryDirectory("mig-\(transport)") + ".console"
+        let socket = Self.temporaryDirectory("mig-\(transport)") + ".sock"
+        let url = transport == "unix" ? "unix:\(socket)" : "tcp:127.0.0.1:\(20_000 + Int(getpid()) % 20_000)"
         unlink(serial)
-        defer { unlink(serial) }
+        defer { unlink(serial); unlink(console) }
         func output() -> String { (try? String(contentsOfFile: serial, encoding: .utf8)) ?? "" }
         func lastTick() -> Int { output().split(separator: "\n").filter { $0.hasPrefix("TICK ") }.compactMap { Int($0.dropFirst(5)) }.last ?? 0 }
-        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=snapcount snap_ticks=30",
-                                     "--memory", "size=64M", "--serial", "file=\(serial)"])
+        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=rng,console,snapcount,rng,console snap_ticks=30",
+                                     "--memory", "size=64M", "--serial", "file=\(serial)", "--rng", "--console", "file=\(console)"])
         let destination = try VmmProcess([])
         #expect(Harness.eventually(30) { lastTick() >= 3 }, "the guest ticks: \(output())")
 
-        let nobody = source.remote(["send-migration", "unix:\(socket)"])
-        #expect(nobody.status == 1 && nobody.stderr.contains("cannot connect to unix:\(socket)"), "\(nobody.stderr)")
+        let nobody = source.remote(["send-migration", url])
+        #expect(nobody.status == 1 && nobody.stderr.contains("cannot connect to \(url)"), "\(nobody.stderr)")
         let tick = lastTick()
         #expect(Harness.eventually(10) { lastTick() > tick }, "the source runs on after a failed migration")
 
         let destinationSocket = destination.socketPath
         let receiver = Thread {
-            _ = Harness.run(Harness.remotePath, ["--api-socket", destinationSocket, "receive-migration", "unix:\(socket)"], timeout: 60)
+            _ = Harness.run(Harness.remotePath, ["--api-socket", destinationSocket, "receive-migration", url], timeout: 60)
         }
         receiver.start()
-        #expect(Harness.eventually(10) { access(socket, F_OK) == 0 }, "the destination listens")
-        let sent = source.remote(["send-migration", "unix:\(socket)"])
+        var sent = source.remote(["send-migration", url])
+        for _ in 0..<100 where sent.status != 0 && sent.stderr.contains("cannot connect") {  // until the destination listens
+            usleep(50_000)
+            sent = source.remote(["send-migration", url])
+        }
         #expect(sent.status == 0, "send-migration: \(sent.stderr)")
         #expect(try source.request("GET", "vm.info").body.contains("\"state\":\"Shutdown\""), "the source's VM is shut down")
         #expect(destination.waitForExit(timeout: 60) == 0, "the migrated guest ran to its end: \(destination.stderr)")
@@ -80,6 +92,7 @@ struct SnapshotEndToEndTests {
         let ticks = after.split(separator: "\n").filter { $0.hasPrefix("TICK ") }.map { Int($0.dropFirst(5)) ?? -1 }
         #expect(ticks == Array(1...30), "ticks continue across the migration: \(ticks)")
         #expect(after.contains("TEST snapcount PASS ticks=30"), "\(after)")
+        #expect(after.contains("TESTGUEST DONE pass=5 fail=0"), "virtio rng and console work on after the migration: \(after)")
         _ = source.remote(["shutdown-vmm"])
     }
 
