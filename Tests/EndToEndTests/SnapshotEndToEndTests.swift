@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// Snapshot → restore into a new process with the test guest (docs/snapshot.md), and bad snapshots.
@@ -94,6 +95,24 @@ struct SnapshotEndToEndTests {
         #expect(after.contains("TEST snapcount PASS ticks=30"), "\(after)")
         #expect(after.contains("TESTGUEST DONE pass=5 fail=0"), "virtio rng and console work on after the migration: \(after)")
         _ = source.remote(["shutdown-vmm"])
+    }
+
+    /// A VMM waiting for a migration's source still stops on SIGTERM (the wait gives up, the request fails).
+    @Test func aWaitingReceiverStillStops() throws {
+        let socket = Self.temporaryDirectory("wait") + ".sock"
+        let destination = try VmmProcess([])
+        let destinationSocket = destination.socketPath
+        let answer = Mutex<Harness.Result?>(nil)
+        let receiver = Thread {
+            let result = Harness.run(Harness.remotePath, ["--api-socket", destinationSocket, "receive-migration", "unix:\(socket)"], timeout: 60)
+            answer.withLock { $0 = result }
+        }
+        receiver.start()
+        #expect(Harness.eventually(10) { access(socket, F_OK) == 0 }, "the destination listens")
+        kill(destination.pid, SIGTERM)
+        #expect(destination.waitForExit(timeout: 10) != nil, "the VMM exits while a receive-migration waits")
+        #expect(Harness.eventually(10) { answer.withLock { $0 != nil } })
+        #expect(access(socket, F_OK) != 0, "the listening socket's file is removed")
     }
 
     @Test func badSnapshotsAreOneLineErrors() throws {

@@ -81,8 +81,9 @@ public enum MigrationEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Listens here and waits for one source to connect (as Cloud Hypervisor's receive-migration does);
-    /// a unix socket's file is removed again afterwards.
-    public func acceptOne() throws(SnapshotError) -> MigrationChannel {
+    /// a unix socket's file is removed again afterwards. `cancelled` is asked every 100 ms: when it says
+    /// yes (the VMM is exiting), the wait ends with an error.
+    public func acceptOne(cancelled: () -> Bool = { false }) throws(SnapshotError) -> MigrationChannel {
         let listener = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard listener >= 0 else { throw .io("cannot create a socket for \(self): \(Errno.current)") }
         defer {
@@ -95,6 +96,11 @@ public enum MigrationEndpoint: Sendable, Equatable, CustomStringConvertible {
             throw .io("cannot listen on \(self): \(Errno.current)")
         }
         while true {
+            var ready = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            let polled = poll(&ready, 1, 100)
+            if polled < 0 && errno != EINTR { throw .io("cannot wait for a migration on \(self): \(Errno.current)") }
+            if cancelled() { throw .io("stopped waiting for a migration on \(self): the VMM is shutting down") }
+            guard polled > 0 else { continue }
             let fd = accept(listener, nil, nil)
             if fd >= 0 {
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)

@@ -113,7 +113,7 @@ enum SeccompRules {
             // The API socket (a stale socket file is probed with connect) and TAP addresses.
             .allow(SYS_socket, arg: 0, in: [UInt(AF_UNIX), UInt(AF_INET)]),
             .allow(SYS_bind), .allow(SYS_listen), .allow(SYS_connect), .allow(SYS_getsockopt),
-            .allow(SYS_setsockopt, arg: 2, in: [UInt(SO_REUSEADDR)]),  // a migration's TCP listener
+            .allow(SYS_setsockopt, arg: 2, in: [UInt(SO_REUSEADDR)]), .allow(SYS_poll),  // a migration's listener
             // Event loops (epoll, eventfd) and libdispatch's (timerfd).
             .allow(SYS_epoll_create1), .allow(SYS_eventfd2), .allow(SYS_timerfd_create), .allow(SYS_timerfd_settime),
             // Threads: loops, vCPUs, the Swift runtime's workers; naming, pinning, priorities, stacking the

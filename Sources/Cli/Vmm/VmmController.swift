@@ -1,5 +1,6 @@
 import ActorVmm
 import EpollLoop
+import Synchronization
 
 /// The VMM's one owner of the VM lifecycle: an actor on its own ``EventLoop`` (`vmm-main`), so that the
 /// slow parts of a transition (reading a kernel, creating a KVM VM, joining vCPU threads) never run on the
@@ -36,6 +37,9 @@ actor VmmController {
     private var nextTicket = 0
     private var servingTicket = 0
     private var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    /// Set when the VMM is to exit, outside the turn queue: a vm.receive-migration waiting for a source
+    /// (which holds the turn) stops waiting.
+    nonisolated let migrationCancelled = CancelFlag()
 
     init(loop: EventLoop, backend: any VmBackend, exitLatch: StopLatch) {
         self.loop = loop
@@ -147,6 +151,7 @@ actor VmmController {
 
     /// vmm.shutdown: stops the VM; the caller exits the process once the answer is sent.
     func shutdownVmm() async throws(VmmError) {
+        migrationCancelled.cancel()  // a vm.receive-migration waiting for its source gives up
         try await exclusive { () throws(VmmError) in
             exiting = true
             await stopInstance()
@@ -156,6 +161,7 @@ actor VmmController {
 
     /// A stop signal: stop the VM, then let the process exit with `reason`.
     func terminate(_ reason: VmStopReason) async {
+        migrationCancelled.cancel()
         _ = try? await exclusive { () throws(VmmError) in
             exiting = true
             await stopInstance()
@@ -359,9 +365,10 @@ extension VmmController {
             let destination = MachineMigrationDestination(backend: kvm, loop: loop) { [self] reason in
                 Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
             }
+            let cancelled = migrationCancelled
             let result = await onMigrationThread { () -> Result<VmSnapshot, SnapshotError> in
                 Result { () throws(SnapshotError) in
-                    let channel = try endpoint.acceptOne()
+                    let channel = try endpoint.acceptOne { cancelled.isCancelled }
                     defer { channel.close() }
                     return try MigrationReceiver.receive(into: destination, over: channel)
                 }
@@ -380,4 +387,11 @@ extension VmmController {
             Log.info("VM received from \(endpoint)")
         }
     }
+}
+
+/// A flag set once, read from any thread.
+final class CancelFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func cancel() { value.store(true, ordering: .relaxed) }
+    var isCancelled: Bool { value.load(ordering: .relaxed) }
 }
