@@ -5,17 +5,13 @@ import EpollLoop
 /// The bus passes offsets from the base of the device's range, never absolute addresses. `width` is the
 /// access size in bytes (1, 2, 4 or 8). Reads return the value in the low `width` bytes. Both methods run
 /// only under the actor's isolation: on the loop thread, or on a vCPU thread that claimed the idle loop.
-public protocol BusDevice: Actor {
-    /// The loop that is this actor's executor.
-    nonisolated var loop: EventLoop { get }
+/// Its executor is its ``LoopBound/loop``.
+public protocol BusDevice: LoopBound {
     func read(offset: UInt64, width: Int) -> UInt64
     func write(offset: UInt64, width: Int, value: UInt64)
 }
 
 extension BusDevice {
-    /// The device's executor: its event loop. Conformers get this for free.
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
-
     /// Enters the actor from a thread that owns its loop (checked by `assumeIsolated`).
     @inline(__always)
     nonisolated func isolatedRead(offset: UInt64, width: Int) -> UInt64 {

@@ -4,7 +4,6 @@ import CKvm
 import Devices
 import EpollLoop
 import Glibc
-import Synchronization
 
 /// A running VM and everything that must be torn down with it, in order.
 struct Machine {
@@ -119,7 +118,7 @@ struct Machine {
         if usesTerminal { Terminal.enterRawMode() }
         if serialInput, let serial {
             do {
-                stdin = try StdinPump(fd: 0, loop: deviceLoop, uart: serial)
+                stdin = try StdinPump(fd: 0, uart: serial)
             } catch let error as Errno where error.rawValue == EPERM {
                 Log.info("serial input disabled: stdin cannot be polled (a regular file or /dev/null)")
             }
@@ -157,59 +156,5 @@ struct Machine {
         for loop in extraLoops { loop.shutdown() }
         controlLoop.shutdown()
         Terminal.restore()
-    }
-}
-
-/// Feeds terminal input to the UART on the device loop. When the UART's receive buffer is full it stops
-/// watching stdin and looks again a little later, so input waits in the terminal instead of being dropped.
-final class StdinPump: Sendable {
-    let fd: Int32
-    let loop: EventLoop
-    let uart: Uart8250
-    let state = Mutex<(registration: Registration?, stopped: Bool)>((registration: nil, stopped: false))
-
-    init(fd: Int32, loop: EventLoop, uart: Uart8250) throws {
-        self.fd = fd
-        self.loop = loop
-        self.uart = uart
-        try watch()
-    }
-
-    private func watch() throws(Errno) {
-        let registration = try loop.register(fd: fd) { [self] _ in readable() }
-        state.withLock { $0.registration = registration }
-    }
-
-    /// Runs on the device loop, which is the UART's executor.
-    private func readable() {
-        let space = uart.assumeIsolated { $0.inputSpace }
-        guard space > 0 else {
-            pause()
-            loop.schedule(after: .milliseconds(5)) { [self] in
-                if !state.withLock({ $0.stopped }) { try? watch() }
-            }
-            return
-        }
-        var buffer = [UInt8](repeating: 0, count: min(space, 256))
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else {
-            if n == 0 || (errno != EINTR && errno != EAGAIN) { pause() }  // EOF or error: stop reading
-            return
-        }
-        uart.assumeIsolated { $0.enqueueInput(buffer[0..<n]) }
-    }
-
-    private func pause() {
-        if let registration = state.withLock({ state -> Registration? in
-            defer { state.registration = nil }
-            return state.registration
-        }) {
-            loop.deregister(registration)
-        }
-    }
-
-    func stop() {
-        state.withLock { $0.stopped = true }
-        pause()
     }
 }

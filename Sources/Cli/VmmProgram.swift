@@ -28,6 +28,29 @@ private func stop(_ server: HttpServer?) {
 public enum VmmProgram {
     /// Runs the VMM with `arguments` (without the program name) and exits the process.
     public static func run(_ arguments: [String]) -> Never {
+        prepareProcess()
+        let options = parseCommandLine(arguments)
+        startLogging(options)
+        startSeccomp(options)
+        let vmm = startVmm()
+        let apiServer = options.apiSocket.map { bindApi($0, vmm) }
+        if options.hasVm { bootCommandLineVm(options.vm, vmm, apiServer) }
+        if let restore = options.restore { restoreCommandLineVm(restore, vmm, apiServer) }
+        if let apiServer, vmm.exitLatch.stopReason == nil { serveApi(apiServer, vmm) }
+        exit(waitForExit(vmm, apiServer))
+    }
+
+    /// The VMM's own loop (`vmm-main`), which runs the lifecycle controller and turns stop signals into a
+    /// clean stop; `exitLatch` is told when the process should exit.
+    private struct Vmm {
+        let exitLatch: StopLatch
+        let mainLoop: EventLoop
+        let controller: VmmController
+        let signals: SignalWatcher
+    }
+
+    /// SIGPIPE off; descriptors 0-2 open; the handled signals unblocked.
+    private static func prepareProcess() {
         signal(SIGPIPE, SIG_IGN)  // output to a pipe nobody reads fails with EPIPE instead of killing the VMM
 
         // Descriptors 0-2 left closed by whoever started us would be taken by the first things we open (an epoll
@@ -41,7 +64,10 @@ public enum VmmProgram {
             }
         }
         SignalWatcher.unblockHandledSignals()
+    }
 
+    /// The options, or exit: 2 for a bad command line, 0 after `--help` or `--version`.
+    private static func parseCommandLine(_ arguments: [String]) -> VmmOptions {
         let options: VmmOptions
         do {
             options = try VmmOptions.parse(arguments)
@@ -50,130 +76,138 @@ public enum VmmProgram {
         }
         if options.showHelp { print(usage); exit(0) }
         if options.showVersion { print(version); exit(0) }
+        return options
+    }
 
+    /// `-v` and `--log-file`.
+    private static func startLogging(_ options: VmmOptions) {
         Log.setLevel(Log.Level(rawValue: min(Log.Level.warning.rawValue + options.verbosity, Log.Level.trace.rawValue)) ?? .trace)
         if let logFile = options.logFile {
             let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
             guard fd >= 0 else { fail("--log-file \(logFile): cannot open: \(String(cString: strerror(errno)))", code: 2) }
             Log.setSink(fd: fd)
         }
+    }
 
-        // The process's seccomp filter goes on before any other thread exists, so every thread starts under it
-        // (docs/security.md); vCPU, device and API threads add their own as they start.
+    /// The process's seccomp filter goes on before any other thread exists, so every thread starts under it
+    /// (docs/security.md); vCPU, device and API threads add their own as they start.
+    private static func startSeccomp(_ options: VmmOptions) {
         do {
             try Seccomp.start(options.seccomp)
         } catch {
             fail("--seccomp \(options.seccomp.rawValue): cannot install the seccomp filter: \(error) (--seccomp false runs without)", code: 1)
         }
+    }
 
-        // The VMM's own loop runs the lifecycle controller and turns stop signals into a clean stop.
+    private static func startVmm() -> Vmm {
         let exitLatch = StopLatch()
-        let mainLoop: EventLoop
-        let controller: VmmController
-        let signals: SignalWatcher
         do {
-            mainLoop = try EventLoop(name: "vmm-main")
-            let vmm = VmmController(loop: mainLoop, backend: KvmBackend(), exitLatch: exitLatch)
-            controller = vmm
-            signals = try SignalWatcher(loop: mainLoop, stopLatch: StopLatch { reason in
-                Task(executorPreference: vmm.loop) { await vmm.terminate(reason) }
+            let mainLoop = try EventLoop(name: "vmm-main")
+            let controller = VmmController(loop: mainLoop, backend: KvmBackend(), exitLatch: exitLatch)
+            let signals = try SignalWatcher(loop: mainLoop, stopLatch: StopLatch { reason in
+                Task(executorPreference: controller.loop) { await controller.terminate(reason) }
             })
+            return Vmm(exitLatch: exitLatch, mainLoop: mainLoop, controller: controller, signals: signals)
         } catch {
             fail("cannot start the VMM: \(error)", code: 1)
         }
+    }
 
-        // The API socket is bound before any VM exists (a socket that cannot be served is a bad command line), but
-        // served only once a command-line VM is up: early clients wait in the listen backlog instead of seeing it
-        // half-booted.
-        var apiServer: HttpServer?
-        if let apiSocket = options.apiSocket {
-            let listener: UnixSocket.Listener
-            do {
-                listener = try apiSocket.listen()
+    /// The API socket is bound before any VM exists (a socket that cannot be served is a bad command line), but
+    /// served only once a command-line VM is up (``serveApi(_:_:)``): early clients wait in the listen backlog
+    /// instead of seeing it half-booted.
+    private static func bindApi(_ apiSocket: ApiSocketOption, _ vmm: Vmm) -> HttpServer {
+        let listener: UnixSocket.Listener
+        do {
+            listener = try apiSocket.listen()
+        } catch {
+            fail(error.description, code: 2)
+        }
+        do {
+            let loop = try EventLoop(name: "vmm-api", onStart: Seccomp.threadStart(.api))
+            let router = ApiRouter(controller: vmm.controller, exitLatch: vmm.exitLatch)
+            return HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
+        } catch {
+            UnixSocket.close(listener)
+            fail("cannot start the API server: \(error)", code: 1)
+        }
+    }
+
+    /// A VM on the command line: every input it names is checked against the host first (exit code 2), then it
+    /// is created and booted through the same lifecycle as the API's (a failure there is exit code 1).
+    private static func bootCommandLineVm(_ config: VmConfig, _ vmm: Vmm, _ apiServer: HttpServer?) {
+        let prepared: PreparedPayload
+        do {
+            prepared = try Payload.prepare(config)
+        } catch {
+            stop(apiServer)
+            fail(error.cli, code: 2)
+        }
+        Log.info("kernel \(config.payload.kernel) loaded (\(prepared.boot.bootProtocol.rawValue)), entry \(hex(prepared.boot.bootState.rip)), \(config.memorySize >> 20) MiB, \(config.bootVcpus) vCPU(s)")
+        if let initramfs = prepared.boot.initramfs {
+            Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
+        }
+        let controller = vmm.controller
+        let failure = blockingWait(on: vmm.mainLoop) { () async -> VmmError? in
+            do throws(VmmError) {
+                try await controller.create(config, prepared: prepared)
+                try await controller.boot()
+                return nil
             } catch {
-                fail(error.description, code: 2)
+                return error
             }
-            do {
-                let loop = try EventLoop(name: "vmm-api", onStart: Seccomp.threadStart(.api))
-                let router = ApiRouter(controller: controller, exitLatch: exitLatch)
-                apiServer = HttpServer(loop: loop, listener: listener) { request in await router.handle(request) }
+        }
+        if let error = failure, vmm.exitLatch.stopReason == nil {  // (else a signal came first: exit as it says)
+            stop(apiServer)
+            fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
+        }
+    }
+
+    /// A VM from a snapshot (`--restore`): through the same lifecycle as vm.restore (a bad snapshot is exit
+    /// code 2, a host failure 1).
+    private static func restoreCommandLineVm(_ restore: SnapshotRequest, _ vmm: Vmm, _ apiServer: HttpServer?) {
+        let controller = vmm.controller
+        let failure = blockingWait(on: vmm.mainLoop) { () async -> VmmError? in
+            do throws(VmmError) {
+                try await controller.restore(sourceURL: restore.url, resume: restore.resume)
+                return nil
             } catch {
-                UnixSocket.close(listener)
-                fail("cannot start the API server: \(error)", code: 1)
+                return error
             }
         }
-
-        // A VM on the command line: every input it names is checked against the host first (exit code 2), then it
-        // is created and booted through the same lifecycle as the API's (a failure there is exit code 1).
-        if options.hasVm {
-            let config = options.vm
-            let prepared: PreparedPayload
-            do {
-                prepared = try Payload.prepare(config)
-            } catch {
-                stop(apiServer)
-                fail(error.cli, code: 2)
-            }
-            Log.info("kernel \(config.payload.kernel) loaded (\(prepared.boot.bootProtocol.rawValue)), entry \(hex(prepared.boot.bootState.rip)), \(config.memorySize >> 20) MiB, \(config.bootVcpus) vCPU(s)")
-            if let initramfs = prepared.boot.initramfs {
-                Log.info("initramfs at \(hex(initramfs.address)), \(initramfs.size) bytes")
-            }
-            let failure = blockingWait(on: mainLoop) { () async -> VmmError? in
-                do throws(VmmError) {
-                    try await controller.create(config, prepared: prepared)
-                    try await controller.boot()
-                    return nil
-                } catch {
-                    return error
-                }
-            }
-            if let error = failure, exitLatch.stopReason == nil {  // (else a signal came first: exit as it says, below)
-                stop(apiServer)
-                fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
-            }
+        if let error = failure, vmm.exitLatch.stopReason == nil {
+            stop(apiServer)
+            fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
         }
+    }
 
-        // A VM from a snapshot (--restore): through the same lifecycle as vm.restore.
-        if let restore = options.restore {
-            let failure = blockingWait(on: mainLoop) { () async -> VmmError? in
-                do throws(VmmError) {
-                    try await controller.restore(sourceURL: restore.url, resume: restore.resume)
-                    return nil
-                } catch {
-                    return error
-                }
-            }
-            if let error = failure, exitLatch.stopReason == nil {
-                stop(apiServer)
-                fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
-            }
+    /// Starts accepting API connections.
+    private static func serveApi(_ apiServer: HttpServer, _ vmm: Vmm) {
+        let failure = blockingWait(on: vmm.mainLoop) { () async -> Errno? in
+            do throws(Errno) { try await apiServer.start(); return nil } catch { return error }
         }
-
-        if let apiServer, exitLatch.stopReason == nil {
-            let failure = blockingWait(on: mainLoop) { () async -> Errno? in
-                do throws(Errno) { try await apiServer.start(); return nil } catch { return error }
-            }
-            if let failure {
-                stop(apiServer)
-                fail("cannot start the API server: \(failure)", code: 1)
-            }
-            Log.info("API listening on \(apiServer.listener.path ?? "fd=\(apiServer.listener.fd)")")
+        if let failure {
+            stop(apiServer)
+            fail("cannot start the API server: \(failure)", code: 1)
         }
+        Log.info("API listening on \(apiServer.listener.path ?? "fd=\(apiServer.listener.fd)")")
+    }
 
-        // Until the guest stops the VM, vmm.shutdown is answered, or a signal arrives; the VM is torn down by then.
-        // The API server stops (closing every connection and removing its socket file); its loop and `vmm-main` are
-        // left to `exit`: a request still in flight (say, queued behind vmm.shutdown) may yet resume on them, and
-        // a loop that has shut down traps on new work.
-        let reason = exitLatch.wait()
+    /// Waits until the guest stops the VM, vmm.shutdown is answered, or a signal arrives (the VM is torn down
+    /// by then), and returns the exit code. The API server stops (closing every connection and removing its
+    /// socket file); its loop and `vmm-main` are left to `exit`: a request still in flight (say, queued behind
+    /// vmm.shutdown) may yet resume on them, and a loop that has shut down traps on new work.
+    private static func waitForExit(_ vmm: Vmm, _ apiServer: HttpServer?) -> Int32 {
+        let reason = vmm.exitLatch.wait()
         stop(apiServer)
-        signals.stop()
-        FileOutput.flushAll(timeout: 2)  // guest output still buffered for a slow reader (Outputs.swift)
+        vmm.signals.stop()
+        FileOutput.flushAll(timeout: 2)  // guest output still buffered for a slow reader (FileOutput.swift)
         Terminal.restore()
         if reason.exitCode == 0 {
             Log.info(reason.description)
         } else {
             printError(reason.description)
         }
-        exit(reason.exitCode)
+        return reason.exitCode
     }
 }

@@ -45,17 +45,27 @@ extension EventLoop {
     // MARK: - File descriptors
 
     /// Watches `fd` for `events` (level-triggered); `handler` runs on the loop thread, under the loop's
-    /// isolation, each time the descriptor is ready. An actor on this loop is entered from the handler with
-    /// `actor.assumeIsolated { … }`. The caller keeps ownership of `fd` and must deregister before closing it.
+    /// isolation, each time the descriptor is ready. A handler that works inside an actor on this loop uses
+    /// the actor's ``LoopBound/register(fd:events:_:)`` instead. The caller keeps ownership of `fd` and must
+    /// deregister before closing it.
     /// The corresponding system call is `epoll_ctl(EPOLL_CTL_ADD)`.
     public func register(
         fd: Int32, events: IOEvents = .readable, _ handler: @escaping @Sendable (IOEvents) -> Void
+    ) throws(Errno) -> Registration {
+        try register(fd: fd, events: events) { _ in handler }
+    }
+
+    /// ``register(fd:events:_:)`` for a handler that needs its own registration (to deregister itself):
+    /// `makeHandler` receives it and returns the handler.
+    func register(
+        fd: Int32, events: IOEvents,
+        makeHandler: (Registration) -> @Sendable (IOEvents) -> Void
     ) throws(Errno) -> Registration {
         let id = registrations.withLock { table in
             let id = table.nextID
             table.nextID &+= 1
             if table.nextID == 0 { table.nextID = 1 }
-            table.entries[id] = Registrations.Entry(fd: fd, handler: handler)
+            table.entries[id] = Registrations.Entry(fd: fd, handler: makeHandler(Registration(id: id, fd: fd)))
             return id
         }
         var event = epoll_event(events: events.rawValue, data: epoll_data_t(u64: Self.token(id: id, fd: fd)))

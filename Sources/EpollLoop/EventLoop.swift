@@ -4,8 +4,8 @@ import Synchronization
 
 /// One thread blocked in `epoll_wait`, serving as a Swift `SerialExecutor` and `TaskExecutor`.
 ///
-/// An actor adopts a loop as its executor with
-/// `nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }`. From then on
+/// An actor adopts a loop as its executor by conforming to ``LoopBound`` (which supplies `unownedExecutor`
+/// from the actor's `loop`, and fd and timer handlers that run inside the actor). From then on
 /// everything that touches the actor's state runs *while some thread owns the loop*:
 ///
 /// - the loop thread itself, running enqueued jobs, fd-readiness handlers and timers;

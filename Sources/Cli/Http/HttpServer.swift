@@ -9,7 +9,7 @@ typealias HttpHandler = @Sendable (HttpRequest) async -> HttpResponse
 /// An HTTP/1.1 server on a unix socket, as an actor whose executor is an ``EventLoop``.
 ///
 /// Every socket is non-blocking and watched by the loop; the listener's and the connections' readiness
-/// handlers enter the actor with `assumeIsolated` on the loop thread, so connection state is plain actor
+/// handlers run inside the actor on the loop thread (``LoopBound``), so connection state is plain actor
 /// state. Nothing here blocks: a connection that stalls (a slow or silent client, a full socket buffer)
 /// waits in epoll, and a request being handled waits in its own `Task`, so one connection never holds up
 /// another, and nothing here ever touches a vCPU.
@@ -19,9 +19,8 @@ typealias HttpHandler = @Sendable (HttpRequest) async -> HttpResponse
 /// keep-alive follows the request; deadlines cut off slow requests (408), idle connections and clients
 /// that do not read their responses (see ``HttpServerConfig``). A client that disconnects mid-request
 /// leaves no trace: an incomplete request is never handed to the handler.
-actor HttpServer {
+actor HttpServer: LoopBound {
     nonisolated let loop: EventLoop
-    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     let listener: UnixSocket.Listener
     let config: HttpServerConfig
@@ -43,9 +42,7 @@ actor HttpServer {
 
     /// Starts accepting connections.
     func start() throws(Errno) {
-        listenerRegistration = try loop.register(fd: listener.fd) { [self] _ in
-            assumeIsolated { $0.acceptConnections() }
-        }
+        listenerRegistration = try register(fd: listener.fd) { server, _ in server.acceptConnections() }
     }
 
     /// Stops accepting, closes every connection (running their after-send actions) and the listener, and
@@ -102,15 +99,13 @@ actor HttpServer {
     private func pauseAccepting() {
         if let registration = listenerRegistration { loop.deregister(registration) }
         listenerRegistration = nil
-        loop.schedule(after: .milliseconds(100)) { [self] in
-            assumeIsolated { server in
-                guard !server.stopped else { return }
-                do {
-                    try server.start()
-                    server.acceptConnections()
-                } catch {
-                    Log.error("api: cannot watch the listening socket again: \(error); the API no longer accepts connections")
-                }
+        schedule(after: .milliseconds(100)) { server in
+            guard !server.stopped else { return }
+            do {
+                try server.start()
+                server.acceptConnections()
+            } catch {
+                Log.error("api: cannot watch the listening socket again: \(error); the API no longer accepts connections")
             }
         }
     }
@@ -264,8 +259,8 @@ actor HttpServer {
         guard !wanted.isEmpty else { return }
         let id = connection.id
         do {
-            connection.registration = try loop.register(fd: connection.fd, events: wanted) { [self] events in
-                assumeIsolated { $0.handleEvents(id, events) }
+            connection.registration = try register(fd: connection.fd, events: wanted) { server, events in
+                server.handleEvents(id, events)
             }
         } catch {
             Log.warning("api: cannot watch a connection: \(error)")
@@ -285,12 +280,10 @@ actor HttpServer {
     private func scheduleSweep() {
         guard !sweepScheduled, !connections.isEmpty, !stopped else { return }
         sweepScheduled = true
-        loop.schedule(after: config.sweepInterval) { [self] in
-            assumeIsolated { server in
-                server.sweepScheduled = false
-                server.expireDeadlines()
-                server.scheduleSweep()
-            }
+        schedule(after: config.sweepInterval) { server in
+            server.sweepScheduled = false
+            server.expireDeadlines()
+            server.scheduleSweep()
         }
     }
 

@@ -135,7 +135,7 @@ enum SeccompRules {
     /// What the Swift runtime, glibc and `Log` need on any thread: memory, locks and parking, signal
     /// returns, time, logging, thread exit; closing a descriptor (an object's deinit may run anywhere);
     /// the SIGSYS report (`prctl(PR_GET_NAME)`) and a thread ending the process with a fatal signal to itself;
-    /// `alarm` from the stop-signal handler (any thread may take the signal: Signals.swift).
+    /// `alarm` from the stop-signal handler (any thread may take the signal: SignalWatcher.swift).
     static func runtime(pid: Int32) -> [SyscallRule] {
         [
             .allow(SYS_futex), .allow(SYS_write), .allow(SYS_close),

@@ -16,9 +16,8 @@ import Synchronization
 /// Hypervisor does), after vmm.shutdown has been answered, or on SIGINT/SIGTERM/SIGHUP — each time after
 /// the VM is torn down. A guest reset reboots the VM instead (a new machine from the stored config, as
 /// Cloud Hypervisor does). vm.shutdown stops the VM but keeps the VMM.
-actor VmmController {
+actor VmmController: LoopBound {
     nonisolated let loop: EventLoop
-    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     let backend: any VmBackend
     let exitLatch: StopLatch

@@ -28,10 +28,10 @@ public struct Uart8250Counters: Sendable, Equatable {
 /// once, so the transmitter is always empty, and the line never has errors except overrun.
 ///
 /// ## Concurrency
-/// The UART is an actor whose executor is its ``loop`` (``BusDevice`` supplies `unownedExecutor`). Every
+/// The UART is an actor whose executor is its ``loop`` (``LoopBound`` supplies `unownedExecutor`). Every
 /// method runs under the actor's isolation, on one of two kinds of thread:
 /// - the loop thread, running an enqueued job (`await uart.read(...)`) or an fd handler such as terminal
-///   input, which enters with `uart.assumeIsolated { $0.enqueueInput(...) }` (no Task, no hop);
+///   input, registered with `uart.register(fd:)` and run inside the actor (no Task, no hop);
 /// - a vCPU thread that found the loop idle and claimed it (`EventLoop.runIfIdle`) to handle a PIO exit
 ///   inline.
 ///

@@ -248,8 +248,6 @@ public actor VirtioPciDevice: PciDevice {
     /// Lets a backend register a host descriptor on this device's loop; readiness calls
     /// `backend.hostEvent(token)` under this actor's isolation.
     public func watch(fd: Int32, events: IOEvents = .readable, token: Int) throws(Errno) -> Registration {
-        try loop.register(fd: fd, events: events) { [weak self] _ in
-            self?.assumeIsolated { $0.backend.hostEvent(token, device: $0) }
-        }
+        try register(fd: fd, events: events) { device, _ in device.backend.hostEvent(token, device: device) }
     }
 }
