@@ -23,12 +23,15 @@ struct SnapshotEndToEndTests {
             try? FileManager.default.removeItem(atPath: directory)
             unlink(serial)
         }
-        let console = directory + ".console"
-        defer { unlink(console) }
-        // rng and console run before (drivers set up, queues in use) and again after the restore.
-        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=rng,console,snapcount,rng,console snap_ticks=30",
+        let console = directory + ".console", diskA = directory + "-a.raw", diskB = directory + "-b.raw"
+        defer { for path in [console, diskA, diskB] { unlink(path) } }
+        #expect(FileManager.default.createFile(atPath: diskA, contents: Data(count: VirtioTests.diskSize)))
+        #expect(FileManager.default.createFile(atPath: diskB, contents: VirtioTests.readOnlyContents))
+        // blk, rng and console run before (drivers set up, queues in use) and again after the restore.
+        let source = try VmmProcess(["--kernel", Harness.guestPath,
+                                     "--cmdline", "tests=blk,rng,console,snapcount,blk,rng,console snap_ticks=30",
                                      "--memory", "size=64M", "--serial", "file=\(serial)", "--rng", "--console", "file=\(console)",
-                                     "--event-loops", "per-device"])
+                                     "--disk", "path=\(diskA)", "--disk", "path=\(diskB),readonly=on", "--event-loops", "per-device"])
         func output() -> String { (try? String(contentsOfFile: serial, encoding: .utf8)) ?? "" }
         #expect(Harness.eventually(30) { output().contains("TICK 5\n") }, "the guest ticks: \(output())")
         #expect(source.remote(["pause"]).status == 0)
@@ -49,7 +52,7 @@ struct SnapshotEndToEndTests {
         #expect(ticks == Array(1...30), "ticks continue across the restore (\(ticksBefore) before): \(ticks)")
         #expect(after.components(separatedBy: "TESTGUEST START").count == 2, "the guest did not start over")
         #expect(after.contains("TEST snapcount PASS ticks=30"), "the guest's check passes after the restore: \(after)")
-        #expect(after.contains("TESTGUEST DONE pass=5 fail=0"), "virtio rng and console work on after the restore: \(after)")
+        #expect(after.contains("TESTGUEST DONE pass=7 fail=0"), "virtio blk, rng and console work on after the restore: \(after)")
     }
 
     /// Live migration between two processes over unix: and tcp: while the guest ticks (rng and console in
