@@ -14,7 +14,7 @@ public actor VcpuManager {
 
     let contexts: [VcpuThreadContext]
     var threads: [pthread_t] = []
-    public private(set) var state: VcpuRunState = .paused  // not started yet counts as paused
+    public internal(set) var state: VcpuRunState = .paused  // not started yet counts as paused
 
     /// Host compatibility mode's instruction emulator (docs/compat.md), or nil when the mode is off.
     public nonisolated let emulator: InstructionEmulator?

@@ -20,12 +20,15 @@ public final class Vm: Sendable {
     public let kvm: Kvm
     public let fd: Int32
     public let memory: GuestMemory
+    /// Whether the in-kernel PIT was created (its state is part of a snapshot).
+    public let hasPit: Bool
 
     /// Creates the VM: `KVM_CREATE_VM`, TSS and identity-map addresses, `KVM_CREATE_IRQCHIP` (PIC + IOAPIC +
     /// LAPICs), optionally `KVM_CREATE_PIT2`, and one `KVM_SET_USER_MEMORY_REGION` slot per RAM region.
     public init(kvm: Kvm, memory: GuestMemory, options: VmOptions = VmOptions()) throws(KvmError) {
         self.kvm = kvm
         self.memory = memory
+        hasPit = options.pit
         fd = try kvmIoctl("KVM_CREATE_VM") { ckvm_ioctl(kvm.fd, CKVM_CREATE_VM) }
         do {
             _ = try kvmIoctl("KVM_SET_TSS_ADDR") { ckvm_ioctl_arg(fd, CKVM_SET_TSS_ADDR, UInt(Self.tssAddress)) }

@@ -113,7 +113,7 @@ struct Machine {
     }
 
     /// Starts the vCPUs and, for `--serial tty`, terminal input (returned, for ``teardown(stdin:)``).
-    nonisolated(nonsending) func start(serialInput: Bool) async throws -> StdinPump? {
+    nonisolated(nonsending) func start(serialInput: Bool, parked: Bool = false) async throws -> StdinPump? {
         var stdin: StdinPump?
         if usesTerminal { Terminal.enterRawMode() }
         if serialInput, let serial {
@@ -124,7 +124,7 @@ struct Machine {
             }
         }
         do {
-            try await manager.start()
+            if parked { try await manager.startParked() } else { try await manager.start() }
         } catch {
             stdin?.stop()
             throw error

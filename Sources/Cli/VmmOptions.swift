@@ -44,6 +44,8 @@ struct VmmOptions: Equatable {
     var seccomp = SeccompMode.trap
     var showHelp = false
     var showVersion = false
+    /// `--restore source_url=file:///DIR[,resume=on]`: the VM comes from a snapshot instead of a payload.
+    var restore: SnapshotRequest?
 
     /// Whether the command line gives a VM (a `--kernel`), rather than only the API socket.
     var hasVm: Bool { !vm.payload.kernel.isEmpty }
@@ -140,6 +142,7 @@ struct VmmOptions: Equatable {
             case "--handoff": options.vm.handoff = try choice(argument, try take(), expected: "inline, enqueue or task")
             case "--api-socket": options.apiSocket = try ApiSocketOption.parse(try take())
             case "--seccomp": options.seccomp = try choice(argument, try take(), expected: "true, false or log")
+            case "--restore": options.restore = try Self.parseRestore(try take())
             case "--test-device":
                 let text = try take()
                 switch text {
@@ -157,7 +160,10 @@ struct VmmOptions: Equatable {
         } catch {
             throw CliError(error.cliMessage)
         }
-        if !options.showHelp && !options.showVersion && !options.hasVm && options.apiSocket == nil {
+        if options.restore != nil && options.hasVm {
+            throw CliError("--restore: the VM comes from the snapshot; do not give --kernel too")
+        }
+        if !options.showHelp && !options.showVersion && !options.hasVm && options.apiSocket == nil && options.restore == nil {
             throw CliError("--kernel: missing (a payload or --api-socket is required; see --help)")
         }
         return options
@@ -197,6 +203,8 @@ let usage = """
     API:
       --api-socket path=PATH|fd=N        serve the REST API (Cloud Hypervisor's) on a unix socket; see
                                          docs/api.md and actor-vmm-remote
+      --restore source_url=file:///DIR[,resume=on]   the VM from a snapshot (vm.snapshot), paused unless
+                                         resume=on; instead of --kernel and the devices (docs/snapshot.md)
     Tuning and diagnostics:
       --compat auto|on|off               host compatibility mode for nested hosts without VMX (kvm_pvm): emulate
                                          what the host's emulator rejects, no PIT, Linux parameters appended,
@@ -216,3 +224,24 @@ let usage = """
     """
 
 let version = "actor-vmm 0.1.0"
+
+extension VmmOptions {
+    /// `source_url=file:///DIR[,resume=on|off]` (Cloud Hypervisor's `--restore`).
+    static func parseRestore(_ text: String) throws(CliError) -> SnapshotRequest {
+        var request = SnapshotRequest(url: "")
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            switch (parts.first, parts.count == 2 ? parts[1] : nil) {
+            case ("source_url", let url?): request.url = url
+            case ("resume", "on"?), ("resume", "true"?): request.resume = true
+            case ("resume", "off"?), ("resume", "false"?): request.resume = false
+            case ("prepare", _): break
+            default: throw CliError("--restore \(pair): expected source_url=file:///DIR, resume=on|off")
+            }
+        }
+        guard request.url.hasPrefix("file:///") else {
+            throw CliError("--restore \(text): expected source_url=file:///DIR (an absolute directory)")
+        }
+        return request
+    }
+}

@@ -35,6 +35,7 @@ public enum VmmProgram {
         let vmm = startVmm()
         let apiServer = options.apiSocket.map { bindApi($0, vmm) }
         if options.hasVm { bootCommandLineVm(options.vm, vmm, apiServer) }
+        if let restore = options.restore { restoreCommandLineVm(restore, vmm, apiServer) }
         if let apiServer, vmm.exitLatch.stopReason == nil { serveApi(apiServer, vmm) }
         exit(waitForExit(vmm, apiServer))
     }
@@ -157,6 +158,24 @@ public enum VmmProgram {
             }
         }
         if let error = failure, vmm.exitLatch.stopReason == nil {  // (else a signal came first: exit as it says)
+            stop(apiServer)
+            fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
+        }
+    }
+
+    /// A VM from a snapshot (`--restore`): through the same lifecycle as vm.restore (a bad snapshot is exit
+    /// code 2, a host failure 1).
+    private static func restoreCommandLineVm(_ restore: SnapshotRequest, _ vmm: Vmm, _ apiServer: HttpServer?) {
+        let controller = vmm.controller
+        let failure = blockingWait(on: vmm.mainLoop) { () async -> VmmError? in
+            do throws(VmmError) {
+                try await controller.restore(sourceURL: restore.url, resume: restore.resume)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let error = failure, vmm.exitLatch.stopReason == nil {
             stop(apiServer)
             fail(error.messages.dropFirst().joined(separator: ": "), code: error.isConfigError ? 2 : 1)
         }

@@ -68,6 +68,19 @@ static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
 static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long CKVM_GET_DEVICE_ATTR = KVM_GET_DEVICE_ATTR;
 static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
+// Snapshot, restore and migration (docs/snapshot.md)
+static const unsigned long CKVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS, CKVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long CKVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS, CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ, CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP, CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK, CKVM_SET_CLOCK = KVM_SET_CLOCK;
+static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2, CKVM_SET_PIT2 = KVM_SET_PIT2;
+static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
+static const unsigned int CKVM_MEM_LOG_DIRTY_PAGES = KVM_MEM_LOG_DIRTY_PAGES;
+/// Points a `struct kvm_dirty_log` at `bitmap` (the anonymous union Swift cannot name).
+static inline void ckvm_dirty_log_set_bitmap(struct kvm_dirty_log *log, void *bitmap) { log->dirty_bitmap = bitmap; }
 
 static const unsigned int CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const unsigned int CKVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;

@@ -30,7 +30,15 @@ enum ApiEndpoint: String, CaseIterable, Sendable {
     var isImplemented: Bool {
         switch self {
         case .vmmPing, .vmmShutdown, .vmCreate, .vmBoot, .vmShutdown, .vmReboot, .vmPowerButton, .vmPause, .vmResume,
-             .vmDelete, .vmInfo, .vmCounters: true
+             .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
+        default: false
+        }
+    }
+
+    /// Whether the request carries a JSON body (a VmConfig, or a snapshot/restore/migration request).
+    var takesBody: Bool {
+        switch self {
+        case .vmCreate, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
         default: false
         }
     }
@@ -66,7 +74,7 @@ struct ApiRouter: Sendable {
         guard endpoint.isImplemented else {
             return ApiError(.notImplemented, "\(endpoint.rawValue) is not implemented by actor-vmm").response
         }
-        if endpoint != .vmCreate && !request.body.isEmpty {
+        if !endpoint.takesBody && !request.body.isEmpty {
             return ApiError(.badRequest, "\(endpoint.rawValue) takes no request body").response
         }
         do {
@@ -115,9 +123,30 @@ struct ApiRouter: Sendable {
         case .vmDelete: try await controller.delete()
         case .vmInfo: return .json(.ok, try await controller.info().json)
         case .vmCounters: return .json(.ok, .object(try await controller.counters().map(\.json)))
+        case .vmSnapshot:
+            let target = try Self.snapshotRequest(request.body, urlField: "destination_url")
+            try await controller.snapshot(destinationURL: target.url)
+        case .vmRestore:
+            let source = try Self.snapshotRequest(request.body, urlField: "source_url")
+            try await controller.restore(sourceURL: source.url, resume: source.resume)
+        case .vmSendMigration:
+            let target = try Self.snapshotRequest(request.body, urlField: "destination_url")
+            try await controller.sendMigration(destinationURL: target.url)
+        case .vmReceiveMigration:
+            let source = try Self.snapshotRequest(request.body, urlField: "receiver_url")
+            try await controller.receiveMigration(receiverURL: source.url)
         default: throw VmmError(.notSupported, "\(endpoint.rawValue) is not implemented by actor-vmm")
         }
         return HttpResponse(status: endpoint.successStatus)
+    }
+
+    /// A snapshot, restore or migration body; errors name the field.
+    static func snapshotRequest(_ body: [UInt8], urlField: String) throws(VmmError) -> SnapshotRequest {
+        do throws(ConfigError) {
+            return try SnapshotRequest.parse(body, urlField: urlField)
+        } catch {
+            throw VmmError.invalidConfig(error, "invalid request")
+        }
     }
 
     /// The vm.create body: JSON, then a VmConfig; errors name the byte or the field.

@@ -24,6 +24,10 @@ public enum RemoteCommand {
         Command(name: "delete", endpoint: .vmDelete, summary: "stop and forget the VM"),
         Command(name: "info", endpoint: .vmInfo, summary: "print the VM's config and state"),
         Command(name: "counters", endpoint: .vmCounters, summary: "print the per-device counters"),
+        Command(name: "snapshot", endpoint: .vmSnapshot, summary: "write the paused VM to file:///DIR"),
+        Command(name: "restore", endpoint: .vmRestore, summary: "restore from source_url=file:///DIR[,resume=on]"),
+        Command(name: "send-migration", endpoint: .vmSendMigration, summary: "migrate the running VM to unix:PATH or tcp:HOST:PORT"),
+        Command(name: "receive-migration", endpoint: .vmReceiveMigration, summary: "wait on unix:PATH or tcp:HOST:PORT for a VM"),
     ]
 
     static var usage: String {
@@ -36,7 +40,13 @@ public enum RemoteCommand {
 
             """
         for command in commands {
-            let name = command.name == "create" ? "create [PATH]" : command.name
+            let name = switch command.name {
+            case "create": "create [PATH]"
+            case "snapshot": "snapshot URL"
+            case "restore": "restore ARGS"
+            case "send-migration", "receive-migration": command.name + " URL"
+            default: command.name
+            }
             text += "  " + name + String(repeating: " ", count: max(1, 16 - name.count)) + command.summary + "\n"
         }
         text += "\nExit codes: 0 success; 1 the VMM refused or could not be reached; 2 bad command line."
@@ -75,6 +85,12 @@ public enum RemoteCommand {
             case .success(let bytes): body = bytes
             case .failure(let error): return failure(error.message)
             }
+        } else if command.endpoint.takesBody {
+            guard arguments.count == 1 else { return usageError("\(name) takes one argument (see --help)") }
+            switch Self.requestBody(command.endpoint, arguments[0]) {
+            case .success(let bytes): body = bytes
+            case .failure(let error): return usageError(error.message)
+            }
         } else if !arguments.isEmpty {
             return usageError("\(name) takes no arguments")
         }
@@ -94,6 +110,36 @@ public enum RemoteCommand {
             _ = out.withUnsafeMutableBytes { write(1, $0.baseAddress, $0.count) }
         }
         return 0
+    }
+
+    struct ArgumentError: Error { let message: String }
+
+    /// The JSON body of snapshot (`URL`), restore (`source_url=URL[,resume=on|off]` or `URL`) as ch-remote
+    /// builds it.
+    static func requestBody(_ endpoint: ApiEndpoint, _ argument: String) -> Result<[UInt8], ArgumentError> {
+        var members: [JsonMember] = []
+        switch endpoint {
+        case .vmRestore:
+            guard argument.contains("=") else {
+                members.append(JsonMember(key: "source_url", value: .string(argument)))
+                break
+            }
+            for pair in argument.split(separator: ",") {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { return .failure(ArgumentError(message: "restore \(pair): expected key=value")) }
+                switch (parts[0], parts[1]) {
+                case ("source_url", let url): members.append(JsonMember(key: "source_url", value: .string(url)))
+                case ("resume", "on"), ("resume", "true"): members.append(JsonMember(key: "resume", value: .bool(true)))
+                case ("resume", "off"), ("resume", "false"): members.append(JsonMember(key: "resume", value: .bool(false)))
+                default: return .failure(ArgumentError(message: "restore \(pair): expected source_url=URL or resume=on|off"))
+                }
+            }
+        case .vmReceiveMigration:
+            members.append(JsonMember(key: "receiver_url", value: .string(argument)))
+        default:
+            members.append(JsonMember(key: "destination_url", value: .string(argument)))
+        }
+        return .success(Array(JsonValue.object(members).serialized().utf8))
     }
 
     /// Cloud Hypervisor's error body (a JSON array of messages) as one line; any other body as it is.

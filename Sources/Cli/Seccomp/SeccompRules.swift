@@ -101,11 +101,18 @@ enum SeccompRules {
             // TAP devices (--net tap=) and their IPv4 set-up, on a socket(AF_INET, SOCK_DGRAM).
             CKVM_TUNSETIFF, CKVM_TUNGETIFF, CKVM_TUNSETVNETHDRSZ, CKVM_TUNSETOFFLOAD,
             CKVM_SIOCGIFFLAGS, CKVM_SIOCSIFFLAGS, CKVM_SIOCSIFADDR, CKVM_SIOCSIFNETMASK,
+            // Snapshot, restore and migration (docs/snapshot.md), on vmm-main and vmm-control.
+            CKVM_GET_MSR_INDEX_LIST, CKVM_GET_MSRS, CKVM_GET_XCRS, CKVM_SET_XCRS, CKVM_GET_DEBUGREGS, CKVM_SET_DEBUGREGS,
+            CKVM_GET_TSC_KHZ, CKVM_SET_TSC_KHZ, CKVM_GET_IRQCHIP, CKVM_SET_IRQCHIP, CKVM_GET_CLOCK, CKVM_SET_CLOCK,
+            CKVM_GET_PIT2, CKVM_SET_PIT2, CKVM_GET_DIRTY_LOG, CKVM_GET_XSAVE2,
          ])]
         + [
             // Files: kernels, initramfs, disks, rng source, serial/console/log files, /dev/kvm, /dev/net/tun.
             .allow(SYS_openat), .allow(SYS_newfstatat), .allow(SYS_fstat), .allow(SYS_statx), .allow(SYS_lseek),
             .allow(SYS_fcntl), .allow(SYS_unlink), .allow(SYS_sysinfo),
+            // A snapshot directory: its files are written whole, then renamed into place.
+            .allow(SYS_mkdir), .allow(SYS_mkdirat), .allow(SYS_rename), .allow(SYS_renameat), .allow(SYS_renameat2),
+            .allow(SYS_ftruncate),
             // The API socket (a stale socket file is probed with connect) and TAP addresses.
             .allow(SYS_socket, arg: 0, in: [UInt(AF_UNIX), UInt(AF_INET)]),
             .allow(SYS_bind), .allow(SYS_listen), .allow(SYS_connect), .allow(SYS_getsockopt),
@@ -113,6 +120,7 @@ enum SeccompRules {
             // eventfd and restrictions, then enabled (Sources/CKvm/uring.c). No other registration.
             .allow(SYS_io_uring_setup),
             .allow(SYS_io_uring_register, arg: 1, in: [2, 4, 11, 12]),  // FILES, EVENTFD, RESTRICTIONS, ENABLE_RINGS
+            .allow(SYS_setsockopt, arg: 2, in: [UInt(SO_REUSEADDR)]), .allow(SYS_poll),  // a migration's listener
             // Event loops (epoll, eventfd) and libdispatch's (timerfd).
             .allow(SYS_epoll_create1), .allow(SYS_eventfd2), .allow(SYS_timerfd_create), .allow(SYS_timerfd_settime),
             // Threads: loops, vCPUs, the Swift runtime's workers; naming, pinning, priorities, stacking the

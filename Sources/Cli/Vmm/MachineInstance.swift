@@ -13,9 +13,10 @@ final class MachineInstance: VmInstance {
         state = Mutex((stdin: stdin, down: false))
     }
 
-    nonisolated(nonsending) func pause() async { await machine.manager.pause() }
+    /// Parks the vCPUs and quiesces every device (docs/snapshot.md): a consistent cut.
+    nonisolated(nonsending) func pause() async { await machine.snapshotter.pause() }
 
-    nonisolated(nonsending) func resume() async { await machine.manager.resume() }
+    nonisolated(nonsending) func resume() async { await machine.snapshotter.resume() }
 
     nonisolated(nonsending) func shutdown() async {
         let stdin = state.withLock { state -> StdinPump?? in

@@ -16,6 +16,20 @@ protocol VmBackend: Sendable {
     /// the guest stops the VM by itself (power-off, reset, fault). On failure nothing is left behind.
     nonisolated(nonsending) func boot(_ config: VmConfig, _ prepared: any PreparedVm,
                                       onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(BootFailure) -> any VmInstance
+
+    /// Builds the VM of `config` from `prepared` and loads `snapshot` into it (memory from `directory`);
+    /// the VM comes back paused, or running if `resume`. On failure nothing is left behind.
+    nonisolated(nonsending) func restore(_ config: VmConfig, _ prepared: any PreparedVm, snapshot: VmSnapshot,
+                                         directory: String?, resume: Bool,
+                                         onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(VmmError) -> any VmInstance
+}
+
+extension VmBackend {
+    nonisolated(nonsending) func restore(_ config: VmConfig, _ prepared: any PreparedVm, snapshot: VmSnapshot,
+                                         directory: String?, resume: Bool,
+                                         onStop: @escaping @Sendable (VmStopReason) -> Void) async throws(VmmError) -> any VmInstance {
+        throw VmmError(.notSupported, "cannot restore the VM", "this backend has no snapshots")
+    }
 }
 
 /// What ``VmBackend/prepare(_:)`` made, handed back to ``VmBackend/boot(_:_:onStop:)``.
@@ -32,6 +46,14 @@ protocol VmInstance: AnyObject, Sendable {
     nonisolated(nonsending) func counters() async -> [DeviceCounterSet]
     /// The devices and what they occupy (`vm.info`'s `device_tree`).
     func deviceTree() -> DeviceTree
+    /// Writes a snapshot of the paused VM into `directory` (docs/snapshot.md).
+    nonisolated(nonsending) func snapshot(to directory: String, config: [UInt8]) async throws(VmmError)
+}
+
+extension VmInstance {
+    nonisolated(nonsending) func snapshot(to directory: String, config: [UInt8]) async throws(VmmError) {
+        throw VmmError(.notSupported, "cannot snapshot the VM", "this backend has no snapshots")
+    }
 }
 
 /// Why a prepared VM could not be built or started (a host problem: the API answers 500).

@@ -1,5 +1,6 @@
 import ActorVmm
 import EpollLoop
+import Synchronization
 
 /// The VMM's one owner of the VM lifecycle: an actor on its own ``EventLoop`` (`vmm-main`), so that the
 /// slow parts of a transition (reading a kernel, creating a KVM VM, joining vCPU threads) never run on the
@@ -35,6 +36,9 @@ actor VmmController: LoopBound {
     private var nextTicket = 0
     private var servingTicket = 0
     private var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    /// Set when the VMM is to exit, outside the turn queue: a vm.receive-migration waiting for a source
+    /// (which holds the turn) stops waiting.
+    nonisolated let migrationCancelled = CancelFlag()
 
     init(loop: EventLoop, backend: any VmBackend, exitLatch: StopLatch) {
         self.loop = loop
@@ -146,6 +150,7 @@ actor VmmController: LoopBound {
 
     /// vmm.shutdown: stops the VM; the caller exits the process once the answer is sent.
     func shutdownVmm() async throws(VmmError) {
+        migrationCancelled.cancel()  // a vm.receive-migration waiting for its source gives up
         try await exclusive { () throws(VmmError) in
             exiting = true
             await stopInstance()
@@ -155,6 +160,7 @@ actor VmmController: LoopBound {
 
     /// A stop signal: stop the VM, then let the process exit with `reason`.
     func terminate(_ reason: VmStopReason) async {
+        migrationCancelled.cancel()
         _ = try? await exclusive { () throws(VmmError) in
             exiting = true
             await stopInstance()
@@ -245,4 +251,146 @@ actor VmmController: LoopBound {
         }
         return try await body()
     }
+}
+
+// MARK: - Snapshot and restore (docs/snapshot.md)
+
+extension VmmController {
+    /// vm.snapshot: writes the paused VM's state and memory into the `file://` directory.
+    func snapshot(destinationURL: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot snapshot the VM"
+            guard let config, let state else { throw VmmError(.noVm, failure, "no VM has been created") }
+            guard state == .paused, let instance else {
+                throw VmmError(.invalidTransition, failure, "the VM must be paused first (state: \(state.rawValue))")
+            }
+            let directory: String
+            do throws(SnapshotError) {
+                directory = try VmSnapshot.directory(fromURL: destinationURL)
+            } catch {
+                throw error.vmmError(failure, field: "destination_url")
+            }
+            try await instance.snapshot(to: directory, config: Array(config.json.serialized().utf8))
+            Log.info("snapshot written to \(directory)")
+        }
+    }
+
+    /// vm.restore (and `--restore`): a new VM from the snapshot in the `file://` directory, paused, or running
+    /// if `resume`. Only when there is no VM; a bad snapshot is refused before anything is built.
+    func restore(sourceURL: String, resume: Bool) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot restore the VM"
+            guard !exiting else { throw VmmError(.shuttingDown, failure, "the VMM is shutting down") }
+            if let state { throw VmmError(.vmExists, failure, "a VM already exists (state: \(state.rawValue)); delete it first") }
+            let snapshot: VmSnapshot, directory: String
+            do throws(SnapshotError) {
+                directory = try VmSnapshot.directory(fromURL: sourceURL)
+                snapshot = try VmSnapshot.read(from: directory)
+            } catch {
+                // Missing, unreadable or bad: the user's snapshot, not the host, is at fault.
+                throw VmmError.invalidConfig(ConfigError(field: "source_url", error.description), failure)
+            }
+            let config: VmConfig
+            do {
+                config = try VmConfig(json: try JsonParser.parse(snapshot.config))
+                try config.validate()
+            } catch let error as ConfigError {
+                throw VmmError.invalidConfig(error, failure)
+            } catch {
+                throw VmmError.invalidConfig(ConfigError(field: "source_url", "the snapshot's config is not JSON: \(error)"), failure)
+            }
+            guard snapshot.vcpus.count == config.bootVcpus else {
+                throw VmmError.invalidConfig(ConfigError(field: "source_url", "the snapshot has \(snapshot.vcpus.count) vCPU state(s) for \(config.bootVcpus) vCPU(s)"), failure)
+            }
+            let payload: any PreparedVm
+            do throws(PrepareError) {
+                payload = try backend.prepare(config)
+            } catch {
+                throw VmmError.invalidConfig(error.config, failure)
+            }
+            generation += 1
+            let bootGeneration = generation
+            instance = try await backend.restore(config, payload, snapshot: snapshot, directory: directory, resume: resume) { [self] reason in
+                Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
+            }
+            self.config = config
+            state = resume ? .running : .paused
+            Log.info("VM restored from \(directory) (\(resume ? "running" : "paused"))")
+        }
+    }
+}
+
+// MARK: - Live migration (docs/snapshot.md)
+
+extension VmmController {
+    /// vm.send-migration: migrates the running VM to the `unix:`/`tcp:` destination, then shuts it down here
+    /// (it runs there now). If the migration fails the VM runs on here, unharmed.
+    func sendMigration(destinationURL: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot migrate the VM"
+            guard let config, let state else { throw VmmError(.noVm, failure, "no VM has been created") }
+            guard state == .running, let instance = instance as? MachineInstance else {
+                throw VmmError(.invalidTransition, failure, "the VM must be running (state: \(state.rawValue))")
+            }
+            let endpoint: MigrationEndpoint
+            do throws(SnapshotError) {
+                endpoint = try MigrationEndpoint(url: destinationURL)
+            } catch {
+                throw VmmError.invalidConfig(ConfigError(field: "destination_url", error.description), failure)
+            }
+            let report = try await instance.sendMigration(to: endpoint, config: Array(config.json.serialized().utf8))
+            Log.info("VM migrated to \(endpoint): \(report)")
+            await stopInstance()
+            self.state = .shutdown
+        }
+    }
+
+    /// vm.receive-migration: waits on the `unix:`/`tcp:` URL for one source, builds the VM from its config,
+    /// loads its memory and state, and runs it. Only when there is no VM; on failure nothing is left.
+    func receiveMigration(receiverURL: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            let failure = "cannot receive the migration"
+            guard !exiting else { throw VmmError(.shuttingDown, failure, "the VMM is shutting down") }
+            if let state { throw VmmError(.vmExists, failure, "a VM already exists (state: \(state.rawValue)); delete it first") }
+            let endpoint: MigrationEndpoint
+            do throws(SnapshotError) {
+                endpoint = try MigrationEndpoint(url: receiverURL)
+            } catch {
+                throw VmmError.invalidConfig(ConfigError(field: "receiver_url", error.description), failure)
+            }
+            guard let kvm = backend as? KvmBackend else { throw VmmError(.notSupported, failure, "this backend cannot migrate") }
+            generation += 1
+            let bootGeneration = generation
+            let destination = MachineMigrationDestination(backend: kvm, loop: loop) { [self] reason in
+                Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
+            }
+            let cancelled = migrationCancelled
+            let result = await onMigrationThread { () -> Result<VmSnapshot, SnapshotError> in
+                Result { () throws(SnapshotError) in
+                    let channel = try endpoint.acceptOne { cancelled.isCancelled }
+                    defer { channel.close() }
+                    return try MigrationReceiver.receive(into: destination, over: channel)
+                }
+            }
+            do throws(SnapshotError) {
+                _ = try result.get()
+            } catch {
+                throw VmmError(.hostFault, failure, error.description)
+            }
+            guard let machine = destination.machine, let config = destination.config else {
+                throw VmmError(.hostFault, failure, "the migration ended without a VM")
+            }
+            instance = MachineInstance(machine: machine, stdin: destination.stdin)
+            self.config = config
+            state = .running
+            Log.info("VM received from \(endpoint)")
+        }
+    }
+}
+
+/// A flag set once, read from any thread.
+final class CancelFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func cancel() { value.store(true, ordering: .relaxed) }
+    var isCancelled: Bool { value.load(ordering: .relaxed) }
 }

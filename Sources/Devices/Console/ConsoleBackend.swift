@@ -81,6 +81,17 @@ public final class ConsoleBackend: VirtioBackend {
         receive(device: device)
     }
 
+    /// Quiesced: input is not read (it waits in the terminal or pty).
+    public func quiesce(device: isolated VirtioPciDevice) {
+        input?.stop(device: device)
+    }
+
+    public func resume(device: isolated VirtioPciDevice) {
+        guard device.isActive else { return }
+        watchInput(device: device)
+        receive(device: device)
+    }
+
     private func watchInput(device: isolated VirtioPciDevice) {
         guard !inputEnded else { return }
         input?.start(device: device)

@@ -103,6 +103,35 @@ public final class NetBackend: VirtioBackend {
         receive(device: device)
     }
 
+    /// Quiesced: the TAP is not read (frames wait in the kernel's queue).
+    public func quiesce(device: isolated VirtioPciDevice) {
+        tap.stop(device: device)
+    }
+
+    public func resume(device: isolated VirtioPciDevice) {
+        guard device.isActive else { return }
+        watchTap(device: device)
+        receive(device: device)
+    }
+
+    /// A frame read from the TAP and not yet delivered travels with the snapshot (blob; empty: none).
+    public func captureState() -> [UInt8] {
+        var out = SnapshotEncoder()
+        out.blob(Array(frame[0..<pendingLength]))
+        return out.bytes
+    }
+
+    public func restoreState(_ bytes: [UInt8]) throws(SnapshotError) {
+        var input = SnapshotDecoder(bytes, context: "net backend")
+        let pending = try input.blob(limit: Self.maxFrame)
+        try input.finish()
+        guard pending.isEmpty || pending.count >= Self.headerSize else {
+            throw .invalid("net backend: pending frame of \(pending.count) bytes")
+        }
+        frame.replaceSubrange(0..<pending.count, with: pending)
+        pendingLength = pending.count
+    }
+
     private func watchTap(device: isolated VirtioPciDevice) {
         if !tapFailed { tap.start(device: device) }
     }

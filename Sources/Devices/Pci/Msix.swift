@@ -119,6 +119,20 @@ public struct Msix {
         }
     }
 
+    /// Loads a snapshot's table, pending bits and control bits (counts checked by the caller) and routes
+    /// every programmed vector again, as the new VM's routing table is empty. Nothing is delivered: a
+    /// pending vector stays pending until the guest unmasks it, as before the snapshot.
+    public mutating func restore(entries: [Entry], pending: [Bool], enabled: Bool, functionMasked: Bool) {
+        precondition(entries.count == targets.count && pending.count == targets.count)
+        self.entries = entries.map { var e = $0; e.addressLow &= ~3; e.control &= 1; return e }
+        self.pending = pending
+        self.enabled = enabled
+        self.functionMasked = functionMasked
+        for (vector, entry) in self.entries.enumerated() where entry.address != 0 || entry.data != 0 {
+            controller.route(targets[vector], message: (entry.address, entry.data))
+        }
+    }
+
     /// Back to power-on state (device reset): all vectors masked, nothing pending.
     public mutating func reset() {
         entries = Array(repeating: Entry(), count: targets.count)

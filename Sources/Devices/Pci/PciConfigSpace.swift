@@ -107,6 +107,13 @@ public struct PciConfigSpace: Sendable, Equatable {
         }
     }
 
+    /// Loads the driver-writable bits of a snapshot's register image (`image` must be ``size`` bytes): the
+    /// device's own read-only bytes (identity, capabilities, BAR sizes) stay as this build made them.
+    public mutating func restoreWritable(_ image: [UInt8]) {
+        precondition(image.count == Self.size)
+        for i in 0..<Self.size { bytes[i] = (bytes[i] & ~writeMask[i]) | (image[i] & writeMask[i]) }
+    }
+
     /// Sets bytes regardless of the mask (for device-owned state such as read-only capability fields).
     public mutating func setByte(_ offset: Int, _ value: UInt8) { bytes[offset] = value }
 

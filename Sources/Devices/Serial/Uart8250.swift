@@ -64,21 +64,23 @@ public actor Uart8250: BusDevice {
 
     // MARK: Registers (names as in the data sheet)
 
-    private var divisorLow: UInt8 = 12  // DLL: 115200 / 12 = 9600 baud, the power-on default
-    private var divisorHigh: UInt8 = 0  // DLM
-    private var interruptEnable: UInt8 = 0  // IER, low 4 bits
-    private var lineControl: UInt8 = 0x03  // LCR: 8 data bits, no parity, 1 stop bit
-    private var modemControl: UInt8 = MCR.out2  // MCR: OUT2 gates the IRQ line on PCs
-    private var scratch: UInt8 = 0  // SCR
-    private var fifoEnabled = false  // FCR bit 0, reported in IIR bits 7:6
-    private var thrEmptyPending = false  // the THRE interrupt latch
-    private var overrunLatched = false  // LSR bit 1, cleared when LSR is read
+    var divisorLow: UInt8 = 12  // DLL: 115200 / 12 = 9600 baud, the power-on default
+    var divisorHigh: UInt8 = 0  // DLM
+    var interruptEnable: UInt8 = 0  // IER, low 4 bits
+    var lineControl: UInt8 = 0x03  // LCR: 8 data bits, no parity, 1 stop bit
+    var modemControl: UInt8 = MCR.out2  // MCR: OUT2 gates the IRQ line on PCs
+    var scratch: UInt8 = 0  // SCR
+    var fifoEnabled = false  // FCR bit 0, reported in IIR bits 7:6
+    var thrEmptyPending = false  // the THRE interrupt latch
+    var overrunLatched = false  // LSR bit 1, cleared when LSR is read
 
     // MARK: Receive buffer: a ring over storage allocated once, so neither input nor RBR reads allocate
 
-    private var receiveStorage: [UInt8]
-    private var receiveHead = 0
-    private var receiveCount = 0
+    var receiveStorage: [UInt8]
+    var receiveHead = 0
+    var receiveCount = 0
+    /// Quiesced for a snapshot: no input is taken (``inputSpace`` is 0, so the host keeps it).
+    var quiesced = false
 
     /// Creates a UART whose interrupt goes to `interrupt` and whose output goes to `output`.
     public init(loop: EventLoop, interrupt: any InterruptSink, output: any SerialOutput,
@@ -94,7 +96,7 @@ public actor Uart8250: BusDevice {
 
     /// How many bytes ``enqueueInput(_:)`` can accept now. 0 while the buffer is full or in loopback mode:
     /// the host should then leave input in the terminal and look again later, rather than lose it.
-    public var inputSpace: Int { isLoopback ? 0 : receiveStorage.count - receiveCount }
+    public var inputSpace: Int { isLoopback || quiesced ? 0 : receiveStorage.count - receiveCount }
 
     /// Whether ``enqueueInput(_:)`` would accept at least one byte.
     public var canAcceptInput: Bool { inputSpace > 0 }

@@ -32,11 +32,11 @@ public struct SplitQueue: Sendable {
     public var indirectDescriptors = false
 
     // Device-private state.
-    private(set) var nextAvailable: UInt16 = 0
-    private(set) var nextUsed: UInt16 = 0
+    var nextAvailable: UInt16 = 0
+    var nextUsed: UInt16 = 0
     /// The used index at the last interrupt (event-index suppression needs it).
-    private var signalledUsed: UInt16 = 0
-    private var signalledValid = false
+    var signalledUsed: UInt16 = 0
+    var signalledValid = false
 
     public init() {}
 

@@ -47,12 +47,26 @@ public protocol VirtioBackend: AnyObject {
     func hostEvent(_ token: Int, device: isolated VirtioPciDevice)
     /// Device reset: stop serving, drop host registrations, forget driver state.
     func reset(device: isolated VirtioPciDevice)
+    /// Snapshot: stop taking host input (drop host registrations); queues are not served meanwhile.
+    func quiesce(device: isolated VirtioPciDevice)
+    /// After ``quiesce(device:)`` or a restore: if the device is active, take host input again.
+    func resume(device: isolated VirtioPciDevice)
+    /// The backend's own state for a snapshot (what is in flight between host and guest), or empty.
+    func captureState() -> [UInt8]
+    /// Loads what ``captureState()`` returned.
+    func restoreState(_ bytes: [UInt8]) throws(SnapshotError)
 }
 
 extension VirtioBackend {
     public var maxQueueSize: UInt16 { SplitQueue.maxSize }
     public func writeConfig(offset: Int, width: Int, value: UInt64) {}
     public func hostEvent(_ token: Int, device: isolated VirtioPciDevice) {}
+    public func quiesce(device: isolated VirtioPciDevice) {}
+    public func resume(device: isolated VirtioPciDevice) {}
+    public func captureState() -> [UInt8] { [] }
+    public func restoreState(_ bytes: [UInt8]) throws(SnapshotError) {
+        guard bytes.isEmpty else { throw .invalid("\(deviceType) backend: \(bytes.count) bytes of state, expected none") }
+    }
 }
 
 /// Host-side failures of a virtio device (the guest sees DEVICE_NEEDS_RESET or an I/O error status).

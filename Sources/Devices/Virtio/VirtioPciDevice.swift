@@ -58,6 +58,9 @@ public actor VirtioPciDevice: PciDevice {
     var notifyRegistrations: [Registration] = []
     /// Event timestamps for the benchmarks; nil (one check per event) unless attached.
     var recorder: VirtioEventRecorder?
+    /// Quiesced for a snapshot (``quiesce()``): doorbells are only noted in `pendingDoorbells`.
+    var quiesced = false
+    var pendingDoorbells: [Bool]
 
     /// Creates the device with `backend`, placing BAR0 at `barAddress`. `vectors` must hold
     /// `backend.queueCount + 1` MSI targets (one per queue, one for configuration changes).
@@ -73,6 +76,7 @@ public actor VirtioPciDevice: PciDevice {
             | VirtioFeature.ringEventIndex
         queues = Array(repeating: SplitQueue(size: backend.maxQueueSize), count: backend.queueCount)
         unsignalled = Array(repeating: false, count: backend.queueCount)
+        pendingDoorbells = Array(repeating: false, count: backend.queueCount)
         msix = Msix(targets: vectors, controller: msiController)
 
         let type = backend.deviceType
@@ -125,7 +129,7 @@ public actor VirtioPciDevice: PciDevice {
                 self.assumeIsolated { device in
                     device.recorder?.record(.doorbell, queue: UInt16(index))
                     EventFD.drainRaw(fd)
-                    device.queueNotified(index)
+                    device.doorbell(index)
                 }
             })
         }

@@ -36,6 +36,7 @@ let allTests: [GuestTest] = [
     GuestTest(name: "bench-blk", run: benchBlkTest),
     GuestTest(name: "serialin", run: serialInputTest, byNameOnly: true),
     GuestTest(name: "serialflood", run: serialFloodTest, byNameOnly: true),
+    GuestTest(name: "snapcount", run: snapshotCountTest, byNameOnly: true),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.
