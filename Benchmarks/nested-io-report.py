@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""The report of Benchmarks/nested-io-vs-qemu.sh: reads OUT/runs/VMM-ROUND.log (the guest's "AVMIO STEP ..."
+lines, stamped by Tests/Nested/stamp.py), prints a table of medians over the rounds with the ratio
+ActorVMM / QEMU, and writes it with every round's values to RESULTS/nested-io-<UTC>.{json,txt} and
+RESULTS/nested-io-latest.{json,txt}.
+
+    nested-io-report.py OUT RESULTS
+
+fio: terse v3 (fields 1-based: 5 error, 7/48 read/write KiB/s, 8/49 IOPS, 18-19/59-60 completion latency
+p50/p99 in µs, with --percentile_list=50:99). iperf3: the receiver's Mbit/s. sockperf ping-pong: its
+percentiles are half the round trip, so they are doubled here; transactions/s = received / valid run time.
+"""
+import glob, json, os, re, statistics, sys, time
+
+out, results = sys.argv[1], sys.argv[2]
+
+# (step, metric key, label, unit, better): better is "higher" or "lower".
+METRICS = [
+    ("randread-qd1", "iops", "4 KiB random read, QD 1", "IOPS", "higher"),
+    ("randread-qd1", "p50", "  latency p50", "µs", "lower"),
+    ("randread-qd1", "p99", "  latency p99", "µs", "lower"),
+    ("randwrite-qd1", "iops", "4 KiB random write, QD 1", "IOPS", "higher"),
+    ("randwrite-qd1", "p50", "  latency p50", "µs", "lower"),
+    ("randwrite-qd1", "p99", "  latency p99", "µs", "lower"),
+    ("randread-qd32", "iops", "4 KiB random read, QD 32", "IOPS", "higher"),
+    ("randread-qd32", "p50", "  latency p50", "µs", "lower"),
+    ("randread-qd32", "p99", "  latency p99", "µs", "lower"),
+    ("randwrite-qd32", "iops", "4 KiB random write, QD 32", "IOPS", "higher"),
+    ("randwrite-qd32", "p50", "  latency p50", "µs", "lower"),
+    ("randwrite-qd32", "p99", "  latency p99", "µs", "lower"),
+    ("seqread", "mibs", "sequential read, 1 MiB, QD 8", "MiB/s", "higher"),
+    ("seqwrite", "mibs", "sequential write, 1 MiB, QD 8", "MiB/s", "higher"),
+    ("net-tx", "mbits", "TCP guest → L1 (iperf3)", "Mbit/s", "higher"),
+    ("net-rx", "mbits", "TCP L1 → guest (iperf3 -R)", "Mbit/s", "higher"),
+    ("net-rr", "tps", "TCP request/response, 64 B (sockperf)", "trans/s", "higher"),
+    ("net-rr", "p50", "  round trip p50", "µs", "lower"),
+    ("net-rr", "p99", "  round trip p99", "µs", "lower"),
+]
+
+
+def percentile_field(text):
+    """'50.000000%=123' → 123.0"""
+    return float(text.split("=", 1)[1])
+
+
+def parse_fio(text, step):
+    fields = text.strip().split(";")
+    if len(fields) < 60 or fields[0] != "3":
+        return {"error": text.strip()[:200]}
+    if fields[4] != "0":
+        return {"error": "fio error %s" % fields[4]}
+    write = "write" in step
+    base = 47 if write else 6  # 1-based position of the direction's first field (KiB done)
+    f = lambda n: fields[n - 1]
+    kib_per_s, iops = float(f(base + 1)), float(f(base + 2))
+    return {"iops": iops, "mibs": kib_per_s / 1024, "p50": percentile_field(f(base + 12)),
+            "p99": percentile_field(f(base + 13))}
+
+
+def parse_iperf(text):
+    match = re.search(r"([\d.]+) Mbits/sec\s+(?:\d+\s+)?receiver", text)
+    return {"mbits": float(match.group(1))} if match else {"error": text.strip()[:200]}
+
+
+def parse_sockperf(text):
+    valid = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", text)
+    p50 = re.search(r"percentile 50\.000 =\s*([\d.]+)", text)
+    p99 = re.search(r"percentile 99\.000 =\s*([\d.]+)", text)
+    if not (valid and p50 and p99) or float(valid.group(1)) == 0:
+        return {"error": text.strip()[:200]}
+    return {"tps": int(valid.group(2)) / float(valid.group(1)), "p50": 2 * float(p50.group(1)),
+            "p99": 2 * float(p99.group(1))}
+
+
+def parse_log(path):
+    """{step: {metric: value} or {"error": ...}}, plus "_boot" (guest uptime when ready) and "_done"."""
+    steps = {}
+    with open(path, errors="replace") as log:
+        for line in log:
+            at = line.find("AVMIO ")
+            if at < 0:
+                continue
+            words = line[at + 6:].rstrip("\n").split(" ", 1)
+            step, rest = words[0], words[1] if len(words) > 1 else ""
+            if step == "ready":
+                steps["_ready"] = rest
+            elif step == "done":
+                steps["_done"] = rest
+            elif step.startswith(("rand", "seq")):
+                steps[step] = parse_fio(rest, step)
+            elif step in ("net-tx", "net-rx"):
+                steps[step] = parse_iperf(rest)
+            elif step == "net-rr":
+                steps[step] = parse_sockperf(rest)
+    return steps
+
+
+def read_kv(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+
+
+runs = {}  # vmm → [(round, steps)]
+for log in sorted(glob.glob(os.path.join(out, "runs", "*.log"))):
+    name = os.path.basename(log)[:-4]
+    vmm, round_ = name.rsplit("-", 1)
+    steps = parse_log(log)
+    status_path = log[:-4] + ".status"
+    steps["_status"] = open(status_path).read().strip() if os.path.exists(status_path) else "missing"
+    steps["_seconds"] = float(open(log[:-4] + ".seconds").read()) if os.path.exists(log[:-4] + ".seconds") else None
+    runs.setdefault(vmm, []).append((int(round_), steps))
+for vmm in runs:
+    runs[vmm].sort()
+
+env = read_kv(os.path.join(out, "env"))
+vmms = env.get("VMMS", "actor-vmm qemu").strip('"').split()
+wanted = env.get("STEPS", "").split(",")
+base_vmm, other = "actor-vmm", next((v for v in vmms if v != "actor-vmm"), None)
+
+rows = []
+for step, key, label, unit, better in METRICS:
+    if step not in wanted:
+        continue
+    row = {"step": step, "metric": key, "label": label.strip(), "unit": unit, "better": better, "rounds": {}, "median": {}}
+    for vmm in vmms:
+        values = [s[step][key] for _, s in runs.get(vmm, []) if key in s.get(step, {})]
+        row["rounds"][vmm] = values
+        row["median"][vmm] = statistics.median(values) if values else None
+    a, b = row["median"].get(base_vmm), row["median"].get(other) if other else None
+    row["ratio"] = a / b if a is not None and b else None
+    row["ratio_vs"] = other
+    row["label_indented"] = label
+    rows.append(row)
+
+errors = [(vmm, r, step, s[step]["error"]) for vmm in runs for r, s in runs[vmm]
+          for step in s if not step.startswith("_") and "error" in s[step]]
+failed_runs = [(vmm, r, s["_status"]) for vmm in runs for r, s in runs[vmm] if s["_status"] != "0" or "_done" not in s]
+
+
+def fmt(value):
+    if value is None:
+        return "-"
+    return "%.0f" % value if value >= 100 else "%.1f" % value if value >= 10 else "%.2f" % value
+
+
+lines = []
+header = ["metric", "unit"] + vmms + (["ratio %s/%s" % (base_vmm, other), "better"] if other else [])
+lines.append("| " + " | ".join(header) + " |")
+lines.append("|" + " --- |" * len(header))
+for row in rows:
+    cells = [row["label_indented"].replace("  ", "… ", 1) if row["label_indented"].startswith("  ") else row["label"],
+             row["unit"]] + [fmt(row["median"][v]) for v in vmms]
+    if other:
+        ratio = "-" if row["ratio"] is None else "%.2f×" % row["ratio"]
+        cells += [ratio, "≥ 1" if row["better"] == "higher" else "≤ 1"]
+    lines.append("| " + " | ".join(cells) + " |")
+host = read_kv(os.path.join(out, "host-info.txt"))
+l1_info = open(os.path.join(out, "l1-info.txt")).read().split("\n") if os.path.exists(os.path.join(out, "l1-info.txt")) else []
+summary = [
+    "Medians over %s rounds of %s s per step (interleaved); L1 ready after %s s, L1 run %s s." % (
+        env.get("ROUNDS"), env.get("SECONDS_PER_STEP"),
+        open(os.path.join(out, "l1-ready-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-ready-seconds")) else "?",
+        open(os.path.join(out, "l1-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-seconds")) else "?"),
+    "Host: %s, %s CPUs, Linux %s, load %s at start; commit %s; actor-vmm %s." % (
+        host.get("host_cpu"), host.get("host_cpus"), host.get("host_kernel"), host.get("load_at_start"),
+        host.get("commit"), host.get("vmm_binary")),
+]
+if l1_info:
+    summary.append("L1: Linux %s, %s." % (l1_info[0], l1_info[1] if len(l1_info) > 1 else "?"))
+for vmm, r, status in failed_runs:
+    summary.append("WARNING: %s round %d exited %s%s" % (vmm, r, status, "" if status == "0" else "") +
+                   ("" if any(s.get("_done") for rr, s in runs[vmm] if rr == r) else " before the guest's last step"))
+for vmm, r, step, error in errors:
+    summary.append("WARNING: %s round %d %s: %s" % (vmm, r, step, error))
+text = "\n".join(lines + [""] + summary) + "\n"
+sys.stdout.write(text)
+
+stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+document = {
+    "benchmark": "nested-io-vs-qemu",
+    "method": "Benchmarks/nested-io-vs-qemu.sh; docs/benchmarks.md, 'Block and network I/O against QEMU'",
+    "ratio": "%s / %s; >= 1 is better for higher-is-better rows, <= 1 for lower-is-better rows" % (base_vmm, other),
+    "env": env, "host": host, "l1": l1_info, "records": out,
+    "rows": [{k: v for k, v in row.items() if k != "label_indented"} for row in rows],
+    "runs": {vmm: [{"round": r, "status": s["_status"], "seconds": s["_seconds"], "ready": s.get("_ready"),
+                    "done": s.get("_done")} for r, s in runs[vmm]] for vmm in runs},
+    "warnings": summary[3:] if l1_info else summary[2:],
+}
+os.makedirs(results, exist_ok=True)
+for name in ("nested-io-%s" % stamp, "nested-io-latest"):
+    with open(os.path.join(results, name + ".json"), "w") as f:
+        json.dump(document, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    with open(os.path.join(results, name + ".txt"), "w") as f:
+        f.write(text)
+sys.stderr.write("wrote %s/nested-io-%s.{json,txt} and nested-io-latest.*\n" % (results, stamp))
