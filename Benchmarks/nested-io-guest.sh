@@ -127,7 +127,8 @@ for step in $steps; do
     net-rx) iperf_step $step -R ;;
     net-rr) echo "AVMIO $step $(sockperf ping-pong --tcp -i $peer -p 11111 -t $rt -m 64 --no-rdtsc 2>&1 \
               | $B grep -E 'Valid Duration|percentile (50|99)\.000|ERROR' | $B tr '\n' ' ')" ;;
-    dmesg) $B dmesg | $B sed 's/^/AVMIO dmesg /' ;;  # for diagnosis, not a measurement
+    dmesg) $B dmesg | $B sed 's/^/AVMIO dmesg /' ;;  # these two for diagnosis, not measurements
+    interrupts) $B grep -E 'CPU|virtio|LOC|TLB|RES|CAL' /proc/interrupts | $B sed 's/^/AVMIO interrupts /' ;;
     *) echo "AVMIO $step unknown" ;;
   esac
 done

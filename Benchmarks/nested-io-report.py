@@ -115,22 +115,32 @@ for vmm in runs:
     runs[vmm].sort()
 
 env = read_kv(os.path.join(out, "env"))
+host = read_kv(os.path.join(out, "host-info.txt"))
 vmms = env.get("VMMS", "actor-vmm qemu").strip('"').split()
 wanted = env.get("STEPS", "").split(",")
-base_vmm, other = "actor-vmm", next((v for v in vmms if v != "actor-vmm"), None)
+# The reference is QEMU (the first QEMU variant); every other VMM gets a ratio to it. The ratio is the
+# median of the per-round ratios (round r's two runs were back to back, so a change in the host's load
+# between rounds cancels out), with their range.
+reference = next((v for v in vmms if v.startswith("qemu")), None)
+compared = [v for v in vmms if v != reference] if reference else []
 
 rows = []
 for step, key, label, unit, better in METRICS:
     if step not in wanted:
         continue
-    row = {"step": step, "metric": key, "label": label.strip(), "unit": unit, "better": better, "rounds": {}, "median": {}}
+    row = {"step": step, "metric": key, "label": label.strip(), "unit": unit, "better": better, "rounds": {},
+           "median": {}, "ratio": {}, "ratio_range": {}, "reference": reference}
+    by_round = {}
     for vmm in vmms:
-        values = [s[step][key] for _, s in runs.get(vmm, []) if key in s.get(step, {})]
-        row["rounds"][vmm] = values
-        row["median"][vmm] = statistics.median(values) if values else None
-    a, b = row["median"].get(base_vmm), row["median"].get(other) if other else None
-    row["ratio"] = a / b if a is not None and b else None
-    row["ratio_vs"] = other
+        values = {r: s[step][key] for r, s in runs.get(vmm, []) if key in s.get(step, {})}
+        by_round[vmm] = values
+        row["rounds"][vmm] = [values.get(r) for r, _ in runs.get(vmm, [])]
+        row["median"][vmm] = statistics.median(values.values()) if values else None
+    for vmm in compared:
+        pairs = [by_round[vmm][r] / by_round[reference][r] for r in by_round[vmm]
+                 if r in by_round[reference] and by_round[reference][r]]
+        row["ratio"][vmm] = statistics.median(pairs) if pairs else None
+        row["ratio_range"][vmm] = [min(pairs), max(pairs)] if pairs else None
     row["label_indented"] = label
     rows.append(row)
 
@@ -146,21 +156,22 @@ def fmt(value):
 
 
 lines = []
-header = ["metric", "unit"] + vmms + (["ratio %s/%s" % (base_vmm, other), "better"] if other else [])
+header = ["metric", "unit"] + vmms + ["%s / %s (range)" % (v, reference) for v in compared] + (["better"] if compared else [])
 lines.append("| " + " | ".join(header) + " |")
 lines.append("|" + " --- |" * len(header))
 for row in rows:
-    cells = [row["label_indented"].replace("  ", "… ", 1) if row["label_indented"].startswith("  ") else row["label"],
-             row["unit"]] + [fmt(row["median"][v]) for v in vmms]
-    if other:
-        ratio = "-" if row["ratio"] is None else "%.2f×" % row["ratio"]
-        cells += [ratio, "≥ 1" if row["better"] == "higher" else "≤ 1"]
+    label = row["label_indented"]
+    cells = ["… " + label.strip() if label.startswith("  ") else label, row["unit"]] + [fmt(row["median"][v]) for v in vmms]
+    for vmm in compared:
+        ratio, spread = row["ratio"][vmm], row["ratio_range"][vmm]
+        cells.append("-" if ratio is None else "%.2f× (%.2f–%.2f)" % (ratio, spread[0], spread[1]))
+    if compared:
+        cells.append("≥ 1" if row["better"] == "higher" else "≤ 1")
     lines.append("| " + " | ".join(cells) + " |")
-host = read_kv(os.path.join(out, "host-info.txt"))
 l1_info = open(os.path.join(out, "l1-info.txt")).read().split("\n") if os.path.exists(os.path.join(out, "l1-info.txt")) else []
 summary = [
-    "Medians over %s rounds of %s s per step (interleaved); L1 ready after %s s, L1 run %s s." % (
-        env.get("ROUNDS"), env.get("SECONDS_PER_STEP"),
+    "Medians over %s interleaved rounds of %s s per step; whole run %s s, L1 ready after %s s, L1 run %s s." % (
+        env.get("ROUNDS"), env.get("SECONDS_PER_STEP"), host.get("run_seconds", "?"),
         open(os.path.join(out, "l1-ready-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-ready-seconds")) else "?",
         open(os.path.join(out, "l1-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-seconds")) else "?"),
     "Host: %s, %s CPUs, Linux %s, load %s at start; commit %s; actor-vmm %s." % (
@@ -181,7 +192,8 @@ stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 document = {
     "benchmark": "nested-io-vs-qemu",
     "method": "Benchmarks/nested-io-vs-qemu.sh; docs/benchmarks.md, 'Block and network I/O against QEMU'",
-    "ratio": "%s / %s; >= 1 is better for higher-is-better rows, <= 1 for lower-is-better rows" % (base_vmm, other),
+    "ratio": "VMM / %s, the median of the per-round ratios (range: their min and max); >= 1 is better for rows"
+             " where higher is better, <= 1 where lower is better" % reference,
     "env": env, "host": host, "l1": l1_info, "records": out,
     "rows": [{k: v for k, v in row.items() if k != "label_indented"} for row in rows],
     "runs": {vmm: [{"round": r, "status": s["_status"], "seconds": s["_seconds"], "ready": s.get("_ready"),

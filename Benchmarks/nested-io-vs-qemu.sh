@@ -10,7 +10,7 @@
 # rounds; ratio = ActorVMM / QEMU: ≥ 1 is better for IOPS and throughput, ≤ 1 for latency) and writes
 # results/nested-io-<UTC time>.{json,txt} and results/nested-io-latest.{json,txt}.
 #
-#   Benchmarks/nested-io-vs-qemu.sh [ROUNDS [SECONDS]]   (defaults 3 and 8: each step runs SECONDS + 1 s warm-up)
+#   Benchmarks/nested-io-vs-qemu.sh [ROUNDS [SECONDS]]   (defaults 4 and 4: each step runs SECONDS + 1 s warm-up)
 #
 # On the host, as root; boots L1 once. Environment: STEPS (comma list, default all: randread-qd1,
 # randwrite-qd1, randread-qd32, randwrite-qd32, seqread, seqwrite, net-tx, net-rx, net-rr), VMMS (default
@@ -49,8 +49,10 @@ if [ "${ACTOR_VMM_NESTED_L1:-}" = 1 ]; then
       -display none -serial stdio -no-reboot -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio"
       -append "$append" -device virtio-blk-pci,drive=d0 -device virtio-net-pci,netdev=n0,mac=$mac
       -netdev tap,id=n0,ifname=avmio0,script=no,downscript=no)
+    local variant=()
+    case $1 in actor-vmm-enqueue) variant=(--handoff enqueue) ;; actor-vmm-per-device) variant=(--event-loops per-device) ;; esac
     case $1 in
-      actor-vmm) stamp "$prefix" "$limit" "$VMM" --kernel "$GUEST/vmlinuz" --initramfs "$GUEST/initramfs.cpio" \
+      actor-vmm|actor-vmm-enqueue|actor-vmm-per-device) stamp "$prefix" "$limit" "$VMM" "${variant[@]}" --kernel "$GUEST/vmlinuz" --initramfs "$GUEST/initramfs.cpio" \
                    --cpus boot=1 --memory size=512M --serial tty --console off --cmdline "$append" \
                    --disk "path=$work/scratch.raw" --net "tap=avmio0,mac=$mac" ;;
       qemu) stamp "$prefix" "$limit" "${qemu[@]}" -drive "file=$work/scratch.raw,format=raw,if=none,id=d0" ;;
@@ -68,13 +70,13 @@ if [ "${ACTOR_VMM_NESTED_L1:-}" = 1 ]; then
   exit 0
 fi
 
-rounds=${1:-3}
-seconds=${2:-8}
+rounds=${1:-4}
+seconds=${2:-4}
 steps=${STEPS:-$all_steps}
 vmms=${VMMS:-actor-vmm qemu}
 case "$rounds$seconds" in *[!0-9]*|'') echo "usage: nested-io-vs-qemu.sh [ROUNDS [SECONDS]]" >&2; exit 2 ;; esac
 for step in ${steps//,/ }; do
-  case ",$all_steps,dmesg," in *",$step,"*) ;; *) echo "nested-io-vs-qemu.sh: unknown step $step in STEPS (known: $all_steps)" >&2; exit 2 ;; esac
+  case ",$all_steps,dmesg,interrupts," in *",$step,"*) ;; *) echo "nested-io-vs-qemu.sh: unknown step $step in STEPS (known: $all_steps)" >&2; exit 2 ;; esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
