@@ -73,13 +73,19 @@ def parse_sockperf(text):
 
 
 def parse_log(path):
-    """{step: {metric: value} or {"error": ...}}, plus "_boot" (guest uptime when ready) and "_done"."""
+    """{step: {metric: value, "window": (from, to)} or {"error": ...}}, plus "_ready" and "_done" (the guest's
+    lines). The window of a step: from the guest's previous line to its own, in seconds since the run began
+    (Tests/Nested/stamp.py's stamps)."""
     steps = {}
+    previous = None
     with open(path, errors="replace") as log:
         for line in log:
             at = line.find("AVMIO ")
             if at < 0:
                 continue
+            stamp = re.match(r"\[\s*([\d.]+)\]", line)
+            now = float(stamp.group(1)) if stamp else None
+            window, previous = (previous, now), now
             words = line[at + 6:].rstrip("\n").split(" ", 1)
             step, rest = words[0], words[1] if len(words) > 1 else ""
             if step == "ready":
@@ -92,7 +98,48 @@ def parse_log(path):
                 steps[step] = parse_iperf(rest)
             elif step == "net-rr":
                 steps[step] = parse_sockperf(rest)
+            if step in steps and isinstance(steps[step], dict) and None not in window:
+                steps[step]["window"] = window
     return steps
+
+
+def l1_cpu_share(out, runs):
+    """Sets "share" on every step: the share of one host CPU the L1 QEMU had during the step (CPU time over
+    wall time, from OUT/l1-cpu.txt, sampled on the host every 0.2 s). L1's clock is put on the host's with
+    the moment the host first saw OUT/l1-clock (±0.2 s); a run began at its .end time minus its .seconds."""
+    path = os.path.join(out, "l1-cpu.txt")
+    if not os.path.exists(path):
+        return
+    ticks = float(read_kv(os.path.join(out, "host-info.txt")).get("clock_ticks", 100))
+    samples, offset = [], None
+    for line in open(path):
+        words = line.split()
+        if words[0] == "clock" and len(words) == 3:
+            offset = float(words[1]) - float(words[2])
+        elif len(words) == 2:
+            samples.append((float(words[0]), int(words[1]) / ticks))
+    if offset is None or len(samples) < 2:
+        return
+
+    def cpu_at(t):  # linear interpolation between samples
+        for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c0
+        return None
+
+    for vmm in runs:
+        for round_, steps in runs[vmm]:
+            end = os.path.join(out, "runs", "%s-%d.end" % (vmm, round_))
+            if not os.path.exists(end) or steps.get("_seconds") is None:
+                continue
+            began = float(open(end).read()) - steps["_seconds"] + offset
+            for step, values in steps.items():
+                if not isinstance(values, dict) or "window" not in values:
+                    continue
+                a, b = began + values["window"][0], began + values["window"][1]
+                ca, cb = cpu_at(a), cpu_at(b)
+                if ca is not None and cb is not None and b > a:
+                    values["share"] = (cb - ca) / (b - a)
 
 
 def read_kv(path):
@@ -113,6 +160,7 @@ for log in sorted(glob.glob(os.path.join(out, "runs", "*.log"))):
     runs.setdefault(vmm, []).append((int(round_), steps))
 for vmm in runs:
     runs[vmm].sort()
+l1_cpu_share(out, runs)
 
 env = read_kv(os.path.join(out, "env"))
 host = read_kv(os.path.join(out, "host-info.txt"))
@@ -129,11 +177,16 @@ for step, key, label, unit, better in METRICS:
     if step not in wanted:
         continue
     row = {"step": step, "metric": key, "label": label.strip(), "unit": unit, "better": better, "rounds": {},
-           "median": {}, "ratio": {}, "ratio_range": {}, "reference": reference}
-    by_round = {}
+           "median": {}, "ratio": {}, "ratio_range": {}, "reference": reference, "l1_cpu_share": {},
+           "cpu_normalised_ratio": {}}
+    by_round, normalised = {}, {}
     for vmm in vmms:
         values = {r: s[step][key] for r, s in runs.get(vmm, []) if key in s.get(step, {})}
+        shares = {r: s[step]["share"] for r, s in runs.get(vmm, []) if "share" in s.get(step, {}) and s[step]["share"] > 0}
         by_round[vmm] = values
+        row["l1_cpu_share"][vmm] = [shares.get(r) for r, _ in runs.get(vmm, [])]
+        # A rate scales with the CPU L1 had, a latency inversely: per unit of L1 CPU.
+        normalised[vmm] = {r: v / shares[r] if better == "higher" else v * shares[r] for r, v in values.items() if r in shares}
         row["rounds"][vmm] = [values.get(r) for r, _ in runs.get(vmm, [])]
         row["median"][vmm] = statistics.median(values.values()) if values else None
     for vmm in compared:
@@ -141,6 +194,9 @@ for step, key, label, unit, better in METRICS:
                  if r in by_round[reference] and by_round[reference][r]]
         row["ratio"][vmm] = statistics.median(pairs) if pairs else None
         row["ratio_range"][vmm] = [min(pairs), max(pairs)] if pairs else None
+        pairs = [normalised[vmm][r] / normalised[reference][r] for r in normalised[vmm]
+                 if r in normalised[reference] and normalised[reference][r]]
+        row["cpu_normalised_ratio"][vmm] = statistics.median(pairs) if pairs else None
     row["label_indented"] = label
     rows.append(row)
 
@@ -156,7 +212,8 @@ def fmt(value):
 
 
 lines = []
-header = ["metric", "unit"] + vmms + ["%s / %s (range)" % (v, reference) for v in compared] + (["better"] if compared else [])
+header = ["metric", "unit"] + vmms + ["%s / %s (range)" % (v, reference) for v in compared] + \
+    ["per L1 CPU" for v in compared] + (["better"] if compared else [])
 lines.append("| " + " | ".join(header) + " |")
 lines.append("|" + " --- |" * len(header))
 for row in rows:
@@ -165,6 +222,9 @@ for row in rows:
     for vmm in compared:
         ratio, spread = row["ratio"][vmm], row["ratio_range"][vmm]
         cells.append("-" if ratio is None else "%.2f× (%.2f–%.2f)" % (ratio, spread[0], spread[1]))
+    for vmm in compared:
+        ratio = row["cpu_normalised_ratio"][vmm]
+        cells.append("-" if ratio is None else "%.2f×" % ratio)
     if compared:
         cells.append("≥ 1" if row["better"] == "higher" else "≤ 1")
     lines.append("| " + " | ".join(cells) + " |")
@@ -178,6 +238,12 @@ summary = [
         host.get("host_cpu"), host.get("host_cpus"), host.get("host_kernel"), host.get("load_at_start"),
         host.get("commit"), host.get("vmm_binary")),
 ]
+all_shares = {vmm: [v["share"] for _, st in runs.get(vmm, []) for v in st.values() if isinstance(v, dict) and "share" in v]
+              for vmm in vmms}
+if any(all_shares.values()):
+    summary.append("L1's share of one host CPU during the steps (median, min–max): " + ", ".join(
+        "%s %.2f (%.2f–%.2f)" % (v, statistics.median(x), min(x), max(x)) for v, x in all_shares.items() if x) +
+        "; 'per L1 CPU' divides rates by it and multiplies latencies by it before the ratio.")
 if l1_info:
     summary.append("L1: Linux %s, %s." % (l1_info[0], l1_info[1] if len(l1_info) > 1 else "?"))
 for vmm, r, status in failed_runs:
@@ -198,7 +264,7 @@ document = {
     "rows": [{k: v for k, v in row.items() if k != "label_indented"} for row in rows],
     "runs": {vmm: [{"round": r, "status": s["_status"], "seconds": s["_seconds"], "ready": s.get("_ready"),
                     "done": s.get("_done")} for r, s in runs[vmm]] for vmm in runs},
-    "warnings": summary[3:] if l1_info else summary[2:],
+    "warnings": [line for line in summary if line.startswith("WARNING")],
 }
 os.makedirs(results, exist_ok=True)
 for name in ("nested-io-%s" % stamp, "nested-io-latest"):

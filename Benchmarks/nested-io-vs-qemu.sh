@@ -28,6 +28,7 @@ if [ "${ACTOR_VMM_NESTED_L1:-}" = 1 ]; then
   stamp() { python3 "$ROOT/Tests/Nested/stamp.py" "$@"; }
   work=/run/actor-vmm-io
   mkdir -p "$work" "$out/runs"
+  date +%s.%N > "$out/l1-clock"  # the host notes when it sees this: L1's clock against the host's
   # The scratch disk: written once (tmpfs pages, not holes), the same file for every run.
   dd if=/dev/zero of="$work/scratch.raw" bs=1M count="$DISK_MIB" status=none
   # One persistent TAP for both VMMs; L1's end of it is 192.168.250.1 with the servers on it.
@@ -59,6 +60,7 @@ if [ "${ACTOR_VMM_NESTED_L1:-}" = 1 ]; then
       qemu-io_uring) stamp "$prefix" "$limit" "${qemu[@]}" \
                    -drive "file=$work/scratch.raw,format=raw,if=none,id=d0,aio=io_uring" ;;
     esac || true
+    date +%s.%N > "$prefix.end"  # with .seconds, when the run began on L1's clock
   }
   read -r -a vmms <<< "$VMMS"
   for round in $(seq 1 "$ROUNDS"); do
@@ -101,6 +103,20 @@ printf 'VMM=%s\nGUEST=%s\nROOT=%s\nROUNDS=%s\nSECONDS_PER_STEP=%s\nSTEPS=%s\nVMM
 nvmm=$(echo "$vmms" | wc -w)
 nsteps=$(echo "${steps//,/ }" | wc -w)
 export ACTOR_VMM_NESTED_TIMEOUT=$((300 + rounds * nvmm * (180 + nsteps * (seconds + 30))))
+# The L1 QEMU's CPU time (utime + stime, clock ticks) every 0.2 s on the host's clock, and the moment L1's
+# clock was first seen: the report divides each step's rates by the share of a host CPU L1 had meanwhile.
+sample_l1_cpu() {
+  local pid="" stat seen=""
+  while :; do
+    if [ -z "$pid" ] || [ ! -d "/proc/$pid" ]; then pid=$(pgrep -f -- "^qemu-system-x86_64 .*avm_out=$out " | head -n 1 || true); fi
+    if [ -n "$pid" ] && read -r -a stat < "/proc/$pid/stat" 2>/dev/null; then echo "$EPOCHREALTIME $((stat[13] + stat[14]))"; fi
+    if [ -z "$seen" ] && [ -s "$out/l1-clock" ]; then seen=1; echo "clock $EPOCHREALTIME $(cat "$out/l1-clock")"; fi
+    sleep 0.2
+  done > "$out/l1-cpu.txt"
+}
+sample_l1_cpu &
+sampler=$!
+trap 'kill "$sampler" 2>/dev/null || true' EXIT
 start=$SECONDS
 lock=()
 [ -n "${ACTOR_VMM_QEMU_LOCK:-}" ] && lock=(flock "$ACTOR_VMM_QEMU_LOCK")
@@ -111,5 +127,6 @@ if [ "$(cat "$out/l1.status" 2>/dev/null)" != 0 ]; then
   exit 1
 fi
 echo "run_seconds=$((SECONDS - start))" >> "$out/host-info.txt"
+echo "clock_ticks=$(getconf CLK_TCK)" >> "$out/host-info.txt"
 echo "L1 ready after $(cat "$out/l1-ready-seconds") s, L1 run $(cat "$out/l1-seconds") s; $rounds interleaved rounds of $seconds s steps; records in $out" >&2
 python3 Benchmarks/nested-io-report.py "$out" "$root/results"
