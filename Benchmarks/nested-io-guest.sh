@@ -128,6 +128,7 @@ for step in $steps; do
     net-rr) echo "AVMIO $step $(sockperf ping-pong --tcp -i $peer -p 11111 -t $rt -m 64 --no-rdtsc 2>&1 \
               | $B grep -E 'Valid Duration|percentile (50|99)\.000|ERROR' | $B tr '\n' ' ')" ;;
     dmesg) $B dmesg | $B sed 's/^/AVMIO dmesg /' ;;  # these two for diagnosis, not measurements
+    features) for f in /sys/bus/virtio/devices/*/features; do echo "AVMIO features $f $($B cat $f)"; done ;;
     interrupts) $B grep -E 'CPU|virtio|LOC|TLB|RES|CAL' /proc/interrupts | $B sed 's/^/AVMIO interrupts /' ;;
     *) echo "AVMIO $step unknown" ;;
   esac

@@ -4,7 +4,10 @@ lines, stamped by Tests/Nested/stamp.py), prints a table of medians over the rou
 ActorVMM / QEMU, and writes it with every round's values to RESULTS/nested-io-<UTC>.{json,txt} and
 RESULTS/nested-io-latest.{json,txt}.
 
-    nested-io-report.py OUT RESULTS
+    nested-io-report.py OUT RESULTS [MORE-OUT...]
+
+With more than one OUT (runs of the same steps), their rounds are pooled: round r of the k-th OUT counts
+as round 1000·k + r, so the pairs stay within a round.
 
 fio: terse v3 (fields 1-based: 5 error, 7/48 read/write KiB/s, 8/49 IOPS, 18-19/59-60 completion latency
 p50/p99 in µs, with --percentile_list=50:99). iperf3: the receiver's Mbit/s. sockperf ping-pong: its
@@ -12,7 +15,9 @@ percentiles are half the round trip, so they are doubled here; transactions/s = 
 """
 import glob, json, os, re, statistics, sys, time
 
-out, results = sys.argv[1], sys.argv[2]
+if len(sys.argv) < 3:
+    sys.exit("usage: nested-io-report.py OUT RESULTS [MORE-OUT...]")
+out, results, pooled = sys.argv[1], sys.argv[2], sys.argv[3:]
 
 # (step, metric key, label, unit, better): better is "higher" or "lower".
 METRICS = [
@@ -149,18 +154,27 @@ def read_kv(path):
         return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
 
 
-runs = {}  # vmm → [(round, steps)]
-for log in sorted(glob.glob(os.path.join(out, "runs", "*.log"))):
-    name = os.path.basename(log)[:-4]
-    vmm, round_ = name.rsplit("-", 1)
-    steps = parse_log(log)
-    status_path = log[:-4] + ".status"
-    steps["_status"] = open(status_path).read().strip() if os.path.exists(status_path) else "missing"
-    steps["_seconds"] = float(open(log[:-4] + ".seconds").read()) if os.path.exists(log[:-4] + ".seconds") else None
-    runs.setdefault(vmm, []).append((int(round_), steps))
-for vmm in runs:
-    runs[vmm].sort()
-l1_cpu_share(out, runs)
+def load_runs(out):
+    """vmm → [(round, steps)] from OUT/runs, with each step's L1 CPU share where OUT has the samples."""
+    runs = {}
+    for log in sorted(glob.glob(os.path.join(out, "runs", "*.log"))):
+        name = os.path.basename(log)[:-4]
+        vmm, round_ = name.rsplit("-", 1)
+        steps = parse_log(log)
+        status_path = log[:-4] + ".status"
+        steps["_status"] = open(status_path).read().strip() if os.path.exists(status_path) else "missing"
+        steps["_seconds"] = float(open(log[:-4] + ".seconds").read()) if os.path.exists(log[:-4] + ".seconds") else None
+        runs.setdefault(vmm, []).append((int(round_), steps))
+    for vmm in runs:
+        runs[vmm].sort()
+    l1_cpu_share(out, runs)
+    return runs
+
+
+runs = load_runs(out)
+for k, more in enumerate(pooled, start=1):
+    for vmm, rounds in load_runs(more).items():
+        runs.setdefault(vmm, []).extend((1000 * k + r, steps) for r, steps in rounds)
 
 env = read_kv(os.path.join(out, "env"))
 host = read_kv(os.path.join(out, "host-info.txt"))
@@ -230,16 +244,21 @@ for row in rows:
     lines.append("| " + " | ".join(cells) + " |")
 l1_info = open(os.path.join(out, "l1-info.txt")).read().split("\n") if os.path.exists(os.path.join(out, "l1-info.txt")) else []
 summary = [
-    "Medians over %s interleaved rounds of %s s per step; whole run %s s, L1 ready after %s s, L1 run %s s." % (
-        env.get("ROUNDS"), env.get("SECONDS_PER_STEP"), host.get("run_seconds", "?"),
+    "Medians over %s interleaved rounds of %s s per step; whole run %s s, L1 ready after %s s, L1 run %s s%s." % (
+        len(runs.get(reference, [])) if reference else env.get("ROUNDS"), env.get("SECONDS_PER_STEP"),
+        host.get("run_seconds", "?"),
         open(os.path.join(out, "l1-ready-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-ready-seconds")) else "?",
-        open(os.path.join(out, "l1-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-seconds")) else "?"),
+        open(os.path.join(out, "l1-seconds")).read().strip() if os.path.exists(os.path.join(out, "l1-seconds")) else "?",
+        " (the first of the pooled runs)" if pooled else ""),
     "Host: %s, %s CPUs, Linux %s, load %s at start; commit %s; actor-vmm %s." % (
         host.get("host_cpu"), host.get("host_cpus"), host.get("host_kernel"), host.get("load_at_start"),
         host.get("commit"), host.get("vmm_binary")),
 ]
 all_shares = {vmm: [v["share"] for _, st in runs.get(vmm, []) for v in st.values() if isinstance(v, dict) and "share" in v]
               for vmm in vmms}
+if pooled:
+    summary.append("Pooled: %d rounds from %s." % (len(runs.get(reference, [])) if reference else 0,
+                                                  ", ".join([out] + pooled)))
 if any(all_shares.values()):
     summary.append("L1's share of one host CPU during the steps (median, min–max): " + ", ".join(
         "%s %.2f (%.2f–%.2f)" % (v, statistics.median(x), min(x), max(x)) for v, x in all_shares.items() if x) +
@@ -260,7 +279,7 @@ document = {
     "method": "Benchmarks/nested-io-vs-qemu.sh; docs/benchmarks.md, 'Block and network I/O against QEMU'",
     "ratio": "VMM / %s, the median of the per-round ratios (range: their min and max); >= 1 is better for rows"
              " where higher is better, <= 1 where lower is better" % reference,
-    "env": env, "host": host, "l1": l1_info, "records": out,
+    "env": env, "host": host, "l1": l1_info, "records": [out] + pooled,
     "rows": [{k: v for k, v in row.items() if k != "label_indented"} for row in rows],
     "runs": {vmm: [{"round": r, "status": s["_status"], "seconds": s["_seconds"], "ready": s.get("_ready"),
                     "done": s.get("_done")} for r, s in runs[vmm]] for vmm in runs},

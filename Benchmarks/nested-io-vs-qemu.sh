@@ -4,17 +4,21 @@
 # sockperf in an initramfs), 1 vCPU, 512 MiB, under `actor-vmm` and `qemu-system-x86_64 -accel kvm -M q35`
 # (virtio-blk-pci, virtio-net-pci), with the same raw scratch disk (a file on L1's tmpfs) and the same
 # persistent TAP in L1, in interleaved rounds (the order alternates). In the guest: fio 4 KiB random
-# read/write at QD 1 and QD 32 (libaio, direct I/O on /dev/vda: IOPS, completion latency p50/p99),
+# read/write at QD 1 and QD 32 (libaio, direct I/O on /dev/vda: IOPS, submission-to-completion latency p50/p99),
 # sequential 1 MiB read/write at QD 8 (MiB/s), iperf3 to and from L1 (Mbit/s) and sockperf TCP ping-pong
 # with L1 (64-byte request/response: transactions/s, round-trip p50/p99). Prints a table (medians over the
-# rounds; ratio = ActorVMM / QEMU: ≥ 1 is better for IOPS and throughput, ≤ 1 for latency) and writes
-# results/nested-io-<UTC time>.{json,txt} and results/nested-io-latest.{json,txt}.
+# rounds; ratio = ActorVMM / QEMU, the median of the per-round ratios: ≥ 1 is better for IOPS and
+# throughput, ≤ 1 for latency; also per unit of L1 CPU, which the host samples) and writes
+# results/nested-io-<UTC time>.{json,txt} and results/nested-io-latest.{json,txt}. Several runs can be
+# pooled afterwards: Benchmarks/nested-io-report.py OUT1 results OUT2 ...
 #
 #   Benchmarks/nested-io-vs-qemu.sh [ROUNDS [SECONDS]]   (defaults 4 and 4: each step runs SECONDS + 1 s warm-up)
 #
 # On the host, as root; boots L1 once. Environment: STEPS (comma list, default all: randread-qd1,
-# randwrite-qd1, randread-qd32, randwrite-qd32, seqread, seqwrite, net-tx, net-rx, net-rr), VMMS (default
-# "actor-vmm qemu"; "qemu-io_uring" adds QEMU with aio=io_uring), ACTOR_VMM (the binary; default the
+# randwrite-qd1, randread-qd32, randwrite-qd32, seqread, seqwrite, net-tx, net-rx, net-rr; for diagnosis
+# also dmesg, interrupts, features), VMMS (default "actor-vmm qemu"; also qemu-io_uring: QEMU with
+# aio=io_uring; actor-vmm-enqueue, actor-vmm-per-device: --handoff enqueue, --event-loops per-device; the
+# ratios are against the first qemu* in the list), ACTOR_VMM (the binary; default the
 # release build, rebuilt with `swift build -c release` when older than Sources/), ACTOR_VMM_QEMU_LOCK (a
 # file to `flock` around the L1 run only, e.g. /work/qemu.lock where QEMU is shared). Method and results:
 # docs/benchmarks.md, "Block and network I/O against QEMU".
@@ -78,7 +82,7 @@ steps=${STEPS:-$all_steps}
 vmms=${VMMS:-actor-vmm qemu}
 case "$rounds$seconds" in *[!0-9]*|'') echo "usage: nested-io-vs-qemu.sh [ROUNDS [SECONDS]]" >&2; exit 2 ;; esac
 for step in ${steps//,/ }; do
-  case ",$all_steps,dmesg,interrupts," in *",$step,"*) ;; *) echo "nested-io-vs-qemu.sh: unknown step $step in STEPS (known: $all_steps)" >&2; exit 2 ;; esac
+  case ",$all_steps,dmesg,interrupts,features," in *",$step,"*) ;; *) echo "nested-io-vs-qemu.sh: unknown step $step in STEPS (known: $all_steps)" >&2; exit 2 ;; esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
