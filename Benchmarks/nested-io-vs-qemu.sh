@@ -4,9 +4,9 @@
 # sockperf in an initramfs), 1 vCPU, 512 MiB, under `actor-vmm` and `qemu-system-x86_64 -accel kvm -M q35`
 # (virtio-blk-pci, virtio-net-pci), with the same raw scratch disk (a file on L1's tmpfs) and the same
 # persistent TAP in L1, in interleaved rounds (the order alternates). In the guest: fio 4 KiB random
-# read/write at QD 1 and QD 32 (libaio, direct I/O on /dev/vda: IOPS, submission-to-completion latency p50/p99),
-# sequential 1 MiB read/write at QD 8 (MiB/s), iperf3 to and from L1 (Mbit/s) and sockperf TCP ping-pong
-# with L1 (64-byte request/response: transactions/s, round-trip p50/p99). Prints a table (medians over the
+# read/write at QD 1 and QD 32 (libaio, direct I/O on /dev/vda: IOPS, latency p50/p99 from submission to
+# completion), sequential 1 MiB read/write at QD 8 (MiB/s), iperf3 to and from L1 (Mbit/s) and sockperf
+# TCP ping-pong with L1 (64-byte request/response: transactions/s, round-trip p50/p99). Prints a table (medians over the
 # rounds; ratio = ActorVMM / QEMU, the median of the per-round ratios: ≥ 1 is better for IOPS and
 # throughput, ≤ 1 for latency; also per unit of L1 CPU, which the host samples) and writes
 # results/nested-io-<UTC time>.{json,txt} and results/nested-io-latest.{json,txt}. Several runs can be
