@@ -6,9 +6,9 @@
 # persistent TAP in L1, in interleaved rounds (the order alternates). In the guest: fio 4 KiB random
 # read/write at QD 1 and QD 32 (libaio, direct I/O on /dev/vda: IOPS, latency p50/p99 from submission to
 # completion), sequential 1 MiB read/write at QD 8 (MiB/s), iperf3 to and from L1 (Mbit/s) and sockperf
-# TCP ping-pong with L1 (64-byte request/response: transactions/s, round-trip p50/p99). Prints a table (medians over the
-# rounds; ratio = ActorVMM / QEMU, the median of the per-round ratios: ≥ 1 is better for IOPS and
-# throughput, ≤ 1 for latency; also per unit of L1 CPU, which the host samples) and writes
+# TCP ping-pong with L1 (64-byte request/response: transactions/s, round-trip p50/p99). Prints a table
+# (medians over the rounds; ratio = ActorVMM / QEMU, the median of the per-round ratios: ≥ 1 is better
+# for IOPS and throughput, ≤ 1 for latency; also per unit of L1 CPU, which the host samples) and writes
 # results/nested-io-<UTC time>.{json,txt} and results/nested-io-latest.{json,txt}. Several runs can be
 # pooled afterwards: Benchmarks/nested-io-report.py OUT1 results OUT2 ...
 #
