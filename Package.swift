@@ -61,7 +61,8 @@ let package = Package(
             // CAllocCount: row 3 reports the device loop's malloc calls per request (it interposes malloc).
             dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm", "CAllocCount"],
             path: "Benchmarks",
-            exclude: ["nested-boot-vs-qemu.sh"],  // the boot-time comparison with QEMU, run in the nested tier's L1
+            // The comparisons with QEMU in the nested tier's L1: boot time, and block and network I/O.
+            exclude: ["nested-boot-vs-qemu.sh", "nested-io-vs-qemu.sh", "nested-io-guest.sh", "nested-io-report.py"],
             swiftSettings: strict
         ),
         .testTarget(name: "EpollLoopTests", dependencies: ["EpollLoop"], swiftSettings: strict),

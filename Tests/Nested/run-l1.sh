@@ -33,7 +33,7 @@ timeout --kill-after=10 "$timeout_seconds" nice qemu-system-x86_64 -accel tcg -c
   -device virtio-9p-pci,fsdev=fs1,mount_tag=out \
   -net none < /dev/null > "$out/l1-console.log" 2>&1 &
 qemu=$!
-trap 'kill "$qemu" 2>/dev/null' EXIT INT TERM
+trap 'kill "$qemu" 2>/dev/null || true' EXIT INT TERM  # || true: under set -e a failed kill (QEMU already gone) would turn the exit status into 1
 # L1 ready: its init prints the marker once the modules are loaded and the host root is mounted.
 while kill -0 "$qemu" 2>/dev/null; do
   if grep -q ACTORVMM-L1-READY "$out/l1-console.log" 2>/dev/null; then
