@@ -26,7 +26,7 @@ start=$(date +%s.%N)
 elapsed() { awk -v start="$start" -v now="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", now - start }'; }
 timeout --kill-after=10 "$timeout_seconds" nice qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m 4G -nographic \
   -no-reboot -kernel "$l1/vmlinuz" -initrd "$l1/l1.cpio" \
-  -append "console=ttyS0 panic=-1 loglevel=4 avm_out=$out avm_run=$script" \
+  -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check avm_out=$out avm_run=$script" \
   -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap \
   -device virtio-9p-pci,fsdev=fs0,mount_tag=hostroot \
   -fsdev local,id=fs1,path="$out",security_model=none,multidevs=remap \
