@@ -44,6 +44,13 @@ public enum Layout {
     public static let pciMmconfigSize: UInt64 = 0x1000_0000
     /// The ActorVMM test device's MMIO page (see Devices/TestDevice).
     public static let testDeviceMmio: UInt64 = 0xFEA0_0000
+    /// The ACPI hotplug register blocks (docs/hotplug.md), one page each between the test device and the
+    /// I/O APIC: the Generic Event Device's event byte, the PCI slot block (PCIU/PCID/B0EJ/PSEG), the
+    /// CPU block (selector, status) and the memory block (selector, base, length, status).
+    public static let acpiGed: UInt64 = 0xFEB0_0000
+    public static let acpiPciHotplug: UInt64 = 0xFEB0_1000
+    public static let acpiCpuHotplug: UInt64 = 0xFEB0_2000
+    public static let acpiMemoryHotplug: UInt64 = 0xFEB0_3000
     public static let ioapic: UInt64 = 0xFEC0_0000
     public static let lapic: UInt64 = 0xFEE0_0000
     /// High RAM (for guests larger than 3 GiB) starts at 4 GiB.
