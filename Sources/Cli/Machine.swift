@@ -17,6 +17,8 @@ struct Machine {
     let stopLatch: StopLatch
     let serial: Uart8250?
     let virtio: [VirtioPciDevice]
+    /// The GED (power button) and the hotplug register blocks.
+    let hotplug: AcpiHotplugDevices
     let buses: IoBuses
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
@@ -70,6 +72,9 @@ struct Machine {
                                 .device(DebugPort(loop: deviceLoop)))
         pio = try pio.inserting(name: "acpi power", base: AcpiPowerDevice.port, size: AcpiPowerDevice.size,
                                 .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
+        let hotplug = try AcpiHotplugDevices(vm: vm, loop: deviceLoop, config: AcpiHotplugDevices.acpi(),
+                                             bootVcpus: config.bootVcpus, maxVcpus: config.maxVcpus)
+        mmio = try hotplug.inserting(into: mmio)
         if config.testDevice {
             let testDevice = TestDevice(loop: deviceLoop)
             pio = try pio.inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, .device(testDevice))
@@ -111,6 +116,7 @@ struct Machine {
                 }
                 mmio = try mmio.inserting(name: "\(prepared.name) BAR0", base: barAddress, size: VirtioPciDevice.barSize, .device(device))
                 try addFunction(slot: slot, device)
+                await hotplug.pci.slotAdded(slot, announce: false)
                 Log.info("PCI 00:\(slot).0: virtio \(type) '\(prepared.name)', BAR0 \(hex(barAddress)), loop \(loop.name)")
             }
             pio = try pio.inserting(name: "pci config ports", base: PciConfigPorts.port, size: PciConfigPorts.size,
@@ -134,7 +140,7 @@ struct Machine {
                                       threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
                                       emulator: prepared.compat.emulator(for: vm))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, buses: buses,
+                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, hotplug: hotplug, buses: buses,
                            usesTerminal: devices.usesTerminal)
         } catch {
             for device in virtio { await device.stop() }
@@ -189,6 +195,7 @@ struct Machine {
             Log.info("compatibility mode: emulated \(emulator.counters.summary)")
         }
         stdin?.stop()
+        await hotplug.finish()
         for device in virtio {
             await device.stop()
             let c = await device.counters

@@ -64,6 +64,7 @@ final class FakeInstance: VmInstance {
 
     nonisolated(nonsending) func pause() async { backend.record("pause") }
     nonisolated(nonsending) func resume() async { backend.record("resume") }
+    nonisolated(nonsending) func powerButton() async { backend.record("power-button") }
     nonisolated(nonsending) func shutdown() async {
         if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
     }

@@ -20,7 +20,7 @@ enum RemoteCommand {
         Command(name: "resume", endpoint: .vmResume, summary: "resume the paused VM"),
         Command(name: "shutdown", endpoint: .vmShutdown, summary: "stop the VM (it can be booted again)"),
         Command(name: "reboot", endpoint: .vmReboot, summary: "stop the VM and boot it again from its config"),
-        Command(name: "power-button", endpoint: .vmPowerButton, summary: "press the ACPI power button (not available yet)"),
+        Command(name: "power-button", endpoint: .vmPowerButton, summary: "press the ACPI power button"),
         Command(name: "delete", endpoint: .vmDelete, summary: "stop and forget the VM"),
         Command(name: "info", endpoint: .vmInfo, summary: "print the VM's config and state"),
         Command(name: "counters", endpoint: .vmCounters, summary: "print the per-device counters"),

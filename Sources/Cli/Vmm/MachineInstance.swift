@@ -17,6 +17,11 @@ final class MachineInstance: VmInstance {
 
     nonisolated(nonsending) func resume() async { await machine.manager.resume() }
 
+    nonisolated(nonsending) func powerButton() async {
+        guard state.withLock({ !$0.down }) else { return }
+        await machine.hotplug.pressPowerButton()
+    }
+
     nonisolated(nonsending) func shutdown() async {
         let stdin = state.withLock { state -> StdinPump?? in
             guard !state.down else { return nil }

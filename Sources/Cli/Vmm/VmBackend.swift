@@ -26,6 +26,8 @@ protocol VmInstance: AnyObject, Sendable {
     /// Parks every vCPU; returns when none runs guest code.
     nonisolated(nonsending) func pause() async
     nonisolated(nonsending) func resume() async
+    /// Presses the ACPI power button (the GED's event and interrupt).
+    nonisolated(nonsending) func powerButton() async
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
     nonisolated(nonsending) func shutdown() async
     /// Per-device counters: `{"<device>": {"requests": n, "bytes": n, "errors": n, "interrupts": n, …}}`.

@@ -107,12 +107,13 @@ actor VmmController {
         }
     }
 
-    /// vm.power-button: needs an ACPI power button (GED device and DSDT), which ActorVMM does not have yet.
+    /// vm.power-button: presses the ACPI power button (the GED raises its interrupt; the guest's `_EVT`
+    /// notifies `\_SB.PWRB`). The guest decides what follows: Linux with acpid or systemd-logind shuts down
+    /// and powers off, and the VM then stops as on any power-off. The state does not change here.
     func powerButton() async throws(ApiError) {
         try await exclusive { () throws(ApiError) in
             _ = try transition(.powerButton)
-            throw ApiError(.notImplemented, VmAction.powerButton.failure,
-                           "ActorVMM has no ACPI power button yet (use vm.shutdown to stop the VM)")
+            await instance?.powerButton()
         }
     }
 

@@ -1,0 +1,44 @@
+import ActorVmm
+import Boot
+import Devices
+import EpollLoop
+
+/// The ACPI platform devices of a VM (docs/hotplug.md): the Generic Event Device and the PCI, CPU and
+/// memory hotplug register blocks, at the addresses the DSDT describes (`AcpiHotplug`, Boot's `Layout`).
+/// They run on the device loop; the GED's interrupt is an irqfd on its GSI.
+struct AcpiHotplugDevices: Sendable {
+    let config: AcpiHotplug
+    let ged: AcpiGed
+    let pci: PciHotplugController
+    let cpus: CpuHotplugController
+    let memory: MemoryHotplugController
+
+    /// What the DSDT describes for a VM with `memorySlots` memory hotplug slots.
+    static func acpi(memorySlots: Int = 0) -> AcpiHotplug { AcpiHotplug(memorySlots: memorySlots) }
+
+    init(vm: Vm, loop: EventLoop, config: AcpiHotplug, bootVcpus: Int, maxVcpus: Int) throws {
+        self.config = config
+        ged = AcpiGed(loop: loop, interrupt: try IrqFdLine(vm: vm, gsi: config.gedGsi))
+        pci = PciHotplugController(loop: loop)
+        cpus = CpuHotplugController(loop: loop, bootVcpus: bootVcpus, maxVcpus: maxVcpus)
+        memory = MemoryHotplugController(loop: loop, slots: config.memorySlots)
+    }
+
+    /// `mmio` with the four register blocks added.
+    func inserting(into mmio: Bus) throws(BusError) -> Bus {
+        try mmio.inserting(name: "acpi ged", base: config.gedAddress, size: AcpiGed.size, .device(ged))
+            .inserting(name: "acpi pci hotplug", base: config.pciAddress, size: PciHotplugController.size, .device(pci))
+            .inserting(name: "acpi cpu hotplug", base: config.cpuAddress, size: CpuHotplugController.size, .device(cpus))
+            .inserting(name: "acpi memory hotplug", base: config.memoryAddress, size: MemoryHotplugController.size, .device(memory))
+    }
+
+    /// Presses the power button: the guest's `_EVT` notifies `\_SB.PWRB`, and an OS that listens (Linux with
+    /// acpid or systemd-logind) shuts down in an orderly way and powers off through `\_S5`.
+    func pressPowerButton() async { await ged.pressPowerButton() }
+
+    /// Ends the ejection streams (the machine is going away).
+    func finish() async {
+        await pci.finish()
+        await cpus.finish()
+    }
+}
