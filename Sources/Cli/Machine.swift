@@ -19,6 +19,8 @@ struct Machine {
     let virtio: [VirtioPciDevice]
     /// The GED (power button) and the hotplug register blocks.
     let hotplug: AcpiHotplugDevices
+    /// vm.resize's vCPU part.
+    let vcpuHotplug: VcpuHotplug
     let buses: IoBuses
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
@@ -139,8 +141,11 @@ struct Machine {
                                       strategy: config.handoff,
                                       threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
                                       emulator: prepared.compat.emulator(for: vm))
+            let vcpuHotplug = VcpuHotplug(vm: vm, manager: manager, devices: hotplug, supportedCPUID: supportedCPUID,
+                                          maxVcpus: config.maxVcpus, threadOptions: VcpuThreadOptions(onStart: vcpuStart))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, hotplug: hotplug, buses: buses,
+                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, hotplug: hotplug,
+                           vcpuHotplug: vcpuHotplug, buses: buses,
                            usesTerminal: devices.usesTerminal)
         } catch {
             for device in virtio { await device.stop() }
@@ -184,6 +189,8 @@ struct Machine {
     /// Stops and joins the vCPUs, then tears down terminal input, the virtio devices (logging their
     /// counters), the loops and the terminal, in order.
     nonisolated(nonsending) func teardown(stdin: StdinPump?) async {
+        await hotplug.finish()  // ends the ejection streams before the vCPUs are joined
+        await vcpuHotplug.ejectionWatcher.value
         await manager.stop()
         for (index, stats) in manager.kvmStats().enumerated() {
             switch stats {
@@ -195,7 +202,6 @@ struct Machine {
             Log.info("compatibility mode: emulated \(emulator.counters.summary)")
         }
         stdin?.stop()
-        await hotplug.finish()
         for device in virtio {
             await device.stop()
             let c = await device.counters
