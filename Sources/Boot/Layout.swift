@@ -56,6 +56,17 @@ public enum Layout {
     /// High RAM (for guests larger than 3 GiB) starts at 4 GiB.
     public static let highRamStart: UInt64 = 0x1_0000_0000
 
+    /// Hot-added RAM (ACPI memory devices) is placed in 128 MiB blocks, Linux's memory block size on x86-64.
+    public static let hotplugRamAlignment: UInt64 = 128 << 20
+
+    /// Where hot-added RAM starts for a guest of `size` bytes of boot RAM: above all of it and above 4 GiB,
+    /// 128 MiB aligned (docs/hotplug.md).
+    public static func hotplugRamStart(bootRam size: UInt64) -> UInt64 {
+        let end = ramRegions(size: size).map { $0.start.rawValue + $0.size }.max() ?? 0
+        let start = max(end, highRamStart)
+        return (start + hotplugRamAlignment - 1) / hotplugRamAlignment * hotplugRamAlignment
+    }
+
     /// The RAM regions for a guest of `size` bytes: one region below the device hole, a second above 4 GiB.
     public static func ramRegions(size: UInt64) -> [(start: GuestAddress, size: UInt64)] {
         if size <= lowRamEnd { return [(GuestAddress(0), size)] }

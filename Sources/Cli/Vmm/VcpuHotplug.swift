@@ -51,7 +51,8 @@ final class VcpuHotplug: Sendable {
 
     /// Makes `desired` vCPUs present: the missing lowest ids are added, or the highest ids (never 0) are
     /// asked for. Removal completes when the guest ejects them; until then they count as present.
-    func resize(to desired: Int) async throws(ResizeError) {
+    /// Runs on the caller's executor (the controller's `vmm-main`, which may create vCPUs).
+    nonisolated(nonsending) func resize(to desired: Int) async throws(ResizeError) {
         guard (1...maxVcpus).contains(desired) else { throw .outOfRange(desired: desired, max: maxVcpus) }
         let present = await devices.cpus.enabledVcpus
         if desired > present.count {
