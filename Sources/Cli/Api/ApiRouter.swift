@@ -30,7 +30,7 @@ enum ApiEndpoint: String, CaseIterable, Sendable {
     var isImplemented: Bool {
         switch self {
         case .vmmPing, .vmmShutdown, .vmCreate, .vmBoot, .vmShutdown, .vmReboot, .vmPowerButton, .vmPause, .vmResume,
-             .vmDelete, .vmInfo, .vmCounters: true
+             .vmResize, .vmDelete, .vmInfo, .vmCounters: true
         default: false
         }
     }
@@ -66,7 +66,7 @@ struct ApiRouter: Sendable {
         guard endpoint.isImplemented else {
             return ApiError(.notImplemented, "\(endpoint.rawValue) is not implemented by actor-vmm").response
         }
-        if endpoint != .vmCreate && !request.body.isEmpty {
+        if endpoint != .vmCreate && endpoint != .vmResize && !request.body.isEmpty {
             return ApiError(.badRequest, "\(endpoint.rawValue) takes no request body").response
         }
         do {
@@ -95,6 +95,7 @@ struct ApiRouter: Sendable {
         case .vmShutdown: try await controller.shutdown()
         case .vmReboot: try await controller.reboot()
         case .vmPowerButton: try await controller.powerButton()
+        case .vmResize: try await controller.resize(try ResizeRequest(body: request.body))
         case .vmPause: try await controller.pause()
         case .vmResume: try await controller.resume()
         case .vmDelete: try await controller.delete()

@@ -22,6 +22,27 @@ final class MachineInstance: VmInstance {
         await machine.hotplug.pressPowerButton()
     }
 
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(ApiError) {
+        guard state.withLock({ !$0.down }) else { throw ApiError(.methodNotAllowed, VmAction.resize.failure, "the VM is stopping") }
+        if let ram = request.ram, ram != machine.vm.memory.totalSize {
+            // Checked first, so a refused RAM change leaves the vCPUs alone too.
+            throw ApiError(.badRequest, VmAction.resize.failure,
+                           "desired_ram \(ram): memory hotplug is off (no memory.hotplug_size)")
+        }
+        if let vcpus = request.vcpus {
+            do {
+                try await machine.vcpuHotplug.resize(to: vcpus)
+            } catch {
+                switch error {
+                case .outOfRange: throw ApiError(.badRequest, VmAction.resize.failure, error.description)
+                case .removalPending: throw ApiError(.tooManyRequests, VmAction.resize.failure, error.description)
+                case .failed: break
+                }
+                throw ApiError(.internalServerError, VmAction.resize.failure, error.description)
+            }
+        }
+    }
+
     nonisolated(nonsending) func shutdown() async {
         let stdin = state.withLock { state -> StdinPump?? in
             guard !state.down else { return nil }

@@ -40,10 +40,12 @@ final class VcpuHotplug: Sendable {
     /// Why a resize was refused (the VM is untouched) or failed.
     enum ResizeError: Error, Equatable, CustomStringConvertible {
         case outOfRange(desired: Int, max: Int)
+        case removalPending
         case failed(String)
         var description: String {
             switch self {
             case .outOfRange(let desired, let max): "desired_vcpus \(desired): must be 1 to max_vcpus (\(max))"
+            case .removalPending: "a vCPU removal is still pending (the guest has not ejected it yet)"
             case .failed(let why): why
             }
         }
@@ -54,6 +56,7 @@ final class VcpuHotplug: Sendable {
     /// Runs on the caller's executor (the controller's `vmm-main`, which may create vCPUs).
     nonisolated(nonsending) func resize(to desired: Int) async throws(ResizeError) {
         guard (1...maxVcpus).contains(desired) else { throw .outOfRange(desired: desired, max: maxVcpus) }
+        guard await !devices.cpus.removalPending else { throw .removalPending }
         let present = await devices.cpus.enabledVcpus
         if desired > present.count {
             for id in (0..<maxVcpus).filter({ !present.contains($0) }).prefix(desired - present.count) {

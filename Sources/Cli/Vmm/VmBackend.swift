@@ -28,6 +28,9 @@ protocol VmInstance: AnyObject, Sendable {
     nonisolated(nonsending) func resume() async
     /// Presses the ACPI power button (the GED's event and interrupt).
     nonisolated(nonsending) func powerButton() async
+    /// vm.resize: makes `request`'s vCPU count and RAM size present (docs/hotplug.md). A refusal (4xx)
+    /// changes nothing.
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(ApiError)
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
     nonisolated(nonsending) func shutdown() async
     /// Per-device counters: `{"<device>": {"requests": n, "bytes": n, "errors": n, "interrupts": n, …}}`.

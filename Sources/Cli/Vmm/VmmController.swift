@@ -117,6 +117,19 @@ actor VmmController {
         }
     }
 
+    /// vm.resize: vCPUs and RAM of the running VM (docs/hotplug.md). `cpus.boot_vcpus` and `memory.size` in
+    /// vm.info follow what was asked (a removal completes when the guest ejects the vCPU).
+    func resize(_ request: ResizeRequest) async throws(ApiError) {
+        try await exclusive { () throws(ApiError) in
+            _ = try transition(.resize)
+            if let vcpus = request.vcpus, let maxVcpus = config?.maxVcpus, !(1...maxVcpus).contains(vcpus) {
+                throw ApiError(.badRequest, VmAction.resize.failure, "desired_vcpus \(vcpus): must be 1 to max_vcpus (\(maxVcpus))")
+            }
+            try await instance?.resize(request)
+            if let vcpus = request.vcpus { config?.bootVcpus = vcpus }
+        }
+    }
+
     /// vm.delete: stops the VM if it runs and forgets it. Without a VM it does nothing (as Cloud Hypervisor).
     func delete() async throws(ApiError) {
         try await exclusive { () throws(ApiError) in

@@ -48,6 +48,9 @@ public actor CpuHotplugController: BusDevice {
         (ejections, ejectionSink) = AsyncStream.makeStream(of: Int.self)
     }
 
+    /// True while the guest has not yet ejected a vCPU the host asked for.
+    public var removalPending: Bool { states.contains { $0.removalPending } }
+
     /// The vCPUs that are enabled (present to the guest).
     public var enabledVcpus: [Int] { states.indices.filter { states[$0].enabled } }
 
