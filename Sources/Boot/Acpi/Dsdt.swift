@@ -63,18 +63,21 @@ enum Dsdt {
         ] + (config.hotplug == nil ? [] : PciHotplugAml.slotTerms()))
     }
 
-    /// `\_SB.MBRD`, PNP0C02 "motherboard resources": the ECAM area of the MCFG buses. Linux uses MMCONFIG
+    /// `\_SB.MBRD`, PNP0C02 "motherboard resources": the ECAM area of the MCFG buses (and, with hotplug,
+    /// the GED's event byte). Linux uses MMCONFIG
     /// only for areas it finds reserved here (or in the E820 map), as the PCI Firmware Specification
     /// asks (§4.1.2); Cloud Hypervisor describes the same device.
     static func motherboardResources(_ config: AcpiConfig) -> [UInt8] {
         let busCount = UInt64(config.pciBuses.count)
         let base = config.pciMmconfigBase + UInt64(config.pciBuses.lowerBound) << 20
+        var ranges = [AmlResource.memory32Fixed(base: UInt32(base), length: UInt32(busCount << 20))]
+        if let hotplug = config.hotplug {  // the GED's event byte: the GED's own _CRS may hold interrupts only
+            ranges.append(AmlResource.memory32Fixed(base: UInt32(hotplug.gedAddress), length: UInt32(AcpiHotplug.gedSize)))
+        }
         return Aml.device("MBRD", [
             Aml.name("_HID", Aml.eisaId("PNP0C02")),
             Aml.name("_UID", Aml.integer(0)),
-            Aml.name("_CRS", Aml.resourceTemplate([
-                AmlResource.memory32Fixed(base: UInt32(base), length: UInt32(busCount << 20)),
-            ])),
+            Aml.name("_CRS", Aml.resourceTemplate(ranges)),
         ])
     }
 

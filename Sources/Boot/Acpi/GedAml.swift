@@ -42,11 +42,8 @@ public struct AcpiHotplug: Equatable, Sendable {
 /// ```
 /// Device (\_SB.GED) {
 ///     Name (_HID, "ACPI0013")  Name (_UID, Zero)
-///     Name (_CRS, ResourceTemplate () {
-///         Memory32Fixed (ReadWrite, 0xFEB00000, 0x01)
-///         Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 5 }
-///     })
-///     OperationRegion (GDST, SystemMemory, 0xFEB00000, One)
+///     Name (_CRS, ResourceTemplate () { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 5 } })
+///     OperationRegion (GDST, SystemMemory, 0xFEB00000, One)  // claimed by \_SB.MBRD
 ///     Field (GDST, ByteAcc, NoLock, WriteAsZeros) { GDAT, 8 }
 ///     Method (_EVT, 1, Serialized) {
 ///         Local0 = GDAT                       // reading clears the bits
@@ -58,9 +55,10 @@ public struct AcpiHotplug: Equatable, Sendable {
 /// }
 /// ```
 ///
-/// Linux's `acpi-ged` driver requests the interrupt its `_CRS` lists (other resources are skipped) and runs
-/// `_EVT` on each one. Cloud Hypervisor splits this into two devices (the event register under `GEC_`);
-/// one device holding both is what the specification describes.
+/// Linux's `acpi-ged` driver requests every interrupt its `_CRS` lists and runs `_EVT` on each one; any
+/// other resource there makes its probe fail ("unable to parse IRQ resource", Linux 6.1's `evged.c`), so
+/// the event byte's MMIO range is claimed by `\_SB.MBRD` instead (Cloud Hypervisor puts it in a second
+/// device, `GEC_`).
 enum GedAml {
     static func device(_ hotplug: AcpiHotplug) -> [UInt8] {
         typealias E = AcpiHotplug.Event
@@ -70,10 +68,7 @@ enum GedAml {
         return Aml.device("GED", [
             Aml.name("_HID", Aml.string("ACPI0013")),
             Aml.name("_UID", Aml.integer(0)),
-            Aml.name("_CRS", Aml.resourceTemplate([
-                AmlResource.memory32Fixed(base: UInt32(hotplug.gedAddress), length: UInt32(AcpiHotplug.gedSize)),
-                AmlResource.interrupt([hotplug.gedGsi]),
-            ])),
+            Aml.name("_CRS", Aml.resourceTemplate([AmlResource.interrupt([hotplug.gedGsi])])),
             Aml.operationRegion("GDST", .systemMemory, offset: hotplug.gedAddress, length: AcpiHotplug.gedSize),
             Aml.field("GDST", .byte, .writeAsZeros, [.named("GDAT", bits: 8)]),
             Aml.method("_EVT", arguments: 1, serialized: true, [
