@@ -65,17 +65,21 @@ final class FakeInstance: VmInstance {
     nonisolated(nonsending) func pause() async { backend.record("pause") }
     nonisolated(nonsending) func resume() async { backend.record("resume") }
     nonisolated(nonsending) func powerButton() async { backend.record("power-button") }
-    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(ApiError) {
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
         backend.record("resize \(request.vcpus.map(String.init) ?? "-") \(request.ram.map(String.init) ?? "-")")
     }
     nonisolated(nonsending) func shutdown() async {
         if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
     }
-    nonisolated(nonsending) func counters() async -> JsonValue {
-        .object(["fake": .object(["requests": .int(requests.add(1, ordering: .relaxed).newValue), "bytes": .int(0),
-                                  "errors": .int(0), "interrupts": .int(0)])])
+    nonisolated(nonsending) func counters() async -> [DeviceCounterSet] {
+        [DeviceCounterSet(id: "fake", counters: [("requests", requests.add(1, ordering: .relaxed).newValue), ("bytes", 0),
+                                                 ("errors", 0), ("interrupts", 0)])]
     }
-    func deviceTree() -> JsonValue { .object(["fake": .object(["id": .string("fake")])]) }
+    func deviceTree() -> DeviceTree {
+        var tree = DeviceTree()
+        tree.insert(DeviceNode(id: "fake"))
+        return tree
+    }
 
     /// The guest stops the VM by itself.
     func guestStops(_ reason: VmStopReason) { onStop(reason) }

@@ -24,12 +24,16 @@ struct AcpiHotplugDevices: Sendable {
         memory = MemoryHotplugController(loop: loop, slots: config.memorySlots)
     }
 
-    /// `mmio` with the four register blocks added.
-    func inserting(into mmio: Bus) throws(BusError) -> Bus {
-        try mmio.inserting(name: "acpi ged", base: config.gedAddress, size: AcpiGed.size, .device(ged))
-            .inserting(name: "acpi pci hotplug", base: config.pciAddress, size: PciHotplugController.size, .device(pci))
-            .inserting(name: "acpi cpu hotplug", base: config.cpuAddress, size: CpuHotplugController.size, .device(cpus))
-            .inserting(name: "acpi memory hotplug", base: config.memoryAddress, size: MemoryHotplugController.size, .device(memory))
+    /// The device ids of the four register blocks (platform ids: no user device may take them).
+    static let ids: Set<String> = ["acpi-ged", "acpi-pci-hotplug", "acpi-cpu-hotplug", "acpi-memory-hotplug"]
+
+    /// Puts the four register blocks on the VM's MMIO bus.
+    func attach(to manager: DeviceManager) throws(DeviceManagerError) {
+        try manager.attachPlatformDevice(id: "acpi-ged", mmio: [(config.gedAddress, AcpiGed.size)], .device(ged))
+        try manager.attachPlatformDevice(id: "acpi-pci-hotplug", mmio: [(config.pciAddress, PciHotplugController.size)], .device(pci))
+        try manager.attachPlatformDevice(id: "acpi-cpu-hotplug", mmio: [(config.cpuAddress, CpuHotplugController.size)], .device(cpus))
+        try manager.attachPlatformDevice(id: "acpi-memory-hotplug", mmio: [(config.memoryAddress, MemoryHotplugController.size)],
+                                         .device(memory))
     }
 
     /// Presses the power button: the guest's `_EVT` notifies `\_SB.PWRB`, and an OS that listens (Linux with

@@ -30,13 +30,13 @@ protocol VmInstance: AnyObject, Sendable {
     nonisolated(nonsending) func powerButton() async
     /// vm.resize: makes `request`'s vCPU count and RAM size present (docs/hotplug.md). A refusal (4xx)
     /// changes nothing.
-    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(ApiError)
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError)
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
     nonisolated(nonsending) func shutdown() async
-    /// Per-device counters: `{"<device>": {"requests": n, "bytes": n, "errors": n, "interrupts": n, …}}`.
-    nonisolated(nonsending) func counters() async -> JsonValue
-    /// The devices and the address ranges they occupy (`vm.info`'s `device_tree`).
-    func deviceTree() -> JsonValue
+    /// Per-device counters: for each device, `requests`, `bytes`, `errors`, `interrupts`, then its own.
+    nonisolated(nonsending) func counters() async -> [DeviceCounterSet]
+    /// The devices and what they occupy (`vm.info`'s `device_tree`).
+    func deviceTree() -> DeviceTree
 }
 
 /// Why a prepared VM could not be built or started (a host problem: the API answers 500).
