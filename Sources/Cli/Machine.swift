@@ -22,6 +22,8 @@ struct Machine {
     let hotplug: AcpiHotplugDevices
     /// vm.resize's vCPU part.
     let vcpuHotplug: VcpuHotplug
+    /// vm.resize's RAM part (nil without `hotplug_size`).
+    let memoryHotplug: MemoryHotplug?
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
 
@@ -67,7 +69,7 @@ struct Machine {
         try deviceManager.attachPlatformDevice(id: "debug-port", pio: [(DebugPort.port, DebugPort.size)], .device(DebugPort(loop: deviceLoop)))
         try deviceManager.attachPlatformDevice(id: "acpi-power", pio: [(AcpiPowerDevice.port, AcpiPowerDevice.size)],
                                          .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
-        let hotplug = try AcpiHotplugDevices(vm: vm, loop: deviceLoop, config: AcpiHotplugDevices.acpi(),
+        let hotplug = try AcpiHotplugDevices(vm: vm, loop: deviceLoop, config: AcpiHotplugDevices.acpi(hotplugSize: config.hotplugSize),
                                              bootVcpus: config.bootVcpus, maxVcpus: config.maxVcpus)
         try hotplug.attach(to: deviceManager)
         if config.testDevice {
@@ -118,6 +120,8 @@ struct Machine {
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
                            extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, devices: deviceManager,
                            hotplug: hotplug, vcpuHotplug: vcpuHotplug,
+                           memoryHotplug: config.hotplugSize == 0 ? nil
+                               : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.hotplugSize),
                            usesTerminal: devices.usesTerminal)
         } catch {
             await deviceManager.stopAll()

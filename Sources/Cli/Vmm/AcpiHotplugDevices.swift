@@ -13,8 +13,11 @@ struct AcpiHotplugDevices: Sendable {
     let cpus: CpuHotplugController
     let memory: MemoryHotplugController
 
-    /// What the DSDT describes for a VM with `memorySlots` memory hotplug slots.
-    static func acpi(memorySlots: Int = 0) -> AcpiHotplug { AcpiHotplug(memorySlots: memorySlots) }
+    /// Memory slots when RAM can be hot-added: each vm.resize that adds RAM takes one.
+    static let memorySlots = 8
+
+    /// What the DSDT describes for a VM that may hot-add `hotplugSize` bytes of RAM.
+    static func acpi(hotplugSize: UInt64) -> AcpiHotplug { AcpiHotplug(memorySlots: hotplugSize > 0 ? memorySlots : 0) }
 
     init(vm: Vm, loop: EventLoop, config: AcpiHotplug, bootVcpus: Int, maxVcpus: Int) throws {
         self.config = config

@@ -25,9 +25,15 @@ final class MachineInstance: VmInstance {
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
         guard state.withLock({ !$0.down }) else { throw VmmError(.invalidTransition, VmAction.resize.failure, "the VM is stopping") }
         if let ram = request.ram, ram != machine.vm.memory.totalSize {
-            // Checked first, so a refused RAM change leaves the vCPUs alone too.
-            throw VmmError(.badRequest, VmAction.resize.failure,
-                           "desired_ram \(ram): memory hotplug is off (no memory.hotplug_size)")
+            // RAM first: a refused RAM change leaves the vCPUs alone too.
+            guard let memoryHotplug = machine.memoryHotplug else {
+                throw VmmError(.badRequest, VmAction.resize.failure, "desired_ram \(ram): memory hotplug is off (no memory.hotplug_size)")
+            }
+            do {
+                try await memoryHotplug.resize(to: ram)
+            } catch {
+                throw VmmError(error.refused ? .badRequest : .hostFault, VmAction.resize.failure, error.message)
+            }
         }
         if let vcpus = request.vcpus {
             do {

@@ -27,6 +27,8 @@ actor VmmController {
     /// Prepared at vm.create, consumed by the first boot.
     private var prepared: (any PreparedVm)?
     private var instance: (any VmInstance)?
+    /// Guest RAM after vm.resize added some (nil: the configured size); a new boot starts over.
+    private var memoryActual: UInt64?
     /// Counts boots, so that a stop notification from an earlier machine is recognised and ignored.
     private var generation = 0
     private var exiting = false
@@ -128,6 +130,7 @@ actor VmmController {
             }
             try await instance?.resize(request)
             if let vcpus = request.vcpus { config?.bootVcpus = vcpus }
+            if let ram = request.ram { memoryActual = ram }
         }
     }
 
@@ -143,7 +146,7 @@ actor VmmController {
     /// vm.info: the config, the state and (when booted) the device tree.
     func info() throws(VmmError) -> VmInfo {
         guard let config, let state else { throw VmmError(.noVm, "no VM information", "no VM has been created") }
-        return VmInfo(config: config, state: state, memoryActualSize: config.memorySize, deviceTree: instance?.deviceTree())
+        return VmInfo(config: config, state: state, memoryActualSize: memoryActual ?? config.memorySize, deviceTree: instance?.deviceTree())
     }
 
     /// vm.counters: per-device counters of the booted VM.
@@ -237,6 +240,7 @@ actor VmmController {
     private func stopInstance() async {
         guard let instance else { return }
         self.instance = nil
+        memoryActual = nil
         await instance.shutdown()
     }
 

@@ -93,6 +93,8 @@ public actor MemoryHotplugController: BusDevice {
             slots[Int(selected)].ost = (pendingOstEvent, value32)
             if value32 != 0 {
                 Log.warning("memory hotplug: the guest reports status \(value32) for event \(hex(UInt64(pendingOstEvent))) on slot \(selected)")
+            } else {
+                Log.info("memory hotplug: the guest reports success for event \(hex(UInt64(pendingOstEvent))) on slot \(selected)")
             }
         case (Register.status, 1):
             guard slots.indices.contains(Int(selected)) else { return }
