@@ -66,4 +66,41 @@ struct LinuxHotplugTests {
         #expect(results["info"]?.contains("\"boot_vcpus\":1") == true, "\(results["info"] ?? "")")
         #expect(run.status == 0, "\(context)")
     }
+
+    /// RAM added with vm.resize: Linux (the microVM kernel with Tests/Linux/hotplug.config: memory hotplug,
+    /// blocks onlined by the kernel) reads the memory device's _CRS, adds and onlines the block, and reports
+    /// success through _OST. Bad sizes are refused and change nothing.
+    @Test(.timeLimit(.minutes(60)))
+    func ramAddedWithResizeIsOnlinedByLinux() async throws {
+        let kernel = try await Harness.offPool {
+            try LinuxHarness.recipe("microvm-kernel.sh", [Harness.packageRoot + "/Tests/Linux/hotplug.config"])
+        }
+        let socket = NSTemporaryDirectory() + "actor-vmm-hotplug-ram-\(getpid()).sock"
+        defer { unlink(socket) }
+        let results = Results()
+        let remote: @Sendable ([String]) -> Harness.Result = { arguments in
+            Harness.run(Harness.remotePath, ["--api-socket", socket] + arguments, timeout: 60)
+        }
+        let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
+            "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
+            "--memory", "size=256M,hotplug_method=acpi,hotplug_size=512M", "--serial", "tty", "--console", "off",
+            "--cmdline", "console=ttyS0", "--api-socket", "path=\(socket)", "-v",
+        ], until: "ACPI: button: Power Button [PWRB]", timeout: 1200) { session in
+            defer { kill(session.pid, SIGTERM) }
+            results.set("odd", remote(["resize", "--memory", "300M"]).stderr)
+            results.set("beyond", remote(["resize", "--memory", "2G"]).stderr)
+            results.set("add", "\(remote(["resize", "--memory", "384M"]).status)")
+            results.set("info", remote(["info"]).stdout)
+            _ = session.waitForLine("Built 1 zonelists", timeout: 120)  // the kernel onlined the new block
+            usleep(3_000_000)
+        } } }
+        let context = run.context
+        #expect(results["odd"]?.contains("must grow RAM by a multiple of 128 MiB") == true, "\(results["odd"] ?? "")")
+        #expect(results["beyond"]?.contains("beyond boot RAM + hotplug_size") == true, "\(results["beyond"] ?? "")")
+        #expect(results["add"] == "0", "\(context)")
+        #expect(results["info"]?.contains("\"memory_actual_size\":402653184") == true, "\(results["info"] ?? "")")
+        #expect(run.stderr.contains("memory: 128 MiB added at 0x100000000 (now 384 MiB)"), "\(context)")
+        #expect(run.stderr.contains("memory hotplug: the guest reports success for event 0x1 on slot 0"), "_OST: \(context)")
+        #expect(run.status == 0, "\(context)")
+    }
 }
