@@ -48,11 +48,11 @@ enum LinuxHarness {
         let pid: Int32
         fileprivate let seen = Mutex<[String]>([])
         init(pid: Int32) { self.pid = pid }
-        /// Waits until a line containing `text` has arrived; false after `timeout` seconds.
-        func waitForLine(_ text: String, timeout: Double) -> Bool {
+        /// Waits until `count` lines containing `text` have arrived; false after `timeout` seconds.
+        func waitForLine(_ text: String, count: Int = 1, timeout: Double) -> Bool {
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
-                if seen.withLock({ $0.contains { $0.contains(text) } }) { return true }
+                if seen.withLock({ $0.filter { $0.contains(text) }.count >= count }) { return true }
                 usleep(100_000)
             }
             return false

@@ -91,8 +91,10 @@ struct LinuxHotplugTests {
             results.set("beyond", remote(["resize", "--memory", "2G"]).stderr)
             results.set("add", "\(remote(["resize", "--memory", "384M"]).status)")
             results.set("info", remote(["info"]).stdout)
-            _ = session.waitForLine("Built 1 zonelists", timeout: 120)  // the kernel onlined the new block
-            usleep(3_000_000)
+            // The kernel rebuilds its zonelists (once at boot, again when it onlines the new block), then
+            // reports through _OST.
+            _ = session.waitForLine("Built 1 zonelists", count: 2, timeout: 120)
+            usleep(10_000_000)
         } } }
         let context = run.context
         #expect(results["odd"]?.contains("must grow RAM by a multiple of 128 MiB") == true, "\(results["odd"] ?? "")")
