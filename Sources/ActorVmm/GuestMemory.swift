@@ -39,6 +39,7 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
 
 import CKvm
 import EpollLoop
+import Synchronization
 
 /// Guest RAM: anonymous host mappings, one per region, and bounds-checked access to them.
 ///
@@ -47,8 +48,11 @@ import EpollLoop
 /// request, never a host access outside guest RAM. The guest writes this memory concurrently; callers copy
 /// what they need once and validate the copy.
 public final class GuestMemory: @unchecked Sendable {
-    // SAFETY (@unchecked Sendable): `regions` is immutable after init; every byte access goes through the
-    // bounds checks below, and the mappings live until deinit, when no reference (and no vCPU) remains.
+    // SAFETY (@unchecked Sendable): the regions are an immutable `RegionTable`; adding RAM publishes a new
+    // table with one atomic store and never frees or changes an older one before deinit (`tables` keeps
+    // each alive), so a reader on any thread that loaded a table uses a complete, valid list. Every byte
+    // access goes through the bounds checks below, and the mappings live until deinit, when no reference
+    // (and no vCPU) remains.
 
     public struct Region: Sendable {
         public let start: GuestAddress
@@ -59,10 +63,30 @@ public final class GuestMemory: @unchecked Sendable {
         public var end: UInt64 { start.rawValue + size }
     }
 
-    public let regions: [Region]
+    /// One published list of regions, sorted by address. Never mutated.
+    @usableFromInline final class RegionTable: Sendable {
+        @usableFromInline let regions: [Region]
+        init(_ regions: [Region]) { self.regions = regions }
+    }
+
+    /// The current table, as an unretained pointer (readers load it with acquire ordering).
+    @usableFromInline let current: Atomic<UInt>
+    /// Every table ever published, newest last; writers serialize on it.
+    private let tables: Mutex<[RegionTable]>
+
+    /// The RAM regions, sorted by address.
+    public var regions: [Region] { withRegions { $0 } }
 
     /// Total RAM in bytes.
     public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    /// Runs `body` on the current regions without retaining the table (it lives until deinit).
+    @inlinable @inline(__always)
+    func withRegions<R>(_ body: ([Region]) -> R) -> R {
+        let bits = current.load(ordering: .acquiring)
+        // SAFETY: `bits` is a table `tables` keeps alive until deinit.
+        return Unmanaged<RegionTable>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)._withUnsafeGuaranteedRef { body($0.regions) }
+    }
 
     /// Maps `layout` (start, size) regions of zero-filled RAM. Sizes and starts must be 4 KiB aligned,
     /// non-empty and non-overlapping.
@@ -71,24 +95,64 @@ public final class GuestMemory: @unchecked Sendable {
         let sorted = layout.sorted { $0.start < $1.start }
         var previousEnd: UInt64 = 0
         for (index, (start, size)) in sorted.enumerated() {
-            guard size > 0, size & 0xFFF == 0, start.rawValue & 0xFFF == 0 else {
-                throw .invalidLayout("region at \(start) of \(size) bytes is empty or not 4 KiB aligned")
-            }
-            guard start.checkedAdding(size) != nil else { throw .invalidLayout("region at \(start) overflows") }
             guard index == 0 || start.rawValue >= previousEnd else {
+                for region in regions { Self.unmap(region) }
                 throw .invalidLayout("region at \(start) overlaps the previous one")
             }
-            previousEnd = start.rawValue + size
-            let mapping = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-            guard let mapping, mapping != MAP_FAILED else {
-                let error = Errno.current.rawValue
-                for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
-                throw .allocationFailed(size: size, errno: error)
+            do throws(GuestMemoryError) {
+                regions.append(try Self.map(start: start, size: size))
+            } catch {
+                for region in regions { Self.unmap(region) }
+                throw error
             }
-            Self.mark(mapping, size: Int(size))
-            regions.append(Region(start: start, size: size, hostAddress: UInt(bitPattern: mapping)))
+            previousEnd = start.rawValue + size
         }
-        self.regions = regions
+        let table = RegionTable(regions)
+        tables = Mutex([table])
+        current = Atomic(UInt(bitPattern: Unmanaged.passUnretained(table).toOpaque()))
+    }
+
+    /// Maps one region of zero-filled RAM (not yet visible to readers).
+    private static func map(start: GuestAddress, size: UInt64) throws(GuestMemoryError) -> Region {
+        guard size > 0, size & 0xFFF == 0, start.rawValue & 0xFFF == 0 else {
+            throw .invalidLayout("region at \(start) of \(size) bytes is empty or not 4 KiB aligned")
+        }
+        guard start.checkedAdding(size) != nil else { throw .invalidLayout("region at \(start) overflows") }
+        let mapping = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let mapping, mapping != MAP_FAILED else { throw .allocationFailed(size: size, errno: Errno.current.rawValue) }
+        mark(mapping, size: Int(size))
+        return Region(start: start, size: size, hostAddress: UInt(bitPattern: mapping))
+    }
+
+    private static func unmap(_ region: Region) {
+        munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size))
+    }
+
+    /// Adds a region of zero-filled RAM at run time (memory hotplug), above every existing region.
+    /// `register` runs with the new region before any reader can see it (to give it to KVM as memory slot
+    /// `slot`, its index); if it throws, the mapping is undone and the error rethrown. Then the region is
+    /// published: accesses from any thread may use it from then on. Returns the new region.
+    @discardableResult
+    public func append<E: Error>(start: GuestAddress, size: UInt64,
+                                 register: (_ region: Region, _ slot: Int) throws(E) -> Void) throws(GuestMemoryAppendError<E>) -> Region {
+        try tables.withLock { (tables: inout [RegionTable]) throws(GuestMemoryAppendError<E>) -> Region in
+            let existing = tables.last!.regions
+            if let last = existing.last, start.rawValue < last.end {
+                throw .memory(.invalidLayout("new region at \(start) is not above the existing RAM (which ends at \(GuestAddress(last.end)))"))
+            }
+            let region: Region
+            do throws(GuestMemoryError) { region = try Self.map(start: start, size: size) } catch { throw .memory(error) }
+            do throws(E) {
+                try register(region, existing.count)
+            } catch {
+                Self.unmap(region)
+                throw .register(error)
+            }
+            let table = RegionTable(existing + [region])
+            tables.append(table)
+            current.store(UInt(bitPattern: Unmanaged.passUnretained(table).toOpaque()), ordering: .releasing)
+            return region
+        }
     }
 
     /// The name guest RAM mappings carry in /proc/PID/maps and smaps (`[anon:actor-vmm-guest-ram]`).
@@ -104,7 +168,7 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     deinit {
-        for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
+        for region in regions { Self.unmap(region) }
     }
 
     /// The host pointer for [address, address+count) if it lies within one region.
@@ -112,14 +176,18 @@ public final class GuestMemory: @unchecked Sendable {
     package func hostPointer(_ address: GuestAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard count >= 0 else { throw .outOfRange(address, count: count) }
         let a = address.rawValue
-        for region in regions where a >= region.start.rawValue {
-            let offset = a - region.start.rawValue
-            guard offset < region.size || (offset == region.size && count == 0) else { continue }
-            guard UInt64(count) <= region.size - offset else { break }
-            // SAFETY: offset + count <= region.size, checked just above.
-            return UnsafeMutableRawPointer(bitPattern: region.hostAddress)! + Int(offset)
+        let pointer = withRegions { (regions: [Region]) -> UnsafeMutableRawPointer? in
+            for region in regions where a >= region.start.rawValue {
+                let offset = a - region.start.rawValue
+                guard offset < region.size || (offset == region.size && count == 0) else { continue }
+                guard UInt64(count) <= region.size - offset else { break }
+                // SAFETY: offset + count <= region.size, checked just above.
+                return UnsafeMutableRawPointer(bitPattern: region.hostAddress)! + Int(offset)
+            }
+            return nil
         }
-        throw .outOfRange(address, count: count)
+        guard let pointer else { throw .outOfRange(address, count: count) }
+        return pointer
     }
 
     /// True if [address, address+count) lies within one RAM region.
@@ -230,4 +298,10 @@ public final class GuestMemory: @unchecked Sendable {
         }
         return bytes
     }
+}
+
+/// Why RAM could not be added at run time: the mapping, or the caller's registration (KVM).
+public enum GuestMemoryAppendError<E: Error>: Error {
+    case memory(GuestMemoryError)
+    case register(E)
 }

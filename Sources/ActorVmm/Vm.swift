@@ -79,6 +79,19 @@ public final class Vm: Sendable {
         _ = ckvm_ioctl_ptr(fd, CKVM_IRQFD, &request)
     }
 
+    /// Adds `size` bytes of RAM at `start` while the VM runs (memory hotplug): a new mapping in guest
+    /// memory, registered as the next KVM memory slot (`KVM_SET_USER_MEMORY_REGION`) before devices can
+    /// see it. The region must lie above all existing RAM. Tell the guest afterwards (ACPI memory device).
+    @discardableResult
+    public func addMemory(start: GuestAddress, size: UInt64) throws(GuestMemoryAppendError<KvmError>) -> GuestMemory.Region {
+        try memory.append(start: start, size: size) { (region, slot) throws(KvmError) in
+            var mapping = kvm_userspace_memory_region(
+                slot: UInt32(slot), flags: 0, guest_phys_addr: region.start.rawValue,
+                memory_size: region.size, userspace_addr: UInt64(region.hostAddress))
+            _ = try kvmIoctl("KVM_SET_USER_MEMORY_REGION") { ckvm_ioctl_ptr(fd, CKVM_SET_USER_MEMORY_REGION, &mapping) }
+        }
+    }
+
     /// Creates vCPU `id` with its `kvm_run` mapping.
     public func createVcpu(id: Int) throws(KvmError) -> Vcpu {
         let vcpuFD = try kvmIoctl("KVM_CREATE_VCPU") { ckvm_ioctl_arg(fd, CKVM_CREATE_VCPU, UInt(id)) }

@@ -44,10 +44,28 @@ public enum Layout {
     public static let pciMmconfigSize: UInt64 = 0x1000_0000
     /// The ActorVMM test device's MMIO page (see Devices/TestDevice).
     public static let testDeviceMmio: UInt64 = 0xFEA0_0000
+    /// The ACPI hotplug register blocks (docs/hotplug.md), one page each between the test device and the
+    /// I/O APIC: the Generic Event Device's event byte, the PCI slot block (PCIU/PCID/B0EJ/PSEG), the
+    /// CPU block (selector, status) and the memory block (selector, base, length, status).
+    public static let acpiGed: UInt64 = 0xFEB0_0000
+    public static let acpiPciHotplug: UInt64 = 0xFEB0_1000
+    public static let acpiCpuHotplug: UInt64 = 0xFEB0_2000
+    public static let acpiMemoryHotplug: UInt64 = 0xFEB0_3000
     public static let ioapic: UInt64 = 0xFEC0_0000
     public static let lapic: UInt64 = 0xFEE0_0000
     /// High RAM (for guests larger than 3 GiB) starts at 4 GiB.
     public static let highRamStart: UInt64 = 0x1_0000_0000
+
+    /// Hot-added RAM (ACPI memory devices) is placed in 128 MiB blocks, Linux's memory block size on x86-64.
+    public static let hotplugRamAlignment: UInt64 = 128 << 20
+
+    /// Where hot-added RAM starts for a guest of `size` bytes of boot RAM: above all of it and above 4 GiB,
+    /// 128 MiB aligned (docs/hotplug.md).
+    public static func hotplugRamStart(bootRam size: UInt64) -> UInt64 {
+        let end = ramRegions(size: size).map { $0.start.rawValue + $0.size }.max() ?? 0
+        let start = max(end, highRamStart)
+        return (start + hotplugRamAlignment - 1) / hotplugRamAlignment * hotplugRamAlignment
+    }
 
     /// The RAM regions for a guest of `size` bytes: one region below the device hole, a second above 4 GiB.
     public static func ramRegions(size: UInt64) -> [(start: GuestAddress, size: UInt64)] {

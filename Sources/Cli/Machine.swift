@@ -17,6 +17,12 @@ struct Machine {
     let serial: Uart8250?
     /// Every device, its addresses and the buses (the vCPUs run on the snapshot taken at build).
     let devices: DeviceManager
+    /// The GED (power button) and the hotplug register blocks.
+    let hotplug: AcpiHotplugDevices
+    /// vm.resize's vCPU part.
+    let vcpuHotplug: VcpuHotplug
+    /// vm.resize's RAM part (nil without `hotplug_size`).
+    let memoryHotplug: MemoryHotplug?
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
 
@@ -62,6 +68,9 @@ struct Machine {
         try deviceManager.attachPlatformDevice(id: "debug-port", pio: [(DebugPort.port, DebugPort.size)], .device(DebugPort(loop: deviceLoop)))
         try deviceManager.attachPlatformDevice(id: "acpi-power", pio: [(AcpiPowerDevice.port, AcpiPowerDevice.size)],
                                          .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
+        let hotplug = try AcpiHotplugDevices(vm: vm, loop: deviceLoop, config: AcpiHotplugDevices.acpi(hotplugSize: config.hotplugSize),
+                                             bootVcpus: config.bootVcpus, maxVcpus: config.maxVcpus)
+        try hotplug.attach(to: deviceManager)
         if config.testDevice {
             try deviceManager.attachPlatformDevice(id: "test-device", pio: [(TestDevice.port, TestDevice.portSize)],
                                              mmio: [(Layout.testDeviceMmio, TestDevice.mmioSize)], .device(TestDevice(loop: deviceLoop)))
@@ -83,6 +92,9 @@ struct Machine {
                 }
                 _ = try await deviceManager.attachVirtio(id: id, backend: prepared.makeBackend(), loop: loop)
             }
+            for node in deviceManager.tree.nodes {  // boot devices: ejectable by the guest, not announced
+                if let slot = node.pciBdf?.device { await hotplug.pci.slotAdded(Int(slot), announce: false) }
+            }
 
             let supportedCPUID = MemoryOptions.limitPhysicalAddressBits(prepared.compat.adjustedCPUID(try kvm.supportedCPUID()),
                                                                         to: config.maxPhysBits)
@@ -102,8 +114,13 @@ struct Machine {
                                       strategy: config.handoff,
                                       threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
                                       emulator: prepared.compat.emulator(for: vm))
+            let vcpuHotplug = VcpuHotplug(vm: vm, manager: manager, devices: hotplug, supportedCPUID: supportedCPUID,
+                                          maxVcpus: config.maxVcpus, threadOptions: VcpuThreadOptions(onStart: vcpuStart))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
                            extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, devices: deviceManager,
+                           hotplug: hotplug, vcpuHotplug: vcpuHotplug,
+                           memoryHotplug: config.hotplugSize == 0 ? nil
+                               : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.hotplugSize),
                            usesTerminal: devices.usesTerminal)
         } catch {
             await deviceManager.stopAll()
@@ -136,6 +153,8 @@ struct Machine {
     /// Stops and joins the vCPUs, then tears down terminal input, the virtio devices (logging their
     /// counters), the loops and the terminal, in order.
     nonisolated(nonsending) func teardown(stdin: StdinPump?) async {
+        await hotplug.finish()  // ends the ejection streams before the vCPUs are joined
+        await vcpuHotplug.ejectionWatcher.value
         await manager.stop()
         for (index, stats) in manager.kvmStats().enumerated() {
             switch stats {

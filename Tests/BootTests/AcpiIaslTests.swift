@@ -68,7 +68,9 @@ struct AcpiIaslTests {
         var big = AcpiConfig(bootVcpus: 4, maxVcpus: 16, com1: nil)
         big.pciMmio64 = 0x100_0000_0000...0x1FF_FFFF_FFFF
         return [("1 vCPU, serial", AcpiConfig(bootVcpus: 1, maxVcpus: 1)),
-                ("4 of 16 vCPUs, no serial, 64-bit window", big)]
+                ("4 of 16 vCPUs, no serial, 64-bit window", big),
+                ("2 of 4 vCPUs, hotplug, 4 memory slots", AcpiConfig(bootVcpus: 2, maxVcpus: 4, hotplug: AcpiHotplug(memorySlots: 4))),
+                ("1 of 254 vCPUs, hotplug, no memory slots", AcpiConfig(bootVcpus: 1, maxVcpus: 254, hotplug: AcpiHotplug()))]
     }()
 
     /// `iasl -d` on every table: exit status 0, no error or warning, and a checksum it agrees with.
@@ -145,7 +147,15 @@ struct AcpiIaslTests {
             let file = table.signature
             _ = try AcpiTools.run(AcpiTools.iasl!, ["-d", file + ".dat"], in: directory)
             let result = try AcpiTools.run(AcpiTools.iasl!, ["-p", file + "-again", file + ".dsl"], in: directory)
-            #expect(result.status == 0 && result.output.contains("0 Errors, 0 Warnings, 0 Remarks"), "\(name): iasl \(file).dsl: \(result.output)")
+            // One remark is expected: MCRS (memory hotplug) makes its resource template per call, as QEMU and
+            // Cloud Hypervisor do, so that the buffer it returns is its own ("Creation of named objects within
+            // a method is highly inefficient").
+            let remarks = config.hotplug.map { $0.memorySlots > 0 ? 1 : 0 } ?? 0
+            let expected = "0 Errors, 0 Warnings, \(file == "DSDT" ? remarks : 0) Remarks"
+            #expect(result.status == 0 && result.output.contains(expected), "\(name): iasl \(file).dsl: \(result.output)")
+            if file == "DSDT", remarks > 0 {
+                #expect(result.output.contains("Creation of named objects within a method") && result.output.contains("MCRS"))
+            }
             guard file != "DSDT" else { continue }  // ASL is re-encoded; its meaning is checked above
             let again = [UInt8](try Data(contentsOf: directory.appendingPathComponent(file + "-again.aml")))
             func comparable(_ b: [UInt8]) -> [UInt8] { Array(b[0..<9] + b[10..<28] + b[36...]) }

@@ -64,6 +64,10 @@ final class FakeInstance: VmInstance {
 
     nonisolated(nonsending) func pause() async { backend.record("pause") }
     nonisolated(nonsending) func resume() async { backend.record("resume") }
+    nonisolated(nonsending) func powerButton() async { backend.record("power-button") }
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
+        backend.record("resize \(request.vcpus.map(String.init) ?? "-") \(request.ram.map(String.init) ?? "-")")
+    }
     nonisolated(nonsending) func shutdown() async {
         if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
     }

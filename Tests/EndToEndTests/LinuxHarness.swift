@@ -43,10 +43,28 @@ enum LinuxHarness {
         var description: String { message }
     }
 
-    /// Runs `actor-vmm arguments` until a stdout line contains `marker` (then SIGTERM), the VMM exits by
-    /// itself (a `nil` marker waits for that), or `timeout` passes (then SIGKILL); returns every line with
-    /// its arrival time.
-    static func run(_ arguments: [String], until marker: String?, timeout: Double) -> Run {
+    /// A running VMM as `run`'s `then` sees it: its pid and the guest's output so far.
+    final class Session: Sendable {
+        let pid: Int32
+        fileprivate let seen = Mutex<[String]>([])
+        init(pid: Int32) { self.pid = pid }
+        /// Waits until `count` lines containing `text` have arrived; false after `timeout` seconds.
+        func waitForLine(_ text: String, count: Int = 1, timeout: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if seen.withLock({ $0.filter { $0.contains(text) }.count >= count }) { return true }
+                usleep(100_000)
+            }
+            return false
+        }
+    }
+
+    /// Runs `actor-vmm arguments` until a stdout line contains `marker` (then SIGTERM, or `then` runs on
+    /// another thread while the output is still read: it ends the VMM itself), the VMM exits by itself (a
+    /// `nil` marker waits for that), or `timeout` passes (then SIGKILL); returns every line with its
+    /// arrival time.
+    static func run(_ arguments: [String], until marker: String?, timeout: Double,
+                    then: (@Sendable (Session) -> Void)? = nil) -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.vmmPath)
         process.arguments = arguments
@@ -63,6 +81,7 @@ enum LinuxHarness {
         let errReader = Thread { stderrBox.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
         errReader.start()
 
+        let session = Session(pid: pid)
         var lines: [Line] = []
         var pending = Data()
         var sawMarker = false
@@ -76,9 +95,10 @@ enum LinuxHarness {
                     .trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
                 pending.removeSubrange(pending.startIndex...newline)
                 lines.append(Line(time: Date().timeIntervalSince(start), text: text))
+                session.seen.withLock { $0.append(text) }
                 if !sawMarker, let marker, text.contains(marker) {
                     sawMarker = true
-                    kill(pid, SIGTERM)
+                    if let then { Thread { then(session) }.start() } else { kill(pid, SIGTERM) }
                 }
             }
         }

@@ -28,16 +28,19 @@ public struct AcpiConfig: Equatable, Sendable {
     public var pciMmio64: ClosedRange<UInt64>? = nil
     public var lapicAddress: UInt64 = Layout.lapic
     public var ioapicAddress: UInt64 = Layout.ioapic
+    /// The GED, the power button's events and the hotplug controllers (docs/hotplug.md); nil: none described.
+    public var hotplug: AcpiHotplug?
     /// The byte-wide sleep-control/status and reset register (Devices/Acpi `AcpiPowerDevice`).
     public var powerRegisterPort: UInt16 = 0x600
     /// Where the RSDP goes; the other tables follow it and must end by `tablesEnd`.
     public var rsdpAddress: GuestAddress = Layout.acpiRsdp
     public var tablesEnd: UInt64 = Layout.acpiTablesEnd
 
-    public init(bootVcpus: Int, maxVcpus: Int, com1: SerialPort? = .com1) {
+    public init(bootVcpus: Int, maxVcpus: Int, com1: SerialPort? = .com1, hotplug: AcpiHotplug? = nil) {
         self.bootVcpus = bootVcpus
         self.maxVcpus = maxVcpus
         self.com1 = com1
+        self.hotplug = hotplug
     }
 }
 
@@ -146,6 +149,18 @@ public struct AcpiTables: Equatable, Sendable {
         }
         if let com1 = config.com1, com1.gsi >= ioapicPins {
             throw .acpi("serial port interrupt GSI \(com1.gsi); the I/O APIC has GSIs 0-\(ioapicPins - 1)")
+        }
+        if let hotplug = config.hotplug {
+            guard hotplug.gedGsi < ioapicPins else {
+                throw .acpi("GED interrupt GSI \(hotplug.gedGsi); the I/O APIC has GSIs 0-\(ioapicPins - 1)")
+            }
+            guard (0...AcpiHotplug.maxMemorySlots).contains(hotplug.memorySlots) else {
+                throw .acpi("\(hotplug.memorySlots) memory hotplug slots; at most \(AcpiHotplug.maxMemorySlots)")
+            }
+            let blocks = [hotplug.gedAddress, hotplug.pciAddress, hotplug.cpuAddress, hotplug.memoryAddress]
+            guard blocks.allSatisfy({ $0 <= UInt64(UInt32.max) - 0x1000 }) else {
+                throw .acpi("the hotplug register blocks must be below 4 GiB")
+            }
         }
         guard config.rsdpAddress.rawValue & 0xF == 0, config.rsdpAddress.rawValue < config.tablesEnd else {
             throw .acpi("the RSDP address \(config.rsdpAddress) must be 16-byte aligned and below \(hex(config.tablesEnd))")

@@ -69,9 +69,10 @@ public enum AmlResource {
         addressSpace(type: .memory, typeFlags: memoryFlags, range.lowerBound, range.upperBound)
     }
 
-    /// `QWordMemory (…)` with the same flags as `dwordMemory` (§6.4.3.5.1): a window above 4 GiB.
-    public static func qwordMemory(_ range: ClosedRange<UInt64>) -> [UInt8] {
-        addressSpace(type: .memory, typeFlags: memoryFlags, range.lowerBound, range.upperBound)
+    /// `QWordMemory (…)` with the same flags as `dwordMemory` (§6.4.3.5.1): a window above 4 GiB; with
+    /// `cacheable`, `Cacheable` instead of `NonCacheable` (RAM, such as a hot-added memory device).
+    public static func qwordMemory(_ range: ClosedRange<UInt64>, cacheable: Bool = false) -> [UInt8] {
+        addressSpace(type: .memory, typeFlags: memoryFlags | (cacheable ? 0x02 : 0), range.lowerBound, range.upperBound)
     }
 
     // MARK: Address space descriptors (§6.4.3.5)

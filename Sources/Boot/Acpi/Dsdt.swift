@@ -6,7 +6,9 @@
 ///         Device (PCI0) { … }   // the PCI host bridge and its windows
 ///         Device (MBRD) { … }   // motherboard resources: the ECAM area
 ///         Device (COM1) { … }   // only when the serial port exists
-///         Device (PWRB) { … }   // the power button (never pressed yet: no GED)
+///         Device (PWRB) { … }   // the power button, pressed through the GED
+///         // with AcpiConfig.hotplug (docs/hotplug.md): PHPR, PRES before PCI0 (which gains slots S001–S031,
+///         // DVNT, PCNT); CPUS, MHPC and GED after PWRB
 ///     }
 ///     Name (_S5, Package () { 5 })
 /// }
@@ -16,9 +18,17 @@ enum Dsdt {
     static let revision: UInt8 = 2
 
     static func build(_ config: AcpiConfig) -> [UInt8] {
-        var devices = [pciRoot(config), motherboardResources(config)]
+        var devices: [[UInt8]] = []
+        if let hotplug = config.hotplug {
+            devices += [PciHotplugAml.controller(hotplug), CpuHotplugAml.controller(hotplug)]
+        }
+        devices += [pciRoot(config), motherboardResources(config)]
         if let com1 = config.com1 { devices.append(serialPort(com1)) }
         devices.append(powerButton())
+        if let hotplug = config.hotplug {
+            devices += [CpuHotplugAml.processors(maxVcpus: config.maxVcpus), MemoryHotplugAml.controller(hotplug),
+                        GedAml.device(hotplug)]
+        }
         var t = SdtBuilder(signature: "DSDT", revision: revision)
         t.append(bytes: Aml.scope("\\_SB_", devices))
         t.append(bytes: sleepState(AcpiTables.s5SleepType))
@@ -33,7 +43,7 @@ enum Dsdt {
     ///   the I/O windows 0x0000–0x0CF7 and 0x0D00–0xFFFF; the 32-bit memory window the VMM assigns BARs in;
     ///   and the 64-bit window when one is configured.
     /// No `_PRT`: the devices have no INTx pins (MSI-X only). No `_OSC`: the OS keeps no native PCIe
-    /// services to negotiate (no hotplug, AER or PME).
+    /// services to negotiate (no AER or PME; hotplug, with `AcpiConfig.hotplug`, is ACPI's: `PciHotplugAml`).
     static func pciRoot(_ config: AcpiConfig) -> [UInt8] {
         var windows = [
             AmlResource.wordBusNumber(UInt16(config.pciBuses.lowerBound)...UInt16(config.pciBuses.upperBound)),
@@ -50,21 +60,24 @@ enum Dsdt {
             Aml.name("_BBN", Aml.integer(UInt64(config.pciBuses.lowerBound))),
             Aml.name("_UID", Aml.integer(0)),
             Aml.name("_CRS", Aml.resourceTemplate(windows)),
-        ])
+        ] + (config.hotplug == nil ? [] : PciHotplugAml.slotTerms()))
     }
 
-    /// `\_SB.MBRD`, PNP0C02 "motherboard resources": the ECAM area of the MCFG buses. Linux uses MMCONFIG
+    /// `\_SB.MBRD`, PNP0C02 "motherboard resources": the ECAM area of the MCFG buses (and, with hotplug,
+    /// the GED's event byte). Linux uses MMCONFIG
     /// only for areas it finds reserved here (or in the E820 map), as the PCI Firmware Specification
     /// asks (§4.1.2); Cloud Hypervisor describes the same device.
     static func motherboardResources(_ config: AcpiConfig) -> [UInt8] {
         let busCount = UInt64(config.pciBuses.count)
         let base = config.pciMmconfigBase + UInt64(config.pciBuses.lowerBound) << 20
+        var ranges = [AmlResource.memory32Fixed(base: UInt32(base), length: UInt32(busCount << 20))]
+        if let hotplug = config.hotplug {  // the GED's event byte: the GED's own _CRS may hold interrupts only
+            ranges.append(AmlResource.memory32Fixed(base: UInt32(hotplug.gedAddress), length: UInt32(AcpiHotplug.gedSize)))
+        }
         return Aml.device("MBRD", [
             Aml.name("_HID", Aml.eisaId("PNP0C02")),
             Aml.name("_UID", Aml.integer(0)),
-            Aml.name("_CRS", Aml.resourceTemplate([
-                AmlResource.memory32Fixed(base: UInt32(base), length: UInt32(busCount << 20)),
-            ])),
+            Aml.name("_CRS", Aml.resourceTemplate(ranges)),
         ])
     }
 
@@ -84,8 +97,7 @@ enum Dsdt {
 
     /// `\_SB.PWRB`, PNP0C0C: the control-method power button the FADT's PWR_BUTTON flag announces (§4.8.2.2.1.2).
     /// Pressing it means a `Notify (PWRB, 0x80)` from AML, which on a hardware-reduced platform runs from
-    /// a Generic Event Device's `_EVT` (ACPI0013, §5.6.9). ActorVMM has no GED yet, so this button is
-    /// never pressed: the host cannot yet ask the guest to shut down.
+    /// a Generic Event Device's `_EVT` (ACPI0013, §5.6.9): `GedAml`, present with `AcpiConfig.hotplug`.
     static func powerButton() -> [UInt8] {
         Aml.device("PWRB", [
             Aml.name("_HID", Aml.eisaId("PNP0C0C")),

@@ -42,14 +42,19 @@ enum Madt {
     /// chipsets), and the serial port's IRQ 4 is GSI 4. On a hardware-reduced platform Linux uses neither
     /// the PIT as its timer nor the 8259s, and takes each device's GSI, trigger and polarity from its
     /// `_CRS` (an `Interrupt` descriptor), so no identity override is needed either.
+    /// The Processor Local APIC structure of vCPU `id` (ACPI Processor UID = APIC ID = `id`): Enabled, or
+    /// Online Capable. A hot-pluggable processor object's `_MAT` is the Enabled form.
+    static func localApic(id: Int, enabled: Bool) -> [UInt8] {
+        var bytes = [Entry.processorLocalApic, Entry.processorLocalApicLength, UInt8(id), UInt8(id)]
+        bytes.appendLittleEndian(enabled ? LapicFlags.enabled : LapicFlags.onlineCapable)
+        return bytes
+    }
+
     static func build(bootVcpus: Int, maxVcpus: Int, lapicAddress: UInt32, ioapicAddress: UInt32) -> [UInt8] {
         var t = SdtBuilder(signature: "APIC", revision: revision)
         t.append(lapicAddress)
         t.append(pcatCompat)
-        for cpu in 0..<maxVcpus {
-            t.append(bytes: [Entry.processorLocalApic, Entry.processorLocalApicLength, UInt8(cpu), UInt8(cpu)])
-            t.append(cpu < bootVcpus ? LapicFlags.enabled : LapicFlags.onlineCapable)
-        }
+        for cpu in 0..<maxVcpus { t.append(bytes: localApic(id: cpu, enabled: cpu < bootVcpus)) }
         t.append(bytes: [Entry.ioApic, Entry.ioApicLength, 0, 0])
         t.append(ioapicAddress)
         t.append(UInt32(0))

@@ -26,6 +26,8 @@ struct ApiError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidConfig: .badRequest
         case .hostFault: .internalServerError
         case .notSupported: .notImplemented
+        case .badRequest: .badRequest
+        case .busy: .tooManyRequests
         }
         messages = error.messages
     }

@@ -30,15 +30,15 @@ enum ApiEndpoint: String, CaseIterable, Sendable {
     var isImplemented: Bool {
         switch self {
         case .vmmPing, .vmmShutdown, .vmCreate, .vmBoot, .vmShutdown, .vmReboot, .vmPowerButton, .vmPause, .vmResume,
-             .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
+             .vmResize, .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
         default: false
         }
     }
 
-    /// Whether the request carries a JSON body (a VmConfig, or a snapshot/restore/migration request).
+    /// Whether the request carries a JSON body (a VmConfig, or a resize/snapshot/restore/migration request).
     var takesBody: Bool {
         switch self {
-        case .vmCreate, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
+        case .vmCreate, .vmResize, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
         default: false
         }
     }
@@ -118,6 +118,14 @@ struct ApiRouter: Sendable {
         case .vmShutdown: try await controller.shutdown()
         case .vmReboot: try await controller.reboot()
         case .vmPowerButton: try await controller.powerButton()
+        case .vmResize:
+            let resize: ResizeRequest
+            do throws(ApiError) {
+                resize = try ResizeRequest(body: request.body)
+            } catch {
+                return error.response
+            }
+            try await controller.resize(resize)
         case .vmPause: try await controller.pause()
         case .vmResume: try await controller.resume()
         case .vmDelete: try await controller.delete()

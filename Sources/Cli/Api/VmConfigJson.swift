@@ -36,14 +36,19 @@ extension VmConfig {
             guard let size = try memory.integer("size", in: UInt64(1)...UInt64.max) else { throw memory.missing("size") }
             guard size >= Self.minMemory else { throw ConfigError(field: "memory.size", "must be at least 4 MiB (\(Self.minMemory))") }
             guard size % 4096 == 0 else { throw ConfigError(field: "memory.size", "must be a multiple of 4096") }
-            for key in ["hotplug_size", "hotplugged_size", "hugepage_size", "zones"] { try memory.unsupported(key) }
+            let hotplug = try memory.integer("hotplug_size", in: UInt64(0)...UInt64(1) << 46) ?? 0
+            guard hotplug % Self.hotplugBlock == 0 else {
+                throw ConfigError(field: "memory.hotplug_size", "must be a multiple of 128 MiB (\(Self.hotplugBlock))")
+            }
+            for key in ["hotplugged_size", "hugepage_size", "zones"] { try memory.unsupported(key) }
             for key in ["mergeable", "shared", "hugepages", "prefault", "reserve"] {
                 try memory.unsupported(key, harmless: [.bool(false)])
             }
             transparentHugePages = try memory.bool("thp") ?? true
-            try memory.unsupported("hotplug_method", harmless: [.string("Acpi")], "nothing is hotplugged")
+            try memory.unsupported("hotplug_method", harmless: [.string("Acpi")], "only ACPI memory hotplug (no virtio-mem)")
             try memory.finish()
             memorySize = size
+            hotplugSize = hotplug
         }
         if var serialReader = try root.object("serial") {
             serial = try Self.decodeConsole(&serialReader, allowed: ["Off", "Null", "Tty", "File"])
@@ -191,7 +196,9 @@ extension VmConfig {
             JsonMember(key: "cpus", value: .object([JsonMember(key: "boot_vcpus", value: .int(bootVcpus)),
                                                     JsonMember(key: "max_vcpus", value: .int(maxVcpus))]
                                                    + (maxPhysBits.map { [JsonMember(key: "max_phys_bits", value: .int($0))] } ?? []))),
-            JsonMember(key: "memory", value: .object(["size": .int(memorySize), "thp": .bool(transparentHugePages)])),
+            JsonMember(key: "memory", value: .object([JsonMember(key: "size", value: .int(memorySize))]
+                + (hotplugSize > 0 ? [JsonMember(key: "hotplug_size", value: .int(hotplugSize))] : [])
+                + [JsonMember(key: "thp", value: .bool(transparentHugePages))])),
             JsonMember(key: "payload", value: .object(payloadMembers)),
             JsonMember(key: "serial", value: Self.json(serial)),
             JsonMember(key: "console", value: Self.json(console)),

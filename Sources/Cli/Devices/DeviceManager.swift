@@ -155,7 +155,8 @@ public final class DeviceManager: Sendable {
     }
 
     /// The ids of the devices ActorVMM puts at fixed addresses (and of the PCI root): not for a user's device.
-    public static let platformIDs: Set<String> = [pciRootID, "serial", "i8042", "debug-port", "acpi-power", "test-device"]
+    public static let platformIDs: Set<String> = [pciRootID, "serial", "i8042", "debug-port", "acpi-power", "test-device",
+                                                  "acpi-ged", "acpi-pci-hotplug", "acpi-cpu-hotplug", "acpi-memory-hotplug"]
 
     // MARK: - Attaching
 

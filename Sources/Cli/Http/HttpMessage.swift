@@ -13,6 +13,7 @@ struct HttpStatus: Equatable, Sendable, CustomStringConvertible {
     static let contentTooLarge = HttpStatus(code: 413, reason: "Content Too Large")
     static let uriTooLong = HttpStatus(code: 414, reason: "URI Too Long")
     static let expectationFailed = HttpStatus(code: 417, reason: "Expectation Failed")
+    static let tooManyRequests = HttpStatus(code: 429, reason: "Too Many Requests")
     static let headersTooLarge = HttpStatus(code: 431, reason: "Request Header Fields Too Large")
     static let internalServerError = HttpStatus(code: 500, reason: "Internal Server Error")
     static let notImplemented = HttpStatus(code: 501, reason: "Not Implemented")

@@ -20,7 +20,8 @@ public enum RemoteCommand {
         Command(name: "resume", endpoint: .vmResume, summary: "resume the paused VM"),
         Command(name: "shutdown", endpoint: .vmShutdown, summary: "stop the VM (it can be booted again)"),
         Command(name: "reboot", endpoint: .vmReboot, summary: "stop the VM and boot it again from its config"),
-        Command(name: "power-button", endpoint: .vmPowerButton, summary: "press the ACPI power button (not available yet)"),
+        Command(name: "power-button", endpoint: .vmPowerButton, summary: "press the ACPI power button"),
+        Command(name: "resize", endpoint: .vmResize, summary: "--cpus N and/or --memory SIZE: hot-add or remove vCPUs, add RAM"),
         Command(name: "delete", endpoint: .vmDelete, summary: "stop and forget the VM"),
         Command(name: "info", endpoint: .vmInfo, summary: "print the VM's config and state"),
         Command(name: "counters", endpoint: .vmCounters, summary: "print the per-device counters"),
@@ -42,6 +43,7 @@ public enum RemoteCommand {
         for command in commands {
             let name = switch command.name {
             case "create": "create [PATH]"
+            case "resize": "resize ARGS"
             case "snapshot": "snapshot URL"
             case "restore": "restore ARGS"
             case "send-migration", "receive-migration": command.name + " URL"
@@ -84,6 +86,11 @@ public enum RemoteCommand {
             switch readInput(arguments.first ?? "-") {
             case .success(let bytes): body = bytes
             case .failure(let error): return failure(error.message)
+            }
+        } else if command.endpoint == .vmResize {
+            switch Self.resizeBody(arguments) {
+            case .success(let bytes): body = bytes
+            case .failure(let error): return usageError(error.message)
             }
         } else if command.endpoint.takesBody {
             guard arguments.count == 1 else { return usageError("\(name) takes one argument (see --help)") }
@@ -140,6 +147,29 @@ public enum RemoteCommand {
             members.append(JsonMember(key: "destination_url", value: .string(argument)))
         }
         return .success(Array(JsonValue.object(members).serialized().utf8))
+    }
+
+    /// `resize --cpus N --memory SIZE` (ch-remote's options; SIZE in bytes or with K/M/G) as a VmResize body.
+    static func resizeBody(_ arguments: [String]) -> Result<[UInt8], SocketError> {
+        var members: [String] = []
+        var rest = arguments[...]
+        while let option = rest.first {
+            rest = rest.dropFirst()
+            guard let value = rest.first else { return .failure(SocketError("resize \(option): missing value")) }
+            rest = rest.dropFirst()
+            switch option {
+            case "--cpus":
+                guard let count = Int(value), count > 0 else { return .failure(SocketError("resize --cpus \(value): expected a vCPU count")) }
+                members.append("\"desired_vcpus\":\(count)")
+            case "--memory":
+                guard let bytes = parseByteSize(value) else { return .failure(SocketError("resize --memory \(value): expected a size (512M, 2G)")) }
+                members.append("\"desired_ram\":\(bytes)")
+            default:
+                return .failure(SocketError("resize: unknown option '\(option)' (--cpus N, --memory SIZE)"))
+            }
+        }
+        guard !members.isEmpty else { return .failure(SocketError("resize needs --cpus N and/or --memory SIZE")) }
+        return .success(Array(("{" + members.joined(separator: ",") + "}").utf8))
     }
 
     /// Cloud Hypervisor's error body (a JSON array of messages) as one line; any other body as it is.

@@ -18,6 +18,38 @@ final class MachineInstance: VmInstance {
 
     nonisolated(nonsending) func resume() async { await machine.snapshotter.resume() }
 
+    nonisolated(nonsending) func powerButton() async {
+        guard state.withLock({ !$0.down }) else { return }
+        await machine.hotplug.pressPowerButton()
+    }
+
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
+        guard state.withLock({ !$0.down }) else { throw VmmError(.invalidTransition, VmAction.resize.failure, "the VM is stopping") }
+        if let ram = request.ram, ram != machine.vm.memory.totalSize {
+            // RAM first: a refused RAM change leaves the vCPUs alone too.
+            guard let memoryHotplug = machine.memoryHotplug else {
+                throw VmmError(.badRequest, VmAction.resize.failure, "desired_ram \(ram): memory hotplug is off (no memory.hotplug_size)")
+            }
+            do {
+                try await memoryHotplug.resize(to: ram)
+            } catch {
+                throw VmmError(error.refused ? .badRequest : .hostFault, VmAction.resize.failure, error.message)
+            }
+        }
+        if let vcpus = request.vcpus {
+            do {
+                try await machine.vcpuHotplug.resize(to: vcpus)
+            } catch {
+                switch error {
+                case .outOfRange: throw VmmError(.badRequest, VmAction.resize.failure, error.description)
+                case .removalPending: throw VmmError(.busy, VmAction.resize.failure, error.description)
+                case .failed: break
+                }
+                throw VmmError(.hostFault, VmAction.resize.failure, error.description)
+            }
+        }
+    }
+
     nonisolated(nonsending) func shutdown() async {
         let stdin = state.withLock { state -> StdinPump?? in
             guard !state.down else { return nil }

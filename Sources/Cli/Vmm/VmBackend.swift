@@ -40,6 +40,11 @@ protocol VmInstance: AnyObject, Sendable {
     /// Parks every vCPU; returns when none runs guest code.
     nonisolated(nonsending) func pause() async
     nonisolated(nonsending) func resume() async
+    /// Presses the ACPI power button (the GED's event and interrupt).
+    nonisolated(nonsending) func powerButton() async
+    /// vm.resize: makes `request`'s vCPU count and RAM size present (docs/hotplug.md). A refusal (4xx)
+    /// changes nothing.
+    nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError)
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
     nonisolated(nonsending) func shutdown() async
     /// Per-device counters: for each device, `requests`, `bytes`, `errors`, `interrupts`, then its own.

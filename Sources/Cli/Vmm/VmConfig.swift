@@ -1,4 +1,5 @@
 import ActorVmm
+import Boot
 import Devices
 
 /// Everything needed to create a VM: the one config type, filled from the command line (``VmmOptions/parse(_:)``
@@ -46,6 +47,9 @@ struct VmConfig: Equatable, Sendable {
     var bootVcpus = 1
     var maxVcpus = 1
     var memorySize: UInt64 = 512 << 20
+    /// `memory.hotplug_size` (with `hotplug_method` ACPI): how much RAM `vm.resize` may add, in 128 MiB
+    /// blocks (docs/hotplug.md); 0: none.
+    var hotplugSize: UInt64 = 0
     /// `cpus.max_phys_bits`: the guest's physical address width is the host's or this, whichever is smaller
     /// (nil: the host's; Cloud Hypervisor's default, 46, is the host's on most machines).
     var maxPhysBits: Int?
@@ -66,6 +70,8 @@ struct VmConfig: Equatable, Sendable {
 
     static let maxVcpuCount = 254
     static let minMemory: UInt64 = 4 << 20
+    /// Hot-added RAM comes in blocks of this size (Linux's memory block size on x86-64).
+    static let hotplugBlock: UInt64 = Layout.hotplugRamAlignment
     static let maxCmdlineLength = 2047
 
     init(payload: Payload) { self.payload = payload }

@@ -10,7 +10,7 @@ enum VmState: String, Sendable, CaseIterable {
 
 /// What the API asks of the VM's lifecycle.
 enum VmAction: String, Sendable, CaseIterable {
-    case create, boot, pause, resume, shutdown, reboot, powerButton = "power-button", delete
+    case create, boot, pause, resume, shutdown, reboot, powerButton = "power-button", resize, delete
 
     /// "cannot pause the VM": the first message of an error.
     var failure: String {
@@ -70,7 +70,11 @@ enum VmLifecycle {
             return .success(.running)
         case (.powerButton, .running), (.powerButton, .paused):
             return .success(state)
-        case (.pause, _), (.shutdown, _), (.reboot, _), (.powerButton, _):
+        case (.resize, .running):
+            return .success(.running)
+        case (.resize, .paused):
+            return wrongState("the VM is paused (resume it first)")
+        case (.pause, _), (.shutdown, _), (.reboot, _), (.powerButton, _), (.resize, _):
             return wrongState("the VM is not booted")
         }
     }

@@ -27,6 +27,8 @@ actor VmmController: LoopBound {
     /// Prepared at vm.create, consumed by the first boot.
     private var prepared: (any PreparedVm)?
     private var instance: (any VmInstance)?
+    /// Guest RAM after vm.resize added some (nil: the configured size); a new boot starts over.
+    private var memoryActual: UInt64?
     /// Counts boots, so that a stop notification from an earlier machine is recognised and ignored.
     private var generation = 0
     private var exiting = false
@@ -111,12 +113,27 @@ actor VmmController: LoopBound {
         }
     }
 
-    /// vm.power-button: needs an ACPI power button (GED device and DSDT), which ActorVMM does not have yet.
+    /// vm.power-button: presses the ACPI power button (the GED raises its interrupt; the guest's `_EVT`
+    /// notifies `\_SB.PWRB`). The guest decides what follows: Linux with acpid or systemd-logind shuts down
+    /// and powers off, and the VM then stops as on any power-off. The state does not change here.
     func powerButton() async throws(VmmError) {
         try await exclusive { () throws(VmmError) in
             _ = try transition(.powerButton)
-            throw VmmError(.notSupported, VmAction.powerButton.failure,
-                           "ActorVMM has no ACPI power button yet (use vm.shutdown to stop the VM)")
+            await instance?.powerButton()
+        }
+    }
+
+    /// vm.resize: vCPUs and RAM of the running VM (docs/hotplug.md). `cpus.boot_vcpus` in vm.info follows
+    /// what was asked (a removal completes when the guest ejects the vCPU).
+    func resize(_ request: ResizeRequest) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            _ = try transition(.resize)
+            if let vcpus = request.vcpus, let maxVcpus = config?.maxVcpus, !(1...maxVcpus).contains(vcpus) {
+                throw VmmError(.badRequest, VmAction.resize.failure, "desired_vcpus \(vcpus): must be 1 to max_vcpus (\(maxVcpus))")
+            }
+            try await instance?.resize(request)
+            if let vcpus = request.vcpus { config?.bootVcpus = vcpus }
+            if let ram = request.ram { memoryActual = ram }
         }
     }
 
@@ -132,7 +149,7 @@ actor VmmController: LoopBound {
     /// vm.info: the config, the state and (when booted) the device tree.
     func info() throws(VmmError) -> VmInfo {
         guard let config, let state else { throw VmmError(.noVm, "no VM information", "no VM has been created") }
-        return VmInfo(config: config, state: state, memoryActualSize: config.memorySize, deviceTree: instance?.deviceTree())
+        return VmInfo(config: config, state: state, memoryActualSize: memoryActual ?? config.memorySize, deviceTree: instance?.deviceTree())
     }
 
     /// vm.counters: per-device counters of the booted VM.
@@ -228,6 +245,7 @@ actor VmmController: LoopBound {
     private func stopInstance() async {
         guard let instance else { return }
         self.instance = nil
+        memoryActual = nil
         await instance.shutdown()
     }
 

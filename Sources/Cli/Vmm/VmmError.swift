@@ -18,6 +18,10 @@ struct VmmError: Error, Equatable, Sendable, CustomStringConvertible {
         case hostFault
         /// The action exists but ActorVMM does not implement it.
         case notSupported
+        /// The request asks for what the VM cannot do (a resize beyond max, an unknown device id).
+        case badRequest
+        /// The VM is busy with an earlier request of this kind (a vCPU removal the guest has not finished).
+        case busy
     }
 
     let kind: Kind

@@ -1,0 +1,108 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// The power button and CPU hotplug with the microVM Linux kernel (docs/hotplug.md). On this project's
+/// hosts guest user space cannot run (kvm_pvm, docs/compat.md): /init dies a few minutes into the boot and
+/// the kernel panics, so everything happens between the power button driver's probe and that panic, and is
+/// checked from the kernel's side: its `_EVT` reads the GED's event byte (the VMM counts the read), it
+/// hot-adds the CPU ("CPU1 has been hot-added"), and it ejects the CPU the host asks back (the VMM ends
+/// that vCPU's thread). What user space does with the button (acpid) needs hardware KVM or the nested tier.
+@Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"),
+       .enabled(if: LinuxHarness.selection != "0", "ACTOR_VMM_LINUX=0: Linux boots skipped"),
+       .serialized)
+struct LinuxHotplugTests {
+    /// What the run's `then` saw, for the checks after it.
+    final class Results: Sendable {
+        let values = Mutex<[String: String]>([:])
+        subscript(key: String) -> String? { values.withLock { $0[key] } }
+        func set(_ key: String, _ value: String) { values.withLock { $0[key] = value } }
+    }
+
+    @Test(.timeLimit(.minutes(30)))
+    func powerButtonAndCpuHotplugReachTheKernel() async throws {
+        let kernel = try await Harness.offPool { try LinuxHarness.recipe("microvm-kernel.sh") }
+        let socket = NSTemporaryDirectory() + "actor-vmm-hotplug-\(getpid()).sock"
+        defer { unlink(socket) }
+        let results = Results()
+        let remote: @Sendable ([String]) -> Harness.Result = { arguments in
+            Harness.run(Harness.remotePath, ["--api-socket", socket] + arguments, timeout: 60)
+        }
+        let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
+            "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
+            "--cpus", "boot=1,max=2", "--memory", "size=256M", "--serial", "tty", "--console", "off",
+            "--cmdline", "console=ttyS0", "--api-socket", "path=\(socket)", "-v",
+        ], until: "ACPI: button: Power Button [PWRB]", timeout: 1200) { session in
+            defer { kill(session.pid, SIGTERM) }
+            results.set("button", "\(remote(["power-button"]).status)")
+            // The guest's _EVT reads the event byte once: the VMM counts that read.
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                let counters = remote(["counters"]).stdout
+                if counters.contains("\"acpi-ged\":{\"requests\":1") { results.set("ged read", "yes"); break }
+                usleep(500_000)
+            }
+            results.set("too many", remote(["resize", "--cpus", "3"]).stderr)
+            results.set("add", "\(remote(["resize", "--cpus", "2"]).status)")
+            guard session.waitForLine("CPU1 has been hot-added", timeout: 120) else { return }
+            results.set("remove", "\(remote(["resize", "--cpus", "1"]).status)")
+            // The guest never onlined CPU 1 (no user space), so it ejects it at once and the VMM ends the
+            // thread. Until then another resize answers 429 (a removal is pending); after it, 1 is a no-op.
+            let removed = Date().addingTimeInterval(120)
+            while Date() < removed, remote(["resize", "--cpus", "1"]).status != 0 { usleep(500_000) }
+            results.set("info", remote(["info"]).stdout)
+        } } }
+        let context = run.context
+        #expect(run.first(containing: "acpi-ged") == nil, "the GED probes without complaint: \(context)")
+        #expect(results["button"] == "0", "\(context)")
+        #expect(results["ged read"] == "yes", "the guest's _EVT read the GED: \(context)")
+        #expect(results["too many"]?.contains("400 Bad Request: cannot resize the VM: desired_vcpus 3: must be 1 to max_vcpus (2)") == true,
+                "\(results["too many"] ?? "")")
+        #expect(results["add"] == "0", "\(context)")
+        #expect(run.first(containing: "CPU1 has been hot-added") != nil, "\(context)")
+        #expect(results["remove"] == "0", "\(context)")
+        #expect(run.stderr.contains("vcpu1 added") && run.stderr.contains("vcpu1 removed (the guest ejected it)"), "\(context)")
+        #expect(results["info"]?.contains("\"boot_vcpus\":1") == true, "\(results["info"] ?? "")")
+        #expect(run.status == 0, "\(context)")
+    }
+
+    /// RAM added with vm.resize: Linux (the microVM kernel with Tests/Linux/hotplug.config: memory hotplug,
+    /// blocks onlined by the kernel) reads the memory device's _CRS, adds and onlines the block, and reports
+    /// success through _OST. Bad sizes are refused and change nothing.
+    @Test(.timeLimit(.minutes(60)))
+    func ramAddedWithResizeIsOnlinedByLinux() async throws {
+        let kernel = try await Harness.offPool {
+            try LinuxHarness.recipe("microvm-kernel.sh", [Harness.packageRoot + "/Tests/Linux/hotplug.config"])
+        }
+        let socket = NSTemporaryDirectory() + "actor-vmm-hotplug-ram-\(getpid()).sock"
+        defer { unlink(socket) }
+        let results = Results()
+        let remote: @Sendable ([String]) -> Harness.Result = { arguments in
+            Harness.run(Harness.remotePath, ["--api-socket", socket] + arguments, timeout: 60)
+        }
+        let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
+            "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
+            "--memory", "size=256M,hotplug_method=acpi,hotplug_size=512M", "--serial", "tty", "--console", "off",
+            "--cmdline", "console=ttyS0", "--api-socket", "path=\(socket)", "-v",
+        ], until: "ACPI: button: Power Button [PWRB]", timeout: 1200) { session in
+            defer { kill(session.pid, SIGTERM) }
+            results.set("odd", remote(["resize", "--memory", "300M"]).stderr)
+            results.set("beyond", remote(["resize", "--memory", "2G"]).stderr)
+            results.set("add", "\(remote(["resize", "--memory", "384M"]).status)")
+            results.set("info", remote(["info"]).stdout)
+            // The kernel rebuilds its zonelists (once at boot, again when it onlines the new block), then
+            // reports through _OST.
+            _ = session.waitForLine("Built 1 zonelists", count: 2, timeout: 120)
+            usleep(10_000_000)
+        } } }
+        let context = run.context
+        #expect(results["odd"]?.contains("must grow RAM by a multiple of 128 MiB") == true, "\(results["odd"] ?? "")")
+        #expect(results["beyond"]?.contains("beyond boot RAM + hotplug_size") == true, "\(results["beyond"] ?? "")")
+        #expect(results["add"] == "0", "\(context)")
+        #expect(results["info"]?.contains("\"memory_actual_size\":402653184") == true, "\(results["info"] ?? "")")
+        #expect(run.stderr.contains("memory: 128 MiB added at 0x100000000 (now 384 MiB)"), "\(context)")
+        #expect(run.stderr.contains("memory hotplug: the guest reports success for event 0x1 on slot 0"), "_OST: \(context)")
+        #expect(run.status == 0, "\(context)")
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Hotplug guest recipe (docs/hotplug.md): the microVM kernel with Tests/Linux/hotplug.config (evdev, memory
+# and ACPI PCI hotplug) and the Debian guest's busybox with a different /init, which
+#   - runs busybox acpid: a power-button press runs /etc/acpi/PWRF/00000080, which prints
+#     "ACTORVMM-POWER-BUTTON" and powers off;
+#   - prints "ACTORVMM-HOTPLUG-READY …" once, then a line "ACTORVMM-HOTPLUG cpus=… mem_kb=… disks=… nets=…"
+#     whenever one of them changes, onlining every CPU that appears (CPU hotplug needs the guest to online
+#     the CPU; memory blocks are onlined by the kernel itself: MEMORY_HOTPLUG_DEFAULT_ONLINE).
+# Prints the folder holding vmlinux and initramfs.cpio. Builds the kernel once (microvm-kernel.sh).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+kernel=$("$here/microvm-kernel.sh" "$here/hotplug.config")
+out="$kernel/hotplug"
+recipe=$(sha256sum "$here/$(basename "$0")" | cut -c1-12)
+if [ -s "$out/initramfs.cpio" ] && [ "$(cat "$out/recipe" 2>/dev/null)" = "$recipe" ]; then echo "$out"; exit 0; fi
+mkdir -p "$out" && rm -rf "$out/root" && mkdir -p "$out/root"
+(cd "$out/root" && cpio -idm --quiet < "$kernel/initramfs.cpio")
+cat > "$out/root/init" <<'INIT'
+#!/bin/busybox sh
+b=/bin/busybox
+$b mount -t proc proc /proc
+$b mount -t sysfs sys /sys
+$b mount -t devtmpfs dev /dev
+$b mkdir -p /etc/acpi/PWRF
+$b printf '#!/bin/busybox sh\n/bin/busybox echo ACTORVMM-POWER-BUTTON\n/bin/busybox poweroff -f\n' > /etc/acpi/PWRF/00000080
+$b chmod +x /etc/acpi/PWRF/00000080
+$b acpid -c /etc/acpi
+state() {
+  for c in /sys/devices/system/cpu/cpu[0-9]*; do [ -f $c/online ] && [ "$($b cat $c/online)" = 0 ] && echo 1 > $c/online 2>/dev/null; done
+  echo "cpus=$($b cat /sys/devices/system/cpu/online) mem_kb=$($b awk '/MemTotal/ { print $2 }' /proc/meminfo) disks=$($b ls /sys/block | $b grep vd | $b tr '\n' ,) nets=$($b ls /sys/class/net | $b tr '\n' ,)"
+}
+last=$(state)
+$b echo "ACTORVMM-HOTPLUG-READY inputs=$($b ls /dev/input | $b tr '\n' ,) $last"
+while true; do
+  $b sleep 1
+  now=$(state)
+  [ "$now" != "$last" ] && $b echo "ACTORVMM-HOTPLUG $now"
+  last=$now
+done
+INIT
+chmod +x "$out/root/init"
+python3 "$here/newc.py" "$out/root" "$out/initramfs.tmp" >&2
+mv "$out/initramfs.tmp" "$out/initramfs.cpio"
+ln -sf ../vmlinux "$out/vmlinux"
+rm -rf "$out/root"
+echo "$recipe" > "$out/recipe"
+echo "$out"
