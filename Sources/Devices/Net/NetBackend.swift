@@ -111,6 +111,7 @@ public final class NetBackend: VirtioBackend {
         }
         setActivePairs(1)
         for pair in pairs where pair.index < activePairs { watchTap(pair, device: device) }
+        Log.info("\(device.name): driver features 0x\(String(features, radix: 16)) (offered 0x\(String(device.offeredFeatures, radix: 16))), TAP offloads 0x\(String(tapOffloads, radix: 16)), \(mergeable ? "mergeable" : "single") receive buffers")
     }
 
     public func reset(device: isolated VirtioPciDevice) {
