@@ -119,3 +119,46 @@ import Testing
         #expect(await device.isActive)
     }
 }
+
+/// What the device offers follows the TAP and Cloud Hypervisor's `offload_*` switches; what it sets on
+/// the TAP follows what the guest acked.
+@Suite struct NetFeatureTests {
+    static let all = CKVM_TUN_F_CSUM | CKVM_TUN_F_TSO4 | CKVM_TUN_F_TSO6 | CKVM_TUN_F_TSO_ECN | CKVM_TUN_F_UFO
+
+    @Test func offeredFeaturesFollowTheTapAndTheSwitches() {
+        let full = NetFeature.offered(tapOffloads: Self.all, queuePairs: 1)
+        #expect(full & NetFeature.guestOffloads == NetFeature.guestOffloads)
+        #expect(full & (NetFeature.csum | NetFeature.hostTso4 | NetFeature.hostTso6 | NetFeature.hostEcn | NetFeature.hostUfo
+                        | NetFeature.mergeableRxBuffers | NetFeature.ctrlVq | NetFeature.ctrlGuestOffloads) != 0)
+        #expect(full & NetFeature.multiQueue == 0)
+        #expect(NetFeature.offered(tapOffloads: Self.all, queuePairs: 2) & NetFeature.multiQueue != 0)
+        // A TAP that takes no offload: the guest gets none; the host side still takes the guest's.
+        let none = NetFeature.offered(tapOffloads: 0, queuePairs: 1)
+        #expect(none & NetFeature.guestOffloads == 0 && none & NetFeature.hostTso4 != 0)
+        #expect(NetFeature.offered(tapOffloads: Self.all & ~CKVM_TUN_F_UFO, queuePairs: 1) & NetFeature.guestUfo == 0)
+        // offload_csum=off: nothing that needs a checksum offload.
+        let noCsum = NetFeature.offered(tapOffloads: Self.all, queuePairs: 1, checksum: false)
+        #expect(noCsum & (NetFeature.guestOffloads | NetFeature.csum | NetFeature.hostTso4 | NetFeature.hostUfo | NetFeature.ctrlGuestOffloads) == 0)
+        let noTso = NetFeature.offered(tapOffloads: Self.all, queuePairs: 1, tso: false)
+        #expect(noTso & (NetFeature.guestTso4 | NetFeature.hostTso6 | NetFeature.guestEcn) == 0 && noTso & NetFeature.guestUfo != 0)
+        let noUfo = NetFeature.offered(tapOffloads: Self.all, queuePairs: 1, ufo: false)
+        #expect(noUfo & (NetFeature.guestUfo | NetFeature.hostUfo) == 0 && noUfo & NetFeature.guestTso4 != 0)
+    }
+
+    @Test func tapOffloadsFollowTheAckedGuestOffloads() {
+        #expect(NetFeature.tapOffloads(0) == 0)
+        #expect(NetFeature.tapOffloads(NetFeature.guestTso4) == 0, "TSO without checksum offload is nothing")
+        #expect(NetFeature.tapOffloads(NetFeature.guestCsum) == CKVM_TUN_F_CSUM)
+        #expect(NetFeature.tapOffloads(NetFeature.guestOffloads) == Self.all)
+        #expect(NetFeature.tapOffloads(NetFeature.guestCsum | NetFeature.guestEcn) == CKVM_TUN_F_CSUM, "ECN only with TSO")
+    }
+
+    @Test func badQueueOptionsAreRefusedBeforeATapIsOpened() {
+        for options in [NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 0),
+                        NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 17),
+                        NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queueSize: 100),
+                        NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queueSize: 512)] {
+            #expect(throws: VirtioError.self) { _ = try NetBackend.open(options) }
+        }
+    }
+}

@@ -22,10 +22,17 @@ public final class NetBackend: VirtioBackend {
         public var id: String?
         /// Receive/transmit queue pairs (Cloud Hypervisor's `num_queues` / 2), one TAP queue each.
         public var queuePairs: Int
+        /// The most entries each queue offers (`queue_size`; the driver may choose fewer).
+        public var queueSize: UInt16
+        /// Cloud Hypervisor's `offload_csum`, `offload_tso`, `offload_ufo`: offer these offloads (as far as
+        /// the TAP takes them; TSO and UFO need checksum offload).
+        public var offloadChecksum: Bool, offloadTso: Bool, offloadUfo: Bool
         public init(tap: String?, mac: [UInt8], address: UInt32? = nil, netmask: UInt32? = nil, id: String? = nil,
-                    queuePairs: Int = 1) {
+                    queuePairs: Int = 1, queueSize: UInt16 = SplitQueue.maxSize, offloadChecksum: Bool = true,
+                    offloadTso: Bool = true, offloadUfo: Bool = true) {
             self.tap = tap; self.mac = mac; self.address = address; self.netmask = netmask; self.id = id
-            self.queuePairs = queuePairs
+            self.queuePairs = queuePairs; self.queueSize = queueSize
+            self.offloadChecksum = offloadChecksum; self.offloadTso = offloadTso; self.offloadUfo = offloadUfo
         }
     }
 
@@ -41,6 +48,8 @@ public final class NetBackend: VirtioBackend {
     public let deviceType = VirtioDeviceType.net
     public let queueCount: Int
     public let deviceFeatures: UInt64
+    /// The most entries a queue offers (the transport's `queue_size` before the driver picks one).
+    public var maxQueueSize: UInt16 { options.queueSize }
     public let configSize = 12
     public let options: Options
     public var interfaceName: String { tapDevice.name }
@@ -75,6 +84,9 @@ public final class NetBackend: VirtioBackend {
         guard (1...maxQueuePairs).contains(options.queuePairs) else {
             throw VirtioError("\(options.queuePairs) queue pairs: expected 1 to \(maxQueuePairs)")
         }
+        guard options.queueSize > 0, options.queueSize <= SplitQueue.maxSize, options.queueSize & (options.queueSize - 1) == 0 else {
+            throw VirtioError("queue size \(options.queueSize): expected a power of 2 up to \(SplitQueue.maxSize)")
+        }
         let tap = try TapDevice(name: options.tap, address: options.address, netmask: options.netmask,
                                 queues: options.queuePairs)
         let queues = options.queuePairs > 1 ? ", \(options.queuePairs) queues" : ""
@@ -87,7 +99,9 @@ public final class NetBackend: VirtioBackend {
         options = opened.options
         pairs = opened.tap.queueFDs.indices.map { NetQueuePair(index: $0, fd: opened.tap.queueFDs[$0]) }
         queueCount = 2 * pairs.count + 1
-        deviceFeatures = NetFeature.offered(tapOffloads: opened.tap.supportedOffloads, queuePairs: pairs.count)
+        let o = opened.options
+        deviceFeatures = NetFeature.offered(tapOffloads: opened.tap.supportedOffloads, queuePairs: pairs.count,
+                                            checksum: o.offloadChecksum, tso: o.offloadTso, ufo: o.offloadUfo)
         setActivePairs(1)  // until the driver asks for more (§5.1.6.5.5)
     }
 

@@ -24,19 +24,25 @@ public enum NetFeature {
     /// The guest offloads: what `VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET` may switch.
     public static let guestOffloads = guestCsum | guestTso4 | guestTso6 | guestEcn | guestUfo
 
-    /// What a device over a TAP accepting `tapOffloads` (`CKVM_TUN_F_*`) offers, with `queuePairs` pairs.
-    /// The transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX.
-    static func offered(tapOffloads: UInt32, queuePairs: Int) -> UInt64 {
-        var features = mac | status | mergeableRxBuffers | ctrlVq | ctrlGuestOffloads
-        // Transmit offloads need no TAP setting: the kernel takes any virtio_net_hdr a writer gives it.
-        features |= csum | hostTso4 | hostTso6 | hostEcn | hostUfo
-        if tapOffloads & CKVM_TUN_F_CSUM != 0 { features |= guestCsum }
-        if tapOffloads & (CKVM_TUN_F_TSO4 | CKVM_TUN_F_TSO6) == CKVM_TUN_F_TSO4 | CKVM_TUN_F_TSO6 {
-            features |= guestTso4 | guestTso6
-        }
-        if tapOffloads & CKVM_TUN_F_TSO_ECN != 0 { features |= guestEcn }
-        if tapOffloads & CKVM_TUN_F_UFO != 0 { features |= guestUfo }
+    /// What a device over a TAP accepting `tapOffloads` (`CKVM_TUN_F_*`) offers, with `queuePairs` pairs
+    /// and Cloud Hypervisor's `offload_csum`, `offload_tso`, `offload_ufo` (TSO and UFO need checksum
+    /// offload). The transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX.
+    static func offered(tapOffloads: UInt32, queuePairs: Int, checksum: Bool = true, tso: Bool = true,
+                        ufo: Bool = true) -> UInt64 {
+        var features = mac | status | mergeableRxBuffers | ctrlVq
         if queuePairs > 1 { features |= multiQueue }
+        guard checksum else { return features }
+        // Transmit offloads need no TAP setting: the kernel takes any virtio_net_hdr a writer gives it.
+        features |= csum | ctrlGuestOffloads
+        if tso { features |= hostTso4 | hostTso6 | hostEcn }
+        if ufo { features |= hostUfo }
+        guard tapOffloads & CKVM_TUN_F_CSUM != 0 else { return features }
+        features |= guestCsum
+        if tso && tapOffloads & (CKVM_TUN_F_TSO4 | CKVM_TUN_F_TSO6) == CKVM_TUN_F_TSO4 | CKVM_TUN_F_TSO6 {
+            features |= guestTso4 | guestTso6
+            if tapOffloads & CKVM_TUN_F_TSO_ECN != 0 { features |= guestEcn }
+        }
+        if ufo && tapOffloads & CKVM_TUN_F_UFO != 0 { features |= guestUfo }
         return features
     }
 
