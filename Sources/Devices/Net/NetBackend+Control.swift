@@ -27,6 +27,7 @@ extension NetBackend {
             let ack = command(class: bytes[0], bytes[1], data: Array(bytes.dropFirst(2)), device: device)
             if ack != Self.controlOK {
                 controlErrors &+= 1
+                device.countError()
                 Log.guestWarning(&device.guestLog, source: device.name, "control command \(bytes[0]).\(bytes[1]) refused")
             }
             _ = try? chain.writeBytes([ack], memory: device.memory)
