@@ -116,6 +116,7 @@ import Testing
         await driver.kick(2)
         #expect(driver.queues[2].takeUsed().map { $0.length } == [0, 0])
         #expect(await device.withNet { $0.controlErrors } == 5)
+        #expect(await device.counters.errors == 5)
         #expect(await device.isActive)
     }
 }
