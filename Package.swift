@@ -5,14 +5,26 @@ import PackageDescription
 
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
+    // One section per function, so that the release link can place the functions users run together
+    // (`releaseLink` below) and drop the ones nothing calls (--gc-sections).
+    .unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release)),
 ]
+
+/// The VMM's release link (docs/benchmarks.md, "Footprint"): fully static (no ld.so, libc.so, libstdc++.so:
+/// 1.9 MiB less resident code than `-static-stdlib`), with lld, which places the functions users run
+/// first and together (Tests/Footprint/actor-vmm.order, made by Tests/Footprint/symbol-order.sh), so the
+/// kernel's fault-around keeps less of the 5 MB of code resident.
+let releaseLink: [LinkerSetting] = [.unsafeFlags([
+    "-static-executable", "-use-ld=lld",
+    "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Tests/Footprint/actor-vmm.order",
+    "-Xlinker", "--no-warn-symbol-ordering",
+], .when(configuration: .release))]
 
 let package = Package(
     name: "ActorVmm",
     products: [
-        .executable(name: "actor-vmm", targets: ["Cli"]),
-        // The same program: it runs as the API client when invoked as actor-vmm-remote (see main.swift).
-        .executable(name: "actor-vmm-remote", targets: ["Cli"]),
+        .executable(name: "actor-vmm", targets: ["ActorVmmProgram"]),
+        .executable(name: "actor-vmm-remote", targets: ["ActorVmmRemoteProgram"]),
         .executable(name: "actor-vmm-bench", targets: ["Benchmarks"]),
     ],
     targets: [
@@ -22,15 +34,31 @@ let package = Package(
         .target(name: "ActorVmm", dependencies: ["CKvm", "EpollLoop"], swiftSettings: strict),
         .target(name: "Devices", dependencies: ["ActorVmm", "EpollLoop", "CKvm"], swiftSettings: strict),
         .target(name: "Boot", dependencies: ["ActorVmm", "CKvm"], swiftSettings: strict),
-        .executableTarget(
+        // The control plane: config, device manager, machine builder, lifecycle, API, HTTP, JSON, client.
+        .target(
             name: "Cli",
             dependencies: ["ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
+            exclude: ["Main"],  // the programs below
+            swiftSettings: strict
+        ),
+        // The two programs: a main.swift each that calls into Cli.
+        .executableTarget(
+            name: "ActorVmmProgram",
+            dependencies: ["Cli"],
+            path: "Sources/Cli/Main/Vmm",
             swiftSettings: strict,
-            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+            linkerSettings: releaseLink
+        ),
+        .executableTarget(
+            name: "ActorVmmRemoteProgram",
+            dependencies: ["Cli"],
+            path: "Sources/Cli/Main/Remote",
+            swiftSettings: strict,
+            linkerSettings: releaseLink
         ),
         .executableTarget(
             name: "Benchmarks",
-            dependencies: ["ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
+            dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
             path: "Benchmarks",
             exclude: ["nested-boot-vs-qemu.sh"],  // the boot-time comparison with QEMU, run in the nested tier's L1
             swiftSettings: strict
@@ -39,22 +67,19 @@ let package = Package(
         .testTarget(name: "ActorVmmTests", dependencies: ["ActorVmm", "EpollLoop", "Boot", "CKvm"], swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "ActorVmm", "EpollLoop", "CKvm"], swiftSettings: strict),
         .testTarget(name: "BootTests", dependencies: ["Boot", "ActorVmm", "Devices", "CKvm"], swiftSettings: strict),
-        .testTarget(name: "CliTests", dependencies: ["Cli", "ActorVmm", "CKvm"], swiftSettings: strict),
+        .testTarget(name: "CliTests", dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["CKvm"], swiftSettings: strict),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "ActorVmm"], swiftSettings: strict),
     ]
 )
 
 // The libFuzzer build (Tests/Fuzz/run.sh sets ACTORVMM_FUZZ=1 and builds into .build-fuzz with
-// -sanitize=fuzzer,address). The package then holds only the libraries, Cli as a library (without its
-// main.swift, so the fuzz targets can reach its parsers) and one fuzz executable; an ordinary `swift build`
-// or `swift test` never sees these targets.
+// -sanitize=fuzzer,address). The package then holds only the libraries (Cli among them, so the fuzz targets
+// reach its parsers) and one fuzz executable; an ordinary `swift build` or `swift test` never sees it.
 if Context.environment["ACTORVMM_FUZZ"] == "1" {
     let libraries = package.targets.filter { $0.type == .regular }
     package.products = [.executable(name: "actor-vmm-fuzz", targets: ["ActorVmmFuzz"])]
     package.targets = libraries + [
-        .target(name: "Cli", dependencies: ["ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],
-                exclude: ["main.swift"], swiftSettings: strict),
         .executableTarget(
             name: "ActorVmmFuzz",
             dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm"],

@@ -1,9 +1,11 @@
-// A VM built in-process with the library, for one measurement: the devices under test are supplied by
-// the caller; the benchmark adds a UART (capturing the guest's output) and the ACPI power register on
-// a loop of their own, so the device under test has its loop to itself.
+// A VM built in-process with the library, for one measurement: the devices under test are attached by
+// the caller through the control plane's device manager (as actor-vmm attaches its own); the benchmark adds
+// a UART (capturing the guest's output) and the ACPI power register on a loop of their own, so the device
+// under test has its loop to itself.
 import ActorVmm
 import Boot
 import CKvm
+import Cli
 import Devices
 import EpollLoop
 import Glibc
@@ -28,6 +30,8 @@ struct BenchError: Error, CustomStringConvertible {
 final class BenchVm {
     let vm: Vm
     let manager: VcpuManager
+    /// The VM's devices (the caller's and the two above) and buses.
+    let devicesManager: DeviceManager
     let stopLatch = StopLatch()
     let serial = CapturedOutput()
     let systemLoop: EventLoop
@@ -36,21 +40,21 @@ final class BenchVm {
     let tscOffset: Int64?
 
     /// Builds the VM on `memory` (already loaded). vCPU `i` starts at `bootStates[i]`; vCPUs after the
-    /// first are made runnable directly (no INIT/SIPI). `devices` returns the buses with the devices
-    /// under test (it gets the VM, for devices that need ioeventfds or irqfds); the UART (0x3F8) and ACPI
-    /// power (0x600) are added here.
+    /// first are made runnable directly (no INIT/SIPI). `devices` attaches the devices under test to the
+    /// VM's device manager (PCI root in place); the UART (0x3F8) and ACPI power (0x600) are added here.
     init(memory: GuestMemory, bootStates: [VcpuBootState], strategy: HandoffStrategy,
-         threadOptions: [VcpuThreadOptions], devices: (Vm) throws -> IoBuses) throws {
+         threadOptions: [VcpuThreadOptions], devices: (DeviceManager) async throws -> Void) async throws {
         let kvm = try Kvm()
         vm = try Vm(kvm: kvm, memory: memory, options: VmOptions(pit: true))
         systemLoop = try EventLoop(name: "bench-system")
         controlLoop = try EventLoop(name: "bench-control")
-        let buses = try devices(vm)
-        var pio = buses.pio
+        let deviceManager = try DeviceManager(vm: vm, memory: memory, loop: systemLoop)
+        try await devices(deviceManager)
         let uart = Uart8250(loop: systemLoop, interrupt: try IrqFdLine(vm: vm, gsi: 4), output: serial)
-        pio = try pio.inserting(name: "serial (8250)", base: 0x3F8, size: 8, .device(uart))
-        pio = try pio.inserting(name: "acpi power", base: AcpiPowerDevice.port, size: AcpiPowerDevice.size,
-                                .device(AcpiPowerDevice(loop: systemLoop, power: stopLatch)))
+        try deviceManager.attachPlatformDevice(id: "serial", pio: [(Uart8250.port, Uart8250.size)], .device(uart))
+        try deviceManager.attachPlatformDevice(id: "acpi-power", pio: [(AcpiPowerDevice.port, AcpiPowerDevice.size)],
+                                               .device(AcpiPowerDevice(loop: systemLoop, power: stopLatch)))
+        devicesManager = deviceManager
         let cpuid = try kvm.supportedCPUID()
         var vcpus: [Vcpu] = []
         for (id, state) in bootStates.enumerated() {
@@ -61,7 +65,9 @@ final class BenchVm {
             vcpus.append(vcpu)
         }
         tscOffset = vcpus.first?.tscOffset()
-        manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: IoBuses(pio: pio, mmio: buses.mmio),
+        let buses = deviceManager.buses
+        deviceManager.freeze()
+        manager = VcpuManager(loop: controlLoop, vcpus: vcpus, buses: buses,
                               stopLatch: stopLatch, strategy: strategy, threadOptions: threadOptions)
     }
 

@@ -142,12 +142,12 @@ struct ExitBench {
             target = .device(TestDevice(loop: deviceLoop))
             strategy = chosen
         }
-        let buses = IoBuses(
-            pio: try Bus().inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, target),
-            mmio: try Bus().inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, target))
         let recorder = ExitRecorder(capacity: 2 * (2 * roundTrips + warmup) + 4096)
-        let vm = try BenchVm(memory: memory, bootStates: [boot.bootState], strategy: strategy,
-                             threadOptions: [VcpuThreadOptions(cpu: vcpuCPU, recorder: recorder)]) { _ in buses }
+        let vm = try await BenchVm(memory: memory, bootStates: [boot.bootState], strategy: strategy,
+                                   threadOptions: [VcpuThreadOptions(cpu: vcpuCPU, recorder: recorder)]) { devices in
+            try devices.attachPlatformDevice(id: "test-device", pio: [(TestDevice.port, TestDevice.portSize)],
+                                             mmio: [(Layout.testDeviceMmio, TestDevice.mmioSize)], target)
+        }
         try await vm.start()
         let reason = vm.waitForStop(timeout: 30 + Double(2 * roundTrips + warmup) * 0.002)
         await vm.tearDown()

@@ -101,7 +101,7 @@ struct PlacementBench {
         case .shared: loops = [try Loops.make("bench-shared", cpu: nil)]
         case .perDevice: loops = try (0..<config.devices).map { try Loops.make("bench-dev\($0)", cpu: nil) }
         }
-        var pio = Bus()
+        var targets: [(id: String, port: UInt64, target: BusTarget)] = []
         var bootStates: [VcpuBootState] = []
         var recorders: [ExitRecorder] = []
         for index in 0..<config.devices {
@@ -111,12 +111,15 @@ struct PlacementBench {
             bootStates.append(LongMode.bootState(entry: entry))
             let target: BusTarget = config.mode == .raw
                 ? .raw(RawTestDevice()) : .device(TestDevice(loop: loops[index % loops.count]))
-            pio = try pio.inserting(name: "test device \(index)", base: port, size: TestDevice.portSize, target)
+            targets.append(("test-device\(index)", port, target))
             recorders.append(ExitRecorder(capacity: 1 << 18))
         }
-        let buses = IoBuses(pio: pio)
-        let vm = try BenchVm(memory: memory, bootStates: bootStates, strategy: .inlineIfIdle,
-                             threadOptions: recorders.map { VcpuThreadOptions(recorder: $0) }) { _ in buses }
+        let vm = try await BenchVm(memory: memory, bootStates: bootStates, strategy: .inlineIfIdle,
+                                   threadOptions: recorders.map { VcpuThreadOptions(recorder: $0) }) { devices in
+            for device in targets {
+                try devices.attachPlatformDevice(id: device.id, pio: [(device.port, TestDevice.portSize)], device.target)
+            }
+        }
         try await vm.start()
         usleep(UInt32(options.placementWarmup * 1e6))
         let tsc0 = ckvm_rdtsc()

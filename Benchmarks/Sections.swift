@@ -80,7 +80,7 @@ enum Sections {
                 method: "a tiny guest whose 3rd instruction writes 'S' to COM1: wall and CPU (all threads, process "
                     + "CPU clock) from posix_spawn to that byte on stdout; memory with the process stopped "
                     + "(SIGSTOP) after 10,000 round trips through the actor hand-off: overhead = VmRSS - Rss of "
-                    + "the guest-RAM mapping. Floor: a static-stdlib Swift hello world, same method, alternating. "
+                    + "the guest-RAM mapping. Floor: a Swift hello world linked as actor-vmm (static executable), same method, alternating. "
                     + "\(options.startRuns) processes each.",
                 kind: .metrics)
     }
@@ -91,21 +91,21 @@ enum Sections {
         typealias Floor = (FloorSample) -> Double
         // id, label, unit, target, floor id, value for actor-vmm or for the floor
         let specs: [(String, String, String, Double?, String?, Vmm?, Floor?)] = [
-            ("hello-wall", "hello world (static stdlib): start to output, wall", "ms", nil, nil, nil, { $0.wallMilliseconds }),
+            ("hello-wall", "hello world (linked as actor-vmm): start to output, wall", "ms", nil, nil, nil, { $0.wallMilliseconds }),
             ("start-wall", "actor-vmm: start to first guest instruction, wall", "ms", nil, "hello-wall", { $0.wallMilliseconds }, nil),
-            ("hello-cpu", "hello world (static stdlib): start to output, CPU", "ms", nil, nil, nil, { $0.cpuMilliseconds }),
+            ("hello-cpu", "hello world (linked as actor-vmm): start to output, CPU", "ms", nil, nil, nil, { $0.cpuMilliseconds }),
             ("start-cpu", "actor-vmm: start to first guest instruction, CPU", "ms", 5, "hello-cpu", { $0.cpuMilliseconds }, nil),
-            ("hello-rss", "hello world (static stdlib): VmRSS", "MiB", nil, nil, nil, { Double($0.memory.vmRSS) * mib }),
+            ("hello-rss", "hello world (linked as actor-vmm): VmRSS", "MiB", nil, nil, nil, { Double($0.memory.vmRSS) * mib }),
             ("rss-at-start", "actor-vmm: VmRSS at first guest instruction", "MiB", nil, "hello-rss", { Double($0.atStart.vmRSS) * mib }, nil),
             ("rss-steady", "actor-vmm: VmRSS after 10,000 round trips", "MiB", nil, "hello-rss", { Double($0.steady.vmRSS) * mib }, nil),
             ("guest-steady", "  guest RAM touched (Rss of its mapping)", "MiB", nil, nil, { Double($0.steady.guestRSS) * mib }, nil),
-            ("overhead-steady", "  RSS overhead (VmRSS - guest RAM)", "MiB", 6, "hello-rss", { Double($0.steady.overhead) * mib }, nil),
+            ("overhead-steady", "  RSS overhead (VmRSS - guest RAM)", "MiB", 5, "hello-rss", { Double($0.steady.overhead) * mib }, nil),
             ("overhead-file", "    file-backed (code of actor-vmm + libs)", "MiB", nil, nil, { Double($0.steady.rssFile) * mib }, nil),
             ("overhead-anon", "    anonymous (heap, stacks, data)", "MiB", nil, nil, { Double($0.steady.anonymousOverhead) * mib }, nil),
             ("hello-file", "hello world: file-backed", "MiB", nil, nil, nil, { Double($0.memory.rssFile) * mib }),
             ("hello-anon", "hello world: anonymous", "MiB", nil, nil, nil, { Double($0.memory.rssAnon) * mib }),
         ]
-        return specs.map { id, label, unit, target, floor, vmm, hello in
+        var rows = specs.map { id, label, unit, target, floor, vmm, hello in
             var row = MetricRow(id: id, label: label, unit: unit, target: target)
             row.floorID = floor
             switch result {
@@ -121,6 +121,17 @@ enum Sections {
             }
             return row
         }
+        // KVM's own part of a start (KvmStartFloor), after the CPU row it explains.
+        var kvm = MetricRow(id: "kvm-start-cpu", label: "  KVM's part: create VM + RAM + vCPU, run to 1st exit, CPU",
+                            unit: "ms", target: nil)
+        switch result {
+        case .success(let results):
+            kvm.values = results.kvmFloor
+            if results.kvmFloor.isEmpty { kvm.unavailable = "n/a (no /dev/kvm)" }
+        case .failure(let error): kvm.unavailable = "failed: \(error)"
+        }
+        rows.insert(kvm, at: (rows.firstIndex { $0.id == "start-cpu" } ?? rows.count - 1) + 1)
+        return rows
     }
 
     // MARK: Targets and summary
@@ -136,7 +147,7 @@ enum Sections {
         }
         checks += notifyTargets(report)
         checks.append(TargetCheck(name: "VMM start, CPU", measured: report.metric("start-cpu")?.median, limit: 5, unit: " ms"))
-        checks.append(TargetCheck(name: "RSS overhead", measured: report.metric("overhead-steady")?.median, limit: 6, unit: " MiB"))
+        checks.append(TargetCheck(name: "RSS overhead", measured: report.metric("overhead-steady")?.median, limit: 5, unit: " MiB"))
         return checks
     }
 

@@ -1,4 +1,4 @@
-// Row 5: VMM start and memory overhead of the real `actor-vmm` release binary (static Swift stdlib),
+// Row 5: VMM start and memory overhead of the real `actor-vmm` release binary (a static executable),
 // run as a child process with 1 vCPU and 128 MiB.
 //
 // The guest is a tiny ELF written here (`StartGuest`) whose third instruction writes 'S' to the serial
@@ -13,7 +13,7 @@
 //   RssFile) and /proc/PID/smaps (Rss of the guest-RAM mappings, which actor-vmm marks MADV_DONTFORK
 //   and, where the kernel can, names `[anon:actor-vmm-guest-ram]`) are read. Overhead = VmRSS − guest RAM Rss: what the VMM costs beyond the guest
 //   pages touched.
-// - Floor, in the same run, alternating with actor-vmm: a static-stdlib Swift hello world (`HelloFloor`),
+// - Floor, in the same run, alternating with actor-vmm: a Swift hello world linked as actor-vmm (`HelloFloor`),
 //   timed to its first output byte and stopped there for its VmRSS.
 import EpollLoop
 import Glibc
@@ -25,7 +25,7 @@ struct StartSample: Sendable {
     var steady: MemorySnapshot
 }
 
-/// The floor, measured the same way: a static-stdlib Swift hello world (see `HelloFloor`).
+/// The floor, measured the same way: a Swift hello world linked as actor-vmm (see `HelloFloor`).
 struct FloorSample: Sendable {
     var wallMilliseconds: Double
     var cpuMilliseconds: Double
@@ -48,6 +48,8 @@ struct StartResults: Sendable {
     var vmm: [StartSample] = []
     var floor: [FloorSample] = []
     var floorError: BenchError?
+    /// CPU milliseconds of KVM's own part of a start (``KvmStartFloor``), one per run.
+    var kvmFloor: [Double] = []
 }
 
 struct StartBench {
@@ -68,6 +70,9 @@ struct StartBench {
                 do { results.floor.append(try runFloor(helloPath)) } catch {
                     results.floorError = error as? BenchError ?? BenchError("\(error)")
                 }
+            }
+            if let kvm = try? KvmStartFloor.measure(guestPath: guestPath, mebibytes: Self.memoryMiB) {
+                results.kvmFloor.append(kvm)
             }
             do {
                 let sample = try runVmm(guestPath: guestPath)

@@ -40,7 +40,7 @@ enum StartGuest {
     }
 }
 
-/// The start and memory floor: a Swift hello world linked like actor-vmm (`-static-stdlib`), which
+/// The start and memory floor: a Swift hello world linked like actor-vmm (`-static-executable`, lld), which
 /// prints one line and then waits in pause() until it is killed. Built once with the toolchain's swiftc
 /// into the package's .build folder.
 enum HelloFloor {
@@ -55,7 +55,7 @@ enum HelloFloor {
     /// Builds the floor program unless it exists; its path, or an error.
     static func build(root: String) -> Result<String, BenchError> {
         let directory = root + "/.build/actor-vmm-bench"
-        let binary = directory + "/hello-static"
+        let binary = directory + "/hello-static-executable"
         if access(binary, X_OK) == 0 { return .success(binary) }
         do {
             try makeDirectories(directory)
@@ -63,7 +63,7 @@ enum HelloFloor {
         } catch {
             return .failure(error)
         }
-        let result = runProcess(["swiftc", "-O", "-static-stdlib", directory + "/hello.swift", "-o", binary])
-        return result.status == 0 ? .success(binary) : .failure(BenchError("swiftc -static-stdlib hello.swift failed"))
+        let result = runProcess(["swiftc", "-O", "-static-executable", "-use-ld=lld", directory + "/hello.swift", "-o", binary])
+        return result.status == 0 ? .success(binary) : .failure(BenchError("swiftc -static-executable hello.swift failed"))
     }
 }

@@ -57,19 +57,15 @@ struct VirtioGuestRun {
         let boot = try KernelLoader.loadElfKernel(path: guestPath, cmdline: cmdline, memory: memory)
         let loop = try Loops.make("bench-virtio", cpu: loopCPU)
         defer { loop.shutdown() }
-        var rig: VirtioRig?
-        let vm = try BenchVm(memory: memory, bootStates: [boot.bootState], strategy: .inlineIfIdle,
-                             threadOptions: [VcpuThreadOptions(cpu: vcpuCPU)]) { vm in
-            guard let backend else { return IoBuses() }
-            let built = try VirtioRig(vm: vm, memory: memory, loop: loop, name: "bench0", backend: backend.make())
-            rig = built
-            return built.buses
+        var device: VirtioPciDevice?
+        let vm = try await BenchVm(memory: memory, bootStates: [boot.bootState], strategy: .inlineIfIdle,
+                                   threadOptions: [VcpuThreadOptions(cpu: vcpuCPU)]) { devices in
+            guard let backend else { return }
+            device = try await devices.attachVirtio(id: "bench0", backend: backend.make(), loop: loop)
         }
-        let device = rig?.device
         let doorbells = count + warmup
         let recorder = VirtioEventRecorder(capacity: doorbells * (requestsPerDoorbell + 2) + 1024)
-        await device?.attach(recorder: recorder)
-        try await device?.watchDoorbells()
+        await device?.attach(recorder: recorder)  // before the vCPUs start: no doorbell has rung yet
         try await vm.start()
         let reason = vm.waitForStop(timeout: 30 + Double(doorbells * requestsPerDoorbell) * 0.002)
         await vm.tearDown()

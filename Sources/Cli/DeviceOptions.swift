@@ -4,36 +4,26 @@ import Glibc
 
 /// `--net tap=NAME,mac=MAC,ip=IP,mask=MASK,id=ID`, parsed, with Cloud Hypervisor's meaning of each key:
 /// an empty or absent value is the default. No `tap`: the VMM creates one (`vmtap%d`); no `mac`: a random
-/// locally administered address; no `ip`/`mask`: Cloud Hypervisor's defaults on a TAP the VMM creates
-/// (``TapDevice``).
-struct NetOptions: Equatable {
-    var tap: String?
-    var mac: [UInt8]
-    var ip: String?
-    var mask: String?
-    var id: String?
-
-    static func parse(_ text: String) throws(CliError) -> NetOptions {
-        let list = try KeyValueList(option: "--net", text: text, allowedKeys: ["tap", "mac", "ip", "mask", "id"])
-        func value(_ key: String) -> String? { list[key].flatMap { $0.isEmpty ? nil : $0 } }
-        let tap = value("tap")
-        if let problem = tap.flatMap(tapNameProblem) { throw CliError("--net tap=\(tap ?? ""): \(problem)") }
-        var mac = randomLocalMac()
-        if let text = value("mac") {
-            guard let parsed = parseMac(text) else { throw CliError("--net mac=\(text): expected six hex bytes like 52:54:00:12:34:56") }
-            guard parsed[0] & 1 == 0 else { throw CliError("--net mac=\(text): a multicast address cannot be a NIC's address") }
-            mac = parsed
-        }
-        for key in ["ip", "mask"] {
-            if let text = value(key), let problem = ipv4Problem(text, isMask: key == "mask") {
-                throw CliError("--net \(key)=\(text): \(problem)")
-            }
-        }
-        return NetOptions(tap: tap, mac: mac, ip: value("ip"), mask: value("mask"), id: value("id"))
+/// locally administered address, chosen here so that it stays the same across reboots; no `ip`/`mask`: Cloud
+/// Hypervisor's defaults on a TAP the VMM creates (``TapDevice``). The values are checked by
+/// ``VmConfig/validate()``, as the API's are.
+func parseNet(_ text: String) throws(CliError) -> VmConfig.Net {
+    let list = try KeyValueList(option: "--net", text: text, allowedKeys: ["tap", "mac", "ip", "mask", "id"])
+    func value(_ key: String) -> String? { list[key].flatMap { $0.isEmpty ? nil : $0 } }
+    var mac = formatMac(randomLocalMac())
+    if let text = value("mac") {
+        guard parseMac(text) != nil else { throw CliError("--net mac=\(text): expected six hex bytes like 52:54:00:12:34:56") }
+        mac = text
     }
+    return VmConfig.Net(tap: value("tap"), mac: mac, ip: value("ip"), mask: value("mask"), id: value("id"))
+}
 
+extension VmConfig.Net {
+    /// The backend's options (``VmConfig/validate()`` has passed: names and addresses are well-formed); no
+    /// MAC (from the API): a random one, new at each boot.
     var backendOptions: NetBackend.Options {
-        NetBackend.Options(tap: tap, mac: mac, address: ip.flatMap(parseIPv4), netmask: mask.flatMap(parseIPv4), id: id)
+        NetBackend.Options(tap: tap, mac: mac.flatMap(parseMac) ?? randomLocalMac(), address: ip.flatMap(parseIPv4),
+                           netmask: mask.flatMap(parseIPv4), id: id)
     }
 }
 
@@ -56,13 +46,16 @@ func ipv4Problem(_ text: String, isMask: Bool) -> String? {
     return nil
 }
 
-/// `--disk path=FILE,readonly=on,direct=on,id=ID`, parsed.
-func parseDisk(_ text: String) throws(CliError) -> BlockBackend.Options {
+/// `--disk path=FILE,readonly=on,direct=on,id=ID`, parsed (the id is checked by ``VmConfig/validate()``).
+func parseDisk(_ text: String) throws(CliError) -> VmConfig.Disk {
     let list = try KeyValueList(option: "--disk", text: text, allowedKeys: ["path", "readonly", "direct", "id"])
     guard let path = list["path"], !path.isEmpty else { throw CliError("--disk \(text): expected path=FILE") }
-    if let id = list["id"], id.utf8.count > 20 { throw CliError("--disk id=\(id): at most 20 bytes (virtio-blk serial)") }
-    return BlockBackend.Options(path: path, readonly: try list.bool("readonly") ?? false,
-                                direct: try list.bool("direct") ?? false, id: list["id"])
+    return VmConfig.Disk(path: path, readonly: try list.bool("readonly") ?? false,
+                         direct: try list.bool("direct") ?? false, id: list["id"])
+}
+
+extension VmConfig.Disk {
+    var backendOptions: BlockBackend.Options { BlockBackend.Options(path: path, readonly: readonly, direct: direct, id: id) }
 }
 
 /// `--rng src=PATH` (the value is optional: `--rng` alone uses /dev/urandom).
@@ -94,6 +87,14 @@ func parseMac(_ text: String) -> [UInt8]? {
 func parseIPv4(_ text: String) -> UInt32? {
     var address = in_addr()
     return inet_pton(AF_INET, text, &address) == 1 ? address.s_addr : nil
+}
+
+/// `52:54:00:12:34:56`.
+func formatMac(_ bytes: [UInt8]) -> String {
+    bytes.map { byte in
+        let text = String(byte, radix: 16)
+        return text.count == 1 ? "0" + text : text
+    }.joined(separator: ":")
 }
 
 /// A random locally administered unicast MAC (as Cloud Hypervisor makes when none is given).

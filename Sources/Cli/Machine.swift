@@ -16,14 +16,10 @@ struct Machine {
     let extraLoops: [EventLoop]
     let stopLatch: StopLatch
     let serial: Uart8250?
-    let virtio: [VirtioPciDevice]
-    let buses: IoBuses
+    /// Every device, its addresses and the buses (the vCPUs run on the snapshot taken at build).
+    let devices: DeviceManager
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
-
-    /// Where guest-visible PCI resources go (docs/devices.md; the same addresses the ACPI tables describe).
-    static let mmconfigBase = Layout.pciMmconfigStart
-    static let pciBarWindow = Layout.pciMmio32Start
 
     /// Builds the VM described by `config` from `prepared` (guest memory loaded, device backends opened);
     /// `stopLatch` hears when the guest stops it. Host failures here are VMM faults (exit code 1, API status
@@ -55,66 +51,39 @@ struct Machine {
     nonisolated(nonsending) private static func build(config: VmConfig, vm: Vm, prepared: PreparedPayload,
                               stopLatch: StopLatch, deviceLoop: EventLoop, controlLoop: EventLoop) async throws -> Machine {
         let kvm = vm.kvm
-        let memory = prepared.memory, boot = prepared.boot, devices = prepared.devices
-
-        var pio = Bus(), mmio = Bus()
+        let boot = prepared.boot, devices = prepared.devices
+        let deviceManager = try DeviceManager(vm: vm, memory: prepared.memory, loop: deviceLoop)
         var serial: Uart8250?
         if let serialOutput = devices.serialOutput {
             let uart = Uart8250(loop: deviceLoop, interrupt: try IrqFdLine(vm: vm, gsi: 4), output: serialOutput)
-            pio = try pio.inserting(name: "serial (8250)", base: Uart8250.port, size: Uart8250.size, .device(uart))
+            try deviceManager.attachPlatformDevice(id: "serial", pio: [(Uart8250.port, Uart8250.size)], .device(uart))
             serial = uart
         }
-        pio = try pio.inserting(name: "i8042", base: I8042.port, size: I8042.size,
-                                .device(I8042(loop: deviceLoop, power: stopLatch)))
-        pio = try pio.inserting(name: "debug port", base: DebugPort.port, size: DebugPort.size,
-                                .device(DebugPort(loop: deviceLoop)))
-        pio = try pio.inserting(name: "acpi power", base: AcpiPowerDevice.port, size: AcpiPowerDevice.size,
-                                .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
+        try deviceManager.attachPlatformDevice(id: "i8042", pio: [(I8042.port, I8042.size)], .device(I8042(loop: deviceLoop, power: stopLatch)))
+        try deviceManager.attachPlatformDevice(id: "debug-port", pio: [(DebugPort.port, DebugPort.size)], .device(DebugPort(loop: deviceLoop)))
+        try deviceManager.attachPlatformDevice(id: "acpi-power", pio: [(AcpiPowerDevice.port, AcpiPowerDevice.size)],
+                                         .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
         if config.testDevice {
-            let testDevice = TestDevice(loop: deviceLoop)
-            pio = try pio.inserting(name: "test device", base: TestDevice.port, size: TestDevice.portSize, .device(testDevice))
-            mmio = try mmio.inserting(name: "test device", base: Layout.testDeviceMmio, size: TestDevice.mmioSize, .device(testDevice))
+            try deviceManager.attachPlatformDevice(id: "test-device", pio: [(TestDevice.port, TestDevice.portSize)],
+                                             mmio: [(Layout.testDeviceMmio, TestDevice.mmioSize)], .device(TestDevice(loop: deviceLoop)))
         }
 
-        // PCI: the host bridge in slot 0, virtio devices from slot 1 (docs/devices.md). Devices and loops
-        // made here are stopped again if a later step fails.
-        let router = GsiRouter(vm: vm)
-        var functions = [BusTarget?](repeating: nil, count: 32)
-        func addFunction(slot: Int, _ device: any PciDevice) throws {
-            let window = BusTarget.device(PciConfigWindow(device: device))
-            functions[slot] = window
-            mmio = try mmio.inserting(name: "mmconfig 00:\(slot).0", base: mmconfigBase + UInt64(slot) << 15, size: 0x1000, window)
-        }
-        var virtio: [VirtioPciDevice] = []
+        // Virtio devices from slot 1, in config order (docs/devices.md). Devices and loops made here are
+        // stopped again if a later step fails.
         var extraLoops: [EventLoop] = []
         do {
-            try addFunction(slot: 0, PciHostBridge(loop: deviceLoop))
-            for (index, prepared) in devices.virtio.enumerated() {
-                let slot = index + 1
+            let givenIDs = Set(devices.virtio.compactMap(\.id))
+            for prepared in devices.virtio {
+                let id = prepared.id ?? deviceManager.nextID(prefix: prepared.idPrefix, avoiding: givenIDs)
                 let loop: EventLoop
                 if config.placement == .perDevice {
-                    loop = try EventLoop(name: "vmm-\(prepared.name)", onStart: Seccomp.threadStart(.device))
+                    loop = try EventLoop(name: "vmm-\(id)", onStart: Seccomp.threadStart(.device))
                     extraLoops.append(loop)
                 } else {
                     loop = deviceLoop
                 }
-                let barAddress = pciBarWindow + UInt64(index) * VirtioPciDevice.barSize
-                let backend = prepared.makeBackend()
-                let queueCount = backend.queueCount, type = backend.deviceType
-                let vectors = try router.allocate(count: queueCount + 1)
-                let device = try VirtioPciDevice(name: prepared.name, loop: loop, memory: memory, backend: backend,
-                                                 barAddress: barAddress, vectors: vectors, msiController: router)
-                virtio.append(device)
-                try await device.watchDoorbells()
-                for queue in 0..<queueCount {
-                    try registerDoorbell(vm: vm, fd: device.notifyFDs[queue], address: device.notifyAddress(queue: queue))
-                }
-                mmio = try mmio.inserting(name: "\(prepared.name) BAR0", base: barAddress, size: VirtioPciDevice.barSize, .device(device))
-                try addFunction(slot: slot, device)
-                Log.info("PCI 00:\(slot).0: virtio \(type) '\(prepared.name)', BAR0 \(hex(barAddress)), loop \(loop.name)")
+                _ = try await deviceManager.attachVirtio(id: id, backend: prepared.makeBackend(), loop: loop)
             }
-            pio = try pio.inserting(name: "pci config ports", base: PciConfigPorts.port, size: PciConfigPorts.size,
-                                    .router(PciConfigPorts(functions: functions)))
 
             let supportedCPUID = MemoryOptions.limitPhysicalAddressBits(prepared.compat.adjustedCPUID(try kvm.supportedCPUID()),
                                                                         to: config.maxPhysBits)
@@ -125,7 +94,8 @@ struct Machine {
                 if id == 0 { try vcpu.setBootState(boot.bootState) }
                 vcpus.append(vcpu)
             }
-            let buses = IoBuses(pio: pio, mmio: mmio)
+            let buses = deviceManager.buses
+            deviceManager.freeze()  // the vCPUs get this snapshot; nothing publishes a later one yet
             // With --handoff task a vCPU thread starts Swift tasks on the global pool, whose worker threads
             // inherit the filter of the thread that happens to create them: vCPUs keep the process filter.
             let vcpuStart = config.handoff == .task ? nil : Seccomp.threadStart(.vcpu)
@@ -134,23 +104,12 @@ struct Machine {
                                       threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
                                       emulator: prepared.compat.emulator(for: vm))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, virtio: virtio, buses: buses,
+                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, devices: deviceManager,
                            usesTerminal: devices.usesTerminal)
         } catch {
-            for device in virtio { await device.stop() }
+            await deviceManager.stopAll()
             for loop in extraLoops { loop.shutdown() }
             throw error
-        }
-    }
-
-    /// A doorbell as a `KVM_IOEVENTFD` matching any write width; hosts without that capability get one
-    /// ioeventfd per width a driver uses (2 and 4 bytes).
-    static func registerDoorbell(vm: Vm, fd: Int32, address: UInt64) throws {
-        if vm.kvm.checkExtension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 {
-            try vm.registerIoeventfd(eventFD: fd, address: address, length: 0)
-        } else {
-            try vm.registerIoeventfd(eventFD: fd, address: address, length: 2)
-            try vm.registerIoeventfd(eventFD: fd, address: address, length: 4)
         }
     }
 
@@ -189,7 +148,7 @@ struct Machine {
             Log.info("compatibility mode: emulated \(emulator.counters.summary)")
         }
         stdin?.stop()
-        for device in virtio {
+        for (_, device) in devices.virtioDevices {
             await device.stop()
             let c = await device.counters
             Log.info("\(device.name): \(c.requests) requests, \(c.bytesRead) bytes read, \(c.bytesWritten) written, \(c.errors) errors, \(c.interrupts) interrupts, \(c.dropped) dropped")

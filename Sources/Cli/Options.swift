@@ -31,33 +31,22 @@ enum ConsoleMode: Equatable {
     }
 }
 
-/// Everything the command line asks for. Parsing checks syntax and ranges; facts about the host (file
-/// readable, memory available) are checked afterwards, still before a VM is created.
+/// Everything the command line asks for: the VM (``vm``, the same ``VmConfig`` the API's vm.create fills)
+/// and the VMM process's own settings. Parsing checks each value's syntax and range, then the VM as a
+/// whole (``VmConfig/validate()``); facts about the host (file readable, memory available) are checked
+/// afterwards, still before a VM is created.
 struct VmmOptions: Equatable {
-    var kernel: String?
-    var cmdline = ""
-    var initramfs: String?
-    var bootVcpus = 1
-    var maxVcpus = 1
-    var memorySize: UInt64 = 512 << 20
-    var serial = ConsoleMode.null
-    var console = ConsoleMode.tty
-    var disks: [BlockBackend.Options] = []
-    var nets: [NetOptions] = []
-    var rng: String?
-    var placement = Placement.shared
-    var compat = CompatMode.auto
+    /// The VM given on the command line; booted only when it has a kernel (``hasVm``).
+    var vm = VmConfig(commandLineDefaults: ())
     var verbosity = 0
     var logFile: String?
-    var handoff = HandoffStrategy.inlineIfIdle
-    var testDevice = true
     var apiSocket: ApiSocketOption?
     var seccomp = SeccompMode.trap
     var showHelp = false
     var showVersion = false
 
-    static let maxVcpuCount = 254
-    static let minMemory: UInt64 = 4 << 20
+    /// Whether the command line gives a VM (a `--kernel`), rather than only the API socket.
+    var hasVm: Bool { !vm.payload.kernel.isEmpty }
 
     /// Parses `arguments` (without the program name).
     static func parse(_ arguments: [String]) throws(CliError) -> VmmOptions {
@@ -105,20 +94,20 @@ struct VmmOptions: Equatable {
             case "--kernel":
                 let path = try take()
                 guard !path.isEmpty else { throw CliError("--kernel: expected a path") }
-                options.kernel = path
-            case "--cmdline": options.cmdline = try take()
+                options.vm.payload.kernel = path
+            case "--cmdline": options.vm.payload.cmdline = try take()
             case "--initramfs":
                 let path = try take()
                 guard !path.isEmpty else { throw CliError("--initramfs: expected a path") }
-                options.initramfs = path
+                options.vm.payload.initramfs = path
             case "--cpus":
                 let text = try take()
                 let list = try KeyValueList(option: "--cpus", text: text, allowedKeys: ["boot", "max"])
-                let boot = try list.integer("boot", in: 1...maxVcpuCount) ?? 1
-                let max = try list.integer("max", in: 1...maxVcpuCount) ?? boot
+                let boot = try list.integer("boot", in: 1...VmConfig.maxVcpuCount) ?? 1
+                let max = try list.integer("max", in: 1...VmConfig.maxVcpuCount) ?? boot
                 guard max >= boot else { throw CliError("--cpus \(text): max (\(max)) must be at least boot (\(boot))") }
-                options.bootVcpus = boot
-                options.maxVcpus = max
+                options.vm.bootVcpus = boot
+                options.vm.maxVcpus = max
             case "--memory":
                 let text = try take()
                 let list = try KeyValueList(option: "--memory", text: text, allowedKeys: ["size"])
@@ -126,36 +115,36 @@ struct VmmOptions: Equatable {
                 guard let size = parseByteSize(sizeText) else {
                     throw CliError("--memory size=\(sizeText): expected a size such as 512M or 1G")
                 }
-                guard size >= minMemory else { throw CliError("--memory size=\(sizeText): must be at least 4M") }
+                guard size >= VmConfig.minMemory else { throw CliError("--memory size=\(sizeText): must be at least 4M") }
                 guard size % 4096 == 0 else { throw CliError("--memory size=\(sizeText): must be a multiple of 4K") }
-                options.memorySize = size
-            case "--serial": options.serial = try ConsoleMode.parse(option: "--serial", try take())
-            case "--console": options.console = try ConsoleMode.parse(option: "--console", try take())
+                options.vm.memorySize = size
+            case "--serial": options.vm.serial = try ConsoleMode.parse(option: "--serial", try take())
+            case "--console": options.vm.console = try ConsoleMode.parse(option: "--console", try take())
             case "--disk":
-                for value in try takeValues() { options.disks.append(try parseDisk(value)) }
+                for value in try takeValues() { options.vm.disks.append(try parseDisk(value)) }
             case "--net":
-                for value in try takeValues() { options.nets.append(try NetOptions.parse(value)) }
+                for value in try takeValues() { options.vm.net.append(try parseNet(value)) }
             case "--rng":
                 var value = inlineValue
                 if value == nil, index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-"), arguments[index + 1].contains("=") {
                     index += 1
                     value = arguments[index]
                 }
-                options.rng = try parseRng(value)
-            case "--compat": options.compat = try choice(argument, try take(), expected: "auto, on or off")
-            case "--event-loops": options.placement = try choice(argument, try take(), expected: "shared or per-device")
+                options.vm.rng = VmConfig.Rng(source: try parseRng(value))
+            case "--compat": options.vm.compat = try choice(argument, try take(), expected: "auto, on or off")
+            case "--event-loops": options.vm.placement = try choice(argument, try take(), expected: "shared or per-device")
             case "--log-file":
                 let path = try take()
                 guard !path.isEmpty else { throw CliError("--log-file: expected a path") }
                 options.logFile = path
-            case "--handoff": options.handoff = try choice(argument, try take(), expected: "inline, enqueue or task")
+            case "--handoff": options.vm.handoff = try choice(argument, try take(), expected: "inline, enqueue or task")
             case "--api-socket": options.apiSocket = try ApiSocketOption.parse(try take())
             case "--seccomp": options.seccomp = try choice(argument, try take(), expected: "true, false or log")
             case "--test-device":
                 let text = try take()
                 switch text {
-                case "on": options.testDevice = true
-                case "off": options.testDevice = false
+                case "on": options.vm.testDevice = true
+                case "off": options.vm.testDevice = false
                 default: throw CliError("--test-device \(text): expected on or off")
                 }
             default:
@@ -163,12 +152,12 @@ struct VmmOptions: Equatable {
             }
             index += 1
         }
-        let pciDevices = options.disks.count + options.nets.count + (options.rng == nil ? 0 : 1) + (options.console == .off ? 0 : 1)
-        guard pciDevices <= 31 else { throw CliError("too many PCI devices (\(pciDevices)); bus 0 holds at most 31") }
-        if options.serial == .tty && options.console == .tty {
-            throw CliError("--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another")
+        do throws(ConfigError) {
+            try options.vm.validate()
+        } catch {
+            throw CliError(error.cliMessage)
         }
-        if !options.showHelp && !options.showVersion && options.kernel == nil && options.apiSocket == nil {
+        if !options.showHelp && !options.showVersion && !options.hasVm && options.apiSocket == nil {
             throw CliError("--kernel: missing (a payload or --api-socket is required; see --help)")
         }
         return options

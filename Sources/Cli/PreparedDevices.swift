@@ -7,7 +7,8 @@ import Glibc
 /// The host side of every configured device, opened before the VM exists: a missing disk, a TAP that
 /// cannot be created or an unwritable output file is a configuration error (exit 2), and no VM is created.
 struct PreparedDevices {
-    /// A virtio device's name (for logs and the API) and its opened host side, in PCI slot order.
+    /// A virtio device's id (the user's, or nil: the device manager makes one from `idPrefix`, as Cloud
+    /// Hypervisor does) and its opened host side, in PCI slot order.
     struct Virtio: Sendable {
         enum Opened: Sendable {
             case block(BlockBackend.Opened)
@@ -15,7 +16,8 @@ struct PreparedDevices {
             case rng(RngBackend.Opened)
             case console(output: any SerialOutput, inputFD: Int32?)
         }
-        let name: String
+        let id: String?
+        let idPrefix: String
         let opened: Opened
 
         /// A new backend for the device actor (a fresh, unshared object, so it can be sent to the actor).
@@ -34,15 +36,15 @@ struct PreparedDevices {
     /// The terminal is shared with the guest (serial or console on `tty`).
     var usesTerminal = false
 
-    /// Opens every backend `options` names. A failure names the JSON field and the command-line option (see
+    /// Opens every backend `config` names. A failure names the JSON field and the command-line option (see
     /// ``PrepareError``); whatever was opened before it is closed again (each opened backend owns its
     /// descriptor), so a failed prepare leaves nothing open.
-    static func open(_ options: VmmOptions) throws(PrepareError) -> PreparedDevices {
+    static func open(_ config: VmConfig) throws(PrepareError) -> PreparedDevices {
         var prepared = PreparedDevices()
         func failure(field: String, option: String, _ value: String, _ error: VirtioError) -> PrepareError {
             PrepareError(config: ConfigError(field: field, "\(value): \(error.message)"), cli: "\(option)=\(value): \(error.message)")
         }
-        switch options.serial {
+        switch config.serial {
         case .off, .pty: prepared.serialOutput = nil
         case .null: prepared.serialOutput = DiscardOutput()
         case .tty: prepared.serialOutput = FileOutput(fd: 1, owned: false)
@@ -53,31 +55,31 @@ struct PreparedDevices {
                 throw failure(field: "serial.file", option: "--serial file", path, error)
             }
         }
-        for (index, disk) in options.disks.enumerated() {
+        for (index, disk) in config.disks.enumerated() {
             do {
-                prepared.virtio.append(Virtio(name: disk.id ?? "disk\(index)", opened: .block(try BlockBackend.open(disk))))
+                prepared.virtio.append(Virtio(id: disk.id, idPrefix: "_disk", opened: .block(try BlockBackend.open(disk.backendOptions))))
             } catch {
                 throw failure(field: "disks[\(index)].path", option: "--disk path", disk.path, error)
             }
         }
-        for (index, net) in options.nets.enumerated() {
+        for (index, net) in config.net.enumerated() {
             do {
-                prepared.virtio.append(Virtio(name: net.id ?? "net\(index)", opened: .net(try NetBackend.open(net.backendOptions))))
+                prepared.virtio.append(Virtio(id: net.id, idPrefix: "_net", opened: .net(try NetBackend.open(net.backendOptions))))
             } catch {
                 throw failure(field: "net[\(index)].tap", option: "--net tap", net.tap ?? TapDevice.nameTemplate, error)
             }
         }
-        if let source = options.rng {
+        if let source = config.rng?.source {
             do {
-                prepared.virtio.append(Virtio(name: "rng", opened: .rng(try RngBackend.open(path: source))))
+                prepared.virtio.append(Virtio(id: "__rng", idPrefix: "", opened: .rng(try RngBackend.open(path: source))))
             } catch {
                 throw failure(field: "rng.src", option: "--rng src", source, error)
             }
         }
-        if let console = try consoleEnds(options.console) {
-            prepared.virtio.append(Virtio(name: "console", opened: .console(output: console.output, inputFD: console.input)))
+        if let console = try consoleEnds(config.console) {
+            prepared.virtio.append(Virtio(id: "__console", idPrefix: "", opened: .console(output: console.output, inputFD: console.input)))
         }
-        prepared.usesTerminal = options.serial == .tty || options.console == .tty
+        prepared.usesTerminal = config.serial == .tty || config.console == .tty
         return prepared
     }
 

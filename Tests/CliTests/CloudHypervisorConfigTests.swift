@@ -27,7 +27,7 @@ import Testing
     @Test func everyDefaultSpelledOutIsAccepted() throws {
         #expect(!Self.fixture.isEmpty)
         let config = try decode(Self.fixture)
-        try config.checkSupported()
+        try config.validate()
         #expect(config.bootVcpus == 2 && config.maxVcpus == 2 && config.memorySize == 512 << 20)
         #expect(config.maxPhysBits == 46 && config.transparentHugePages)
         #expect(config.disks == [.init(path: "@DISK@", readonly: false, direct: false, id: "_disk0")])

@@ -67,11 +67,15 @@ final class FakeInstance: VmInstance {
     nonisolated(nonsending) func shutdown() async {
         if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
     }
-    nonisolated(nonsending) func counters() async -> JsonValue {
-        .object(["fake": .object(["requests": .int(requests.add(1, ordering: .relaxed).newValue), "bytes": .int(0),
-                                  "errors": .int(0), "interrupts": .int(0)])])
+    nonisolated(nonsending) func counters() async -> [DeviceCounterSet] {
+        [DeviceCounterSet(id: "fake", counters: [("requests", requests.add(1, ordering: .relaxed).newValue), ("bytes", 0),
+                                                 ("errors", 0), ("interrupts", 0)])]
     }
-    func deviceTree() -> JsonValue { .object(["fake": .object(["id": .string("fake")])]) }
+    func deviceTree() -> DeviceTree {
+        var tree = DeviceTree()
+        tree.insert(DeviceNode(id: "fake"))
+        return tree
+    }
 
     /// The guest stops the VM by itself.
     func guestStops(_ reason: VmStopReason) { onStop(reason) }

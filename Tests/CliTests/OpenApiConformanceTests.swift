@@ -91,7 +91,7 @@ struct OpenApiDocument {
         for (endpoint, action) in actions {
             var codes = Set<Int>()
             for state in [nil] + VmState.allCases.map({ Optional($0) }) {
-                if case .failure(let error) = VmLifecycle.next(action, from: state) { codes.insert(error.status.code) }
+                if case .failure(let error) = VmLifecycle.next(action, from: state) { codes.insert(ApiError(error).status.code) }
             }
             if action == .powerButton { codes.insert(501) }
             let documented = Set(doc.paths["/" + endpoint.rawValue]?.codes.filter { $0 >= 400 } ?? [])

@@ -18,28 +18,28 @@ import Testing
             "--kernel", "k.elf", "--cmdline", "console=ttyS0 tests=a,b", "--cpus", "boot=2,max=4",
             "--memory", "size=1G", "--serial", "file=/tmp/s.log", "--console", "off", "-vv",
         ])
-        #expect(o.kernel == "k.elf")
-        #expect(o.cmdline == "console=ttyS0 tests=a,b")
-        #expect(o.bootVcpus == 2 && o.maxVcpus == 4)
-        #expect(o.memorySize == 1 << 30)
-        #expect(o.serial == .file("/tmp/s.log"))
-        #expect(o.console == .off)
+        #expect(o.vm.payload.kernel == "k.elf")
+        #expect(o.vm.payload.cmdline == "console=ttyS0 tests=a,b")
+        #expect(o.vm.bootVcpus == 2 && o.vm.maxVcpus == 4)
+        #expect(o.vm.memorySize == 1 << 30)
+        #expect(o.vm.serial == .file("/tmp/s.log"))
+        #expect(o.vm.console == .off)
         #expect(o.verbosity == 2)
     }
 
     @Test func acceptsEqualsForm() throws {
         let o = try VmmOptions.parse(["--kernel=k", "--memory=size=64M", "--serial=null"])
-        #expect(o.memorySize == 64 << 20)
-        #expect(o.serial == .null)
+        #expect(o.vm.memorySize == 64 << 20)
+        #expect(o.vm.serial == .null)
     }
 
     @Test func defaults() throws {
         let o = try VmmOptions.parse(["--kernel", "k"])
-        #expect(o.bootVcpus == 1 && o.maxVcpus == 1)
-        #expect(o.memorySize == 512 << 20)
-        #expect(o.serial == .null && o.console == .tty)  // Cloud Hypervisor's defaults
-        #expect(o.disks.isEmpty && o.nets.isEmpty && o.rng == nil && o.placement == .shared)
-        #expect(o.handoff == .inlineIfIdle && o.testDevice)
+        #expect(o.vm.bootVcpus == 1 && o.vm.maxVcpus == 1)
+        #expect(o.vm.memorySize == 512 << 20)
+        #expect(o.vm.serial == .null && o.vm.console == .tty)  // Cloud Hypervisor's defaults
+        #expect(o.vm.disks.isEmpty && o.vm.net.isEmpty && o.vm.rng == nil && o.vm.placement == .shared)
+        #expect(o.vm.handoff == .inlineIfIdle && o.vm.testDevice)
         #expect(o.seccomp == .trap)  // filters on, as Cloud Hypervisor's default
     }
 
@@ -94,12 +94,12 @@ import Testing
             "--net", "tap=tap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0", "--rng",
             "--console", "pty", "--serial", "tty", "--event-loops", "per-device",
         ])
-        #expect(o.disks.map(\.path) == ["a.raw", "b.raw", "c.raw"])
-        #expect(o.disks.map(\.readonly) == [false, true, false] && o.disks[1].id == "b" && o.disks[2].direct)
-        #expect(o.nets == [NetOptions(tap: "tap0", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], ip: "192.168.249.1", mask: "255.255.255.0", id: nil)])
-        #expect(o.rng == "/dev/urandom" && o.console == .pty && o.placement == .perDevice)
-        #expect(try VmmOptions.parse(["--kernel", "k", "--rng", "src=/dev/random"]).rng == "/dev/random")
-        let random = try VmmOptions.parse(["--kernel", "k", "--net", "tap=t"]).nets[0].mac
+        #expect(o.vm.disks.map(\.path) == ["a.raw", "b.raw", "c.raw"])
+        #expect(o.vm.disks.map(\.readonly) == [false, true, false] && o.vm.disks[1].id == "b" && o.vm.disks[2].direct)
+        #expect(o.vm.net == [VmConfig.Net(tap: "tap0", mac: "52:54:00:12:34:56", ip: "192.168.249.1", mask: "255.255.255.0", id: nil)])
+        #expect(o.vm.rng?.source == "/dev/urandom" && o.vm.console == .pty && o.vm.placement == .perDevice)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--rng", "src=/dev/random"]).vm.rng?.source == "/dev/random")
+        let random = try VmmOptions.parse(["--kernel", "k", "--net", "tap=t"]).vm.net[0].backendOptions.mac
         #expect(random[0] & 0x03 == 0x02, "locally administered unicast")
     }
 
@@ -121,6 +121,10 @@ import Testing
         (["--kernel", "k", "--console", "socket"], "--console socket: expected off, null, tty, pty or file=PATH"),
         (["--kernel", "k", "--serial", "pty"], "--serial pty: expected off, null, tty or file=PATH"),
         (["--kernel", "k", "--event-loops", "many"], "--event-loops many: expected shared or per-device"),
+        (["--kernel", "k", "--disk", "path=a,id=123456789012345678901"], "--disk id=123456789012345678901: at most 20 bytes (it is the virtio-blk serial)"),
+        (["--kernel", "k", "--disk", "path=a,id=x", "--net", "id=x"], "--net id=x: already the id of another device"),
+        (["--kernel", "k", "--disk", "path=a,id=__rng"], "--disk id=__rng: ids starting with __ are reserved for the VMM's own devices"),
+        (["--kernel", "k", "--net", "id=serial"], "--net id=serial: serial is the id of one of the VMM's own devices"),
         (["--kernel", "k", "--serial", "tty"], "--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another"),
     ])
     func rejectsBadDeviceOptions(arguments: [String], message: String) {
@@ -131,34 +135,34 @@ import Testing
     /// picks a random locally administered MAC, and (for the TAP it creates) uses 192.168.249.1/24.
     @Test(arguments: ["tap=,mac=,ip=,mask=", "tap=", "mac=", "ip=,mask=,id="])
     func emptyNetValuesMeanTheDefaults(text: String) throws {
-        let net = try #require(try VmmOptions.parse(["--kernel", "k", "--net", text]).nets.first)
+        let net = try #require(try VmmOptions.parse(["--kernel", "k", "--net", text]).vm.net.first)
         #expect(net.tap == nil && net.ip == nil && net.mask == nil && net.id == nil)
-        #expect(net.mac.count == 6 && net.mac[0] & 0x03 == 0x02, "locally administered unicast: \(net.mac)")
-        #expect(net.backendOptions == .init(tap: nil, mac: net.mac, address: nil, netmask: nil, id: nil))
-        let other = try #require(try VmmOptions.parse(["--kernel", "k", "--net", text]).nets.first)
+        let mac = net.backendOptions.mac
+        #expect(mac.count == 6 && mac[0] & 0x03 == 0x02, "locally administered unicast: \(mac)")
+        #expect(net.backendOptions == .init(tap: nil, mac: mac, address: nil, netmask: nil, id: nil), "the MAC is chosen once, at parse")
+        let other = try #require(try VmmOptions.parse(["--kernel", "k", "--net", text]).vm.net.first)
         #expect(other.mac != net.mac, "a new random MAC each time")
     }
 
     @Test func netAddressesReachTheBackendInNetworkOrder() throws {
-        let net = try #require(try VmmOptions.parse(["--kernel", "k", "--net", "ip=10.1.2.3,mask=255.255.255.128"]).nets.first)
+        let net = try #require(try VmmOptions.parse(["--kernel", "k", "--net", "ip=10.1.2.3,mask=255.255.255.128"]).vm.net.first)
         #expect(net.tap == nil && net.ip == "10.1.2.3" && net.mask == "255.255.255.128")
         #expect(net.backendOptions.address == UInt32(0x0A01_0203).bigEndian)
         #expect(net.backendOptions.netmask == UInt32(0xFFFF_FF80).bigEndian)
         // Either one alone: the other keeps its default where the VMM configures the TAP.
-        #expect(try VmmOptions.parse(["--kernel", "k", "--net", "tap=t,ip=10.0.0.1"]).nets.first?.mask == nil)
-        #expect(try VmmOptions.parse(["--kernel", "k", "--net", "mask=255.255.0.0"]).nets.first?.ip == nil)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--net", "tap=t,ip=10.0.0.1"]).vm.net.first?.mask == nil)
+        #expect(try VmmOptions.parse(["--kernel", "k", "--net", "mask=255.255.0.0"]).vm.net.first?.ip == nil)
     }
 
     /// The seeds' command line (Cloud Hypervisor's README), verbatim but for the paths.
     @Test func acceptsTheSeedsCommandLineVerbatim() throws {
         let o = try VmmOptions.parse(["--kernel", "K", "--disk", "path=D", "--cmdline", "console=hvc0 root=/dev/vda1 rw",
                                       "--cpus", "boot=4", "--memory", "size=1024M", "--net", "tap=,mac=,ip=,mask="])
-        #expect(o.kernel == "K" && o.cmdline == "console=hvc0 root=/dev/vda1 rw")
-        #expect(o.disks.map(\.path) == ["D"] && o.bootVcpus == 4 && o.maxVcpus == 4 && o.memorySize == 1024 << 20)
-        #expect(o.nets.count == 1 && o.nets[0].tap == nil && o.nets[0].ip == nil && o.nets[0].mask == nil)
-        let config = VmConfig(options: o)
-        #expect(throws: Never.self) { try config.checkSupported() }
-        #expect(config.net.first?.tap == nil && config.deviceOptions.nets.first?.mac == o.nets[0].mac)
+        #expect(o.vm.payload.kernel == "K" && o.vm.payload.cmdline == "console=hvc0 root=/dev/vda1 rw")
+        #expect(o.vm.disks.map(\.path) == ["D"] && o.vm.bootVcpus == 4 && o.vm.maxVcpus == 4 && o.vm.memorySize == 1024 << 20)
+        #expect(o.vm.net.count == 1 && o.vm.net[0].tap == nil && o.vm.net[0].ip == nil && o.vm.net[0].mask == nil)
+        #expect(throws: Never.self) { try o.vm.validate() }
+        #expect(o.vm.net[0].backendOptions.mac == o.vm.net[0].backendOptions.mac, "the random MAC is fixed in the config")
     }
 
     @Test func helpAndVersionNeedNoKernel() throws {

@@ -8,17 +8,16 @@ import Testing
 struct PreparedDevicesTests {
     @Test func aFailureAfterTheNetDeviceLeavesNoTapBehind() throws {
         let name = "avmf\(getpid() % 100_000)"
-        var options = VmmOptions()
-        options.nets = [NetOptions(tap: name, mac: randomLocalMac())]
-        options.rng = "/nonexistent/rng-source"
-        options.console = .off
-        #expect(throws: PrepareError.self) { try PreparedDevices.open(options) }
+        var config = VmConfig(payload: .init(kernel: "/k"))
+        config.net = [VmConfig.Net(tap: name)]
+        config.rng = VmConfig.Rng(source: "/nonexistent/rng-source")
+        #expect(throws: PrepareError.self) { try PreparedDevices.open(config) }
         #expect(if_nametoindex(name) == 0, "\(name) was left behind by a failed open")
 
         // The same devices without the bad rng source: the TAP exists while they are held, and goes with them.
-        options.rng = nil
+        config.rng = nil
         do {
-            let prepared = try PreparedDevices.open(options)
+            let prepared = try PreparedDevices.open(config)
             #expect(prepared.virtio.count == 1 && if_nametoindex(name) != 0)
         }
         #expect(if_nametoindex(name) == 0, "\(name) outlived the prepared devices")

@@ -140,7 +140,7 @@ import Testing
     ])
     func existingDevicesAreAccepted(text: String) throws {
         let config = try decode(text)
-        #expect(throws: Never.self) { try config.checkSupported() }
+        #expect(throws: Never.self) { try config.validate() }
     }
 
     /// `tap` absent or empty: the VMM creates the TAP (Cloud Hypervisor's `vmtap%d`); no `mac`: a random one
@@ -148,11 +148,11 @@ import Testing
     @Test func netWithoutATapMeansTheVmmCreatesOne() throws {
         let config = try decode(#"{"payload": {"kernel": "/k"}, "net": [{"tap": "", "ip": "10.0.0.1"}, {}]}"#)
         #expect(config.net == [.init(tap: nil, mac: nil, ip: "10.0.0.1", mask: nil, id: nil), .init()])
-        #expect(throws: Never.self) { try config.checkSupported() }
-        let nets = config.deviceOptions.nets
+        #expect(throws: Never.self) { try config.validate() }
+        let nets = config.net.map(\.backendOptions)
         #expect(nets.count == 2 && nets.allSatisfy { $0.tap == nil })
         #expect(nets[0].mac != nets[1].mac && nets.allSatisfy { $0.mac[0] & 3 == 2 }, "\(nets.map(\.mac))")
-        #expect(nets[0].backendOptions.address == UInt32(0x0A00_0001).bigEndian && nets[0].backendOptions.netmask == nil)
+        #expect(nets[0].address == UInt32(0x0A00_0001).bigEndian && nets[0].netmask == nil)
         guard case .array(let nets)? = config.json["net"], case .object(let members)? = nets.first else {
             Issue.record("no net in \(config.json)")
             return
@@ -168,12 +168,14 @@ import Testing
         (#"{"payload": {"kernel": "/k"}, "net": [{"ip": "10.0.0"}]}"#, "net[0].ip", "dotted IPv4"),
         (#"{"payload": {"kernel": "/k"}, "net": [{"tap": "a b"}]}"#, "net[0].tap", "not a valid interface name"),
         (#"{"payload": {"kernel": "/k"}, "serial": {"mode": "Tty"}, "console": {"mode": "Tty"}}"#, "console.mode", "terminal"),
+        (#"{"payload": {"kernel": "/k"}, "disks": [{"path": "/a", "id": "d"}], "net": [{"id": "d"}]}"#, "net[0].id", "already the id"),
+        (#"{"payload": {"kernel": "/k"}, "disks": [{"path": "/a", "id": "__console"}]}"#, "disks[0].id", "reserved"),
     ])
     func unusableDevicesAreRefusedByField(text: String, field: String, fragment: String) throws {
         let config = try decode(text)
-        #expect(throws: ConfigError.self) { try config.checkSupported() }
+        #expect(throws: ConfigError.self) { try config.validate() }
         do {
-            try config.checkSupported()
+            try config.validate()
         } catch {
             #expect(error.field == field)
             #expect(error.message.contains(fragment), "\(error)")
@@ -183,7 +185,7 @@ import Testing
     @Test func commandLineOptionsBecomeTheSameConfig() throws {
         let options = try VmmOptions.parse(["--kernel", "/k", "--cmdline", "a b", "--cpus", "boot=2,max=3", "--memory", "size=64M",
                                             "--serial", "file=/tmp/x", "--handoff", "task", "--test-device", "off"])
-        let config = VmConfig(options: options)
+        let config = options.vm
         #expect(config.payload == .init(kernel: "/k", cmdline: "a b"))
         #expect(config.bootVcpus == 2 && config.maxVcpus == 3 && config.memorySize == 64 << 20)
         #expect(config.serial == .file("/tmp/x") && config.handoff == .task && !config.testDevice)
@@ -194,7 +196,7 @@ import Testing
         #expect(try VmmOptions.parse(["--api-socket", "path=/tmp/a.sock"]).apiSocket == .path("/tmp/a.sock"))
         #expect(try VmmOptions.parse(["--api-socket", "/tmp/b.sock"]).apiSocket == .path("/tmp/b.sock"))
         #expect(try VmmOptions.parse(["--api-socket=fd=3"]).apiSocket == .fd(3))
-        #expect(try VmmOptions.parse(["--api-socket", "fd=3", "--kernel", "k"]).kernel == "k")
+        #expect(try VmmOptions.parse(["--api-socket", "fd=3", "--kernel", "k"]).vm.payload.kernel == "k")
         #expect(throws: CliError("--api-socket path=/a,fd=3: give either path=PATH or fd=N")) {
             try VmmOptions.parse(["--api-socket", "path=/a,fd=3"])
         }

@@ -14,6 +14,22 @@ struct ApiError: Error, Equatable, Sendable, CustomStringConvertible {
 
     var response: HttpResponse { .json(status, .array(messages.map { .string($0) })) }
 
+    /// The status for a lifecycle error, as Cloud Hypervisor's OpenAPI file has them: 404 no VM, 405 the
+    /// wrong state, 409 a VM exists, 503 the VMM is exiting, 400 an invalid config, 500 a host fault, 501
+    /// not implemented.
+    init(_ error: VmmError) {
+        status = switch error.kind {
+        case .noVm: .notFound
+        case .invalidTransition: .methodNotAllowed
+        case .vmExists: .conflict
+        case .shuttingDown: .serviceUnavailable
+        case .invalidConfig: .badRequest
+        case .hostFault: .internalServerError
+        case .notSupported: .notImplemented
+        }
+        messages = error.messages
+    }
+
     /// 400 for a configuration that is invalid or asks for what the VMM cannot do.
     static func invalidConfig(_ error: ConfigError, _ summary: String = "invalid VM configuration") -> ApiError {
         ApiError(.badRequest, summary, error.description)
@@ -25,13 +41,20 @@ struct ApiError: Error, Equatable, Sendable, CustomStringConvertible {
 struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     let field: String
     let message: String
+    /// The same problem as the command line says it, by option (`--net mask=255.0.255.0: not a contiguous
+    /// netmask …`), when the config can come from the command line.
+    let cli: String?
 
-    /// Both parts may quote the client's JSON (keys, values): control characters in them are shown escaped,
-    /// so the error stays one line wherever it is printed or logged.
-    init(field: String, _ message: String) {
+    /// The parts may quote the client's JSON or arguments (keys, values): control characters in them are
+    /// shown escaped, so the error stays one line wherever it is printed or logged.
+    init(field: String, _ message: String, cli: String? = nil) {
         self.field = escapingControlCharacters(field)
         self.message = escapingControlCharacters(message)
+        self.cli = cli.map(escapingControlCharacters)
     }
 
     var description: String { "\(field): \(message)" }
+
+    /// The error for the command line: by option if it has that spelling, else by field.
+    var cliMessage: String { cli ?? description }
 }

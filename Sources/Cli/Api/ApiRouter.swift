@@ -77,6 +77,15 @@ struct ApiRouter: Sendable {
     }
 
     private func dispatch(_ endpoint: ApiEndpoint, _ request: HttpRequest) async throws(ApiError) -> HttpResponse {
+        do throws(VmmError) {
+            return try await call(endpoint, request)
+        } catch {
+            throw ApiError(error)
+        }
+    }
+
+    /// Runs `endpoint` on the controller; its results become JSON here.
+    private func call(_ endpoint: ApiEndpoint, _ request: HttpRequest) async throws(VmmError) -> HttpResponse {
         switch endpoint {
         case .vmmPing:
             return .json(.ok, .object([
@@ -90,7 +99,13 @@ struct ApiRouter: Sendable {
             response.afterSend = { exitLatch.requestStop(.stopRequested("vmm.shutdown request")) }
             return response
         case .vmCreate:
-            try await controller.create(try Self.decodeConfig(request.body))
+            let config: VmConfig
+            do throws(ApiError) {
+                config = try Self.decodeConfig(request.body)
+            } catch {
+                return error.response
+            }
+            try await controller.create(config)
         case .vmBoot: try await controller.boot()
         case .vmShutdown: try await controller.shutdown()
         case .vmReboot: try await controller.reboot()
@@ -98,9 +113,9 @@ struct ApiRouter: Sendable {
         case .vmPause: try await controller.pause()
         case .vmResume: try await controller.resume()
         case .vmDelete: try await controller.delete()
-        case .vmInfo: return .json(.ok, try await controller.info())
-        case .vmCounters: return .json(.ok, try await controller.counters())
-        default: throw ApiError(.notImplemented, "\(endpoint.rawValue) is not implemented by actor-vmm")
+        case .vmInfo: return .json(.ok, try await controller.info().json)
+        case .vmCounters: return .json(.ok, .object(try await controller.counters().map(\.json)))
+        default: throw VmmError(.notSupported, "\(endpoint.rawValue) is not implemented by actor-vmm")
         }
         return HttpResponse(status: endpoint.successStatus)
     }

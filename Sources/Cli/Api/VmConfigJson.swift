@@ -4,7 +4,7 @@ import ActorVmm
 ///
 /// Every field of the schema is known here. Fields ActorVMM implements are read and range-checked; the
 /// devices (`disks`, `net`, `rng`, a virtio `console`) are read and shape-checked here, then checked against
-/// what the devices can do by ``VmConfig/checkSupported()``; everything else is accepted when absent, null,
+/// what the devices can do by ``VmConfig/validate()``; everything else is accepted when absent, null,
 /// empty, at Cloud Hypervisor's default or at a value that matches what ActorVMM does anyway
 /// (``ObjectReader/unsupported(_:harmless:_:)``, ``CloudHypervisorFields``), so that a config Cloud Hypervisor
 /// wrote with every default spelled out is accepted. A field the schema does not have is an error. Errors

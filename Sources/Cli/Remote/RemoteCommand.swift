@@ -3,7 +3,7 @@ import Glibc
 /// `actor-vmm-remote --api-socket PATH <command> [args]`: Cloud Hypervisor's `ch-remote`, for the endpoints
 /// ActorVMM implements. It prints a JSON answer exactly as the server sent it; an error answer goes to
 /// stderr as one line and the exit code is 1. A bad command line is exit code 2.
-enum RemoteCommand {
+public enum RemoteCommand {
     struct Command {
         let name: String
         let endpoint: ApiEndpoint
@@ -44,7 +44,7 @@ enum RemoteCommand {
     }
 
     /// Runs the command line `arguments` (without the program name); returns the exit code.
-    static func run(_ arguments: [String]) -> Int32 {
+    public static func run(_ arguments: [String]) -> Int32 {
         var socketPath: String?
         var rest = arguments[...]
         while let argument = rest.first, argument.hasPrefix("-") {

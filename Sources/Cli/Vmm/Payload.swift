@@ -65,7 +65,7 @@ enum Payload {
         } catch {
             throw PrepareError(config: configError(error), cli: error.description)
         }
-        let devices = try PreparedDevices.open(config.deviceOptions)
+        let devices = try PreparedDevices.open(config)
         return PreparedPayload(memory: memory, boot: boot, compat: compat, devices: devices)
     }
 

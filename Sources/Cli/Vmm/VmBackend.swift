@@ -28,10 +28,10 @@ protocol VmInstance: AnyObject, Sendable {
     nonisolated(nonsending) func resume() async
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
     nonisolated(nonsending) func shutdown() async
-    /// Per-device counters: `{"<device>": {"requests": n, "bytes": n, "errors": n, "interrupts": n, …}}`.
-    nonisolated(nonsending) func counters() async -> JsonValue
-    /// The devices and the address ranges they occupy (`vm.info`'s `device_tree`).
-    func deviceTree() -> JsonValue
+    /// Per-device counters: for each device, `requests`, `bytes`, `errors`, `interrupts`, then its own.
+    nonisolated(nonsending) func counters() async -> [DeviceCounterSet]
+    /// The devices and what they occupy (`vm.info`'s `device_tree`).
+    func deviceTree() -> DeviceTree
 }
 
 /// Why a prepared VM could not be built or started (a host problem: the API answers 500).

@@ -32,24 +32,24 @@ enum VmAction: String, Sendable, CaseIterable {
 /// any state ──delete──▶ (none)
 /// ```
 ///
-/// Status codes follow the OpenAPI file: 404 when there is no VM, 405 when the VM is in the wrong state for
-/// the action, 409 for vm.create when a VM exists.
+/// A refusal is typed (``VmmError/Kind``: no VM, a wrong state, a VM that exists); the API router maps it to
+/// the OpenAPI file's statuses (404, 405, 409).
 enum VmLifecycle {
     /// The state after `action` from `state` (nil: no VM), or the error that refuses it.
-    static func next(_ action: VmAction, from state: VmState?) -> Result<VmState?, ApiError> {
+    static func next(_ action: VmAction, from state: VmState?) -> Result<VmState?, VmmError> {
         guard let state else {
             switch action {
             case .create: return .success(.created)
             case .delete: return .success(nil)
-            default: return .failure(ApiError(.notFound, action.failure, "no VM has been created (use vm.create first)"))
+            default: return .failure(VmmError(.noVm, action.failure, "no VM has been created (use vm.create first)"))
             }
         }
-        func wrongState(_ why: String) -> Result<VmState?, ApiError> {
-            .failure(ApiError(.methodNotAllowed, action.failure, "\(why) (state: \(state.rawValue))"))
+        func wrongState(_ why: String) -> Result<VmState?, VmmError> {
+            .failure(VmmError(.invalidTransition, action.failure, "\(why) (state: \(state.rawValue))"))
         }
         switch (action, state) {
         case (.create, _):
-            return .failure(ApiError(.conflict, action.failure, "a VM already exists (state: \(state.rawValue)); delete it first"))
+            return .failure(VmmError(.vmExists, action.failure, "a VM already exists (state: \(state.rawValue)); delete it first"))
         case (.delete, _):
             return .success(nil)
         case (.boot, .created), (.boot, .shutdown):

@@ -7,8 +7,9 @@ import EpollLoop
 ///
 /// Every transition is checked against ``VmLifecycle`` and runs *exclusively*: an actor is reentrant at
 /// each `await`, so operations take a FIFO turn (``exclusive(_:)``) and a second request waits until the
-/// first has finished, instead of seeing a half-made state. A refused transition is an ``ApiError``
-/// (4xx) and changes nothing; a failed one leaves the previous state and nothing half-created.
+/// first has finished, instead of seeing a half-made state. A refused transition is a ``VmmError`` and
+/// changes nothing; a failed one leaves the previous state and nothing half-created. No HTTP here: the
+/// router maps errors to statuses and results to JSON.
 ///
 /// The process exits (``exitLatch``) when the guest stops the VM by itself (power-off, fault: as Cloud
 /// Hypervisor does), after vmm.shutdown has been answered, or on SIGINT/SIGTERM/SIGHUP — each time after
@@ -45,18 +46,18 @@ actor VmmController {
     // MARK: - Lifecycle
 
     /// vm.create: checks and stores `config`. `prepared` skips preparing again (the command line has done it).
-    func create(_ config: VmConfig, prepared: (any PreparedVm)? = nil) async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func create(_ config: VmConfig, prepared: (any PreparedVm)? = nil) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             let next = try transition(.create)
             do throws(ConfigError) {
-                try config.checkSupported()
+                try config.validate()
             } catch {
-                throw ApiError.invalidConfig(error)
+                throw VmmError.invalidConfig(error)
             }
             do throws(PrepareError) {
                 self.prepared = if let prepared { prepared } else { try backend.prepare(config) }
             } catch {
-                throw ApiError.invalidConfig(error.config)
+                throw VmmError.invalidConfig(error.config)
             }
             self.config = config
             state = next
@@ -64,24 +65,24 @@ actor VmmController {
     }
 
     /// vm.boot: from Created or Shutdown.
-    func boot() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func boot() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             let next = try transition(.boot)
             try await startInstance(.boot)
             state = next
         }
     }
 
-    func pause() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func pause() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             let next = try transition(.pause)
             await instance?.pause()
             state = next
         }
     }
 
-    func resume() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func resume() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             let next = try transition(.resume)
             await instance?.resume()
             state = next
@@ -89,16 +90,16 @@ actor VmmController {
     }
 
     /// vm.shutdown: stops the VM and frees it; the config stays for a later vm.boot.
-    func shutdown() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func shutdown() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             state = try transition(.shutdown)
             await stopInstance()
         }
     }
 
     /// vm.reboot: tears the VM down and boots a new one from the stored config (a cold reboot).
-    func reboot() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func reboot() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             let next = try transition(.reboot)
             await stopInstance()
             state = .shutdown  // if the new boot fails, the VM stays shut down
@@ -108,17 +109,17 @@ actor VmmController {
     }
 
     /// vm.power-button: needs an ACPI power button (GED device and DSDT), which ActorVMM does not have yet.
-    func powerButton() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func powerButton() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             _ = try transition(.powerButton)
-            throw ApiError(.notImplemented, VmAction.powerButton.failure,
+            throw VmmError(.notSupported, VmAction.powerButton.failure,
                            "ActorVMM has no ACPI power button yet (use vm.shutdown to stop the VM)")
         }
     }
 
     /// vm.delete: stops the VM if it runs and forgets it. Without a VM it does nothing (as Cloud Hypervisor).
-    func delete() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func delete() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             _ = try transition(.delete)
             await stopInstance()
             (config, state, prepared) = (nil, nil, nil)
@@ -126,20 +127,17 @@ actor VmmController {
     }
 
     /// vm.info: the config, the state and (when booted) the device tree.
-    func info() throws(ApiError) -> JsonValue {
-        guard let config, let state else { throw ApiError(.notFound, "no VM information", "no VM has been created") }
-        var members = [JsonMember(key: "config", value: config.json), JsonMember(key: "state", value: .string(state.rawValue)),
-                       JsonMember(key: "memory_actual_size", value: .int(config.memorySize))]
-        if let instance { members.append(JsonMember(key: "device_tree", value: instance.deviceTree())) }
-        return .object(members)
+    func info() throws(VmmError) -> VmInfo {
+        guard let config, let state else { throw VmmError(.noVm, "no VM information", "no VM has been created") }
+        return VmInfo(config: config, state: state, memoryActualSize: config.memorySize, deviceTree: instance?.deviceTree())
     }
 
     /// vm.counters: per-device counters of the booted VM.
-    func counters() async throws(ApiError) -> JsonValue {
-        try await exclusive { () throws(ApiError) in
-            guard let state else { throw ApiError(.notFound, "cannot read the counters", "no VM has been created") }
+    func counters() async throws(VmmError) -> [DeviceCounterSet] {
+        try await exclusive { () throws(VmmError) in
+            guard let state else { throw VmmError(.noVm, "cannot read the counters", "no VM has been created") }
             guard let instance else {
-                throw ApiError(.methodNotAllowed, "cannot read the counters", "the VM is not booted (state: \(state.rawValue))")
+                throw VmmError(.invalidTransition, "cannot read the counters", "the VM is not booted (state: \(state.rawValue))")
             }
             return await instance.counters()
         }
@@ -148,8 +146,8 @@ actor VmmController {
     // MARK: - Stopping the VMM
 
     /// vmm.shutdown: stops the VM; the caller exits the process once the answer is sent.
-    func shutdownVmm() async throws(ApiError) {
-        try await exclusive { () throws(ApiError) in
+    func shutdownVmm() async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
             exiting = true
             await stopInstance()
             if state == .running || state == .paused { state = .shutdown }
@@ -158,7 +156,7 @@ actor VmmController {
 
     /// A stop signal: stop the VM, then let the process exit with `reason`.
     func terminate(_ reason: VmStopReason) async {
-        _ = try? await exclusive { () throws(ApiError) in
+        _ = try? await exclusive { () throws(VmmError) in
             exiting = true
             await stopInstance()
         }
@@ -170,12 +168,12 @@ actor VmmController {
     /// Cloud Hypervisor does. Anything else (power-off, a fault) tears the VM down and exits with `reason`;
     /// so does a reset whose reboot fails.
     func vmStopped(generation stoppedGeneration: Int, reason: VmStopReason) async {
-        let exitReason = try? await exclusive { () throws(ApiError) -> VmStopReason? in
+        let exitReason = try? await exclusive { () throws(VmmError) -> VmStopReason? in
             guard stoppedGeneration == generation, instance != nil else { return nil }
             if case .resetRequested(let source) = reason, !exiting {
                 Log.info("guest requested a reset (\(source)): rebooting")
                 await stopInstance()
-                do throws(ApiError) {
+                do throws(VmmError) {
                     try await startInstance(.reboot)
                     reboots += 1
                     return nil
@@ -196,19 +194,19 @@ actor VmmController {
     // MARK: - Internals
 
     /// Checks `action` against the state machine (and refuses everything once the VMM is exiting).
-    private func transition(_ action: VmAction) throws(ApiError) -> VmState? {
-        guard !exiting else { throw ApiError(.serviceUnavailable, action.failure, "the VMM is shutting down") }
+    private func transition(_ action: VmAction) throws(VmmError) -> VmState? {
+        guard !exiting else { throw VmmError(.shuttingDown, action.failure, "the VMM is shutting down") }
         return try VmLifecycle.next(action, from: state).get()
     }
 
     /// Prepares (unless vm.create did) and boots a machine from the stored config.
-    private func startInstance(_ action: VmAction) async throws(ApiError) {
-        guard let config else { throw ApiError(.notFound, action.failure, "no VM has been created") }
+    private func startInstance(_ action: VmAction) async throws(VmmError) {
+        guard let config else { throw VmmError(.noVm, action.failure, "no VM has been created") }
         let payload: any PreparedVm
         do throws(PrepareError) {
             payload = if let prepared { prepared } else { try backend.prepare(config) }
         } catch {
-            throw ApiError.invalidConfig(error.config, action.failure)
+            throw VmmError.invalidConfig(error.config, action.failure)
         }
         prepared = nil
         generation += 1
@@ -218,7 +216,7 @@ actor VmmController {
                 Task(executorPreference: loop) { await self.vmStopped(generation: bootGeneration, reason: reason) }
             }
         } catch {
-            throw ApiError(.internalServerError, action.failure, error.message)
+            throw VmmError(.hostFault, action.failure, error.message)
         }
     }
 
@@ -234,7 +232,7 @@ actor VmmController {
     /// in the same executor job as the check before it: on an `EventLoop`, a task that does not prefer that
     /// loop as its task executor is re-enqueued at `withCheckedContinuation`, so the operation ahead may
     /// finish in between. Hence the second check inside: if our turn came meanwhile, go on at once.
-    private func exclusive<T>(_ body: () async throws(ApiError) -> T) async throws(ApiError) -> T {
+    private func exclusive<T>(_ body: () async throws(VmmError) -> T) async throws(VmmError) -> T {
         let ticket = nextTicket
         nextTicket += 1
         if ticket != servingTicket {
