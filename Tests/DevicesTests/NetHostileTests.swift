@@ -154,6 +154,30 @@ import Testing
         #expect(NetFeature.tapOffloads(NetFeature.guestCsum | NetFeature.guestEcn) == CKVM_TUN_F_CSUM, "ECN only with TSO")
     }
 
+    /// `queue_size`: each queue offers that many entries (and again after a reset); a larger one is refused.
+    @Test func queuesOfferTheConfiguredSize() async throws {
+        let loop = try EventLoop(name: "t-net-qsize")
+        defer { loop.shutdown() }
+        var pair: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queueSize: 64)
+        let backend = NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options))
+        let memory = testMemory()
+        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
+        var driver = VirtioDriver(device: device, memory: memory, msi: msi)
+        await device.configWrite(offset: 0x04, width: 2, value: 0x6)  // memory decoding: BAR0 answers
+        for q in 0..<3 {
+            await driver.w(VirtioDriver.common + 0x16, 2, UInt64(q))
+            #expect(await driver.r(VirtioDriver.common + 0x18, 2) == 64)
+        }
+        #expect(await driver.initialize(queueSize: 64, queueCount: 2) == 0xF)
+        await driver.w(VirtioDriver.common + 0x14, 1, 0)  // reset
+        await driver.w(VirtioDriver.common + 0x16, 2, 1)
+        #expect(await driver.r(VirtioDriver.common + 0x18, 2) == 64)
+        #expect(await driver.initialize(queueSize: 128, queueCount: 2) & 0x40 != 0, "NEEDS_RESET")
+    }
+
     @Test func badQueueOptionsAreRefusedBeforeATapIsOpened() {
         for options in [NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 0),
                         NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 17),

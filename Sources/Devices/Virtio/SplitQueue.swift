@@ -40,8 +40,11 @@ public struct SplitQueue: Sendable {
 
     public init() {}
 
-    /// Back to the reset state (§2.1, device reset).
-    public mutating func reset() { self = SplitQueue() }
+    /// A queue whose size (before the driver picks one) is `size`, the most the device offers.
+    init(size: UInt16) { self.size = size }
+
+    /// Back to the reset state (§2.1, device reset); the offered size stays what the device offers.
+    public mutating func reset(size: UInt16 = SplitQueue.maxSize) { self = SplitQueue(size: size) }
 
     /// Checks size and areas before the queue is used (at DRIVER_OK or queue_enable).
     public func validate(memory: GuestMemory) throws(QueueError) {

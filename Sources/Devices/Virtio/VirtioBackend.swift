@@ -30,6 +30,9 @@ public enum VirtioFeature {
 public protocol VirtioBackend: AnyObject {
     var deviceType: VirtioDeviceType { get }
     var queueCount: Int { get }
+    /// The largest queue the device offers (the queue_size a reset leaves); a power of 2 up to
+    /// ``SplitQueue/maxSize``, which is the default.
+    var maxQueueSize: UInt16 { get }
     /// Device-specific feature bits (the transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX).
     var deviceFeatures: UInt64 { get }
     /// Bytes of device configuration space.
@@ -47,6 +50,7 @@ public protocol VirtioBackend: AnyObject {
 }
 
 extension VirtioBackend {
+    public var maxQueueSize: UInt16 { SplitQueue.maxSize }
     public func writeConfig(offset: Int, width: Int, value: UInt64) {}
     public func hostEvent(_ token: Int, device: isolated VirtioPciDevice) {}
 }

@@ -78,6 +78,9 @@ extension VirtioPciDevice {
 
     private func enableQueue(_ index: Int) {
         do {
+            guard queues[index].size <= backend.maxQueueSize else {
+                throw QueueError.invalidConfiguration("size \(queues[index].size) is over the \(backend.maxQueueSize) the device offers")
+            }
             try queues[index].validate(memory: memory)
             queues[index].eventIndex = acceptedFeatures & VirtioFeature.ringEventIndex != 0
             queues[index].indirectDescriptors = acceptedFeatures & VirtioFeature.ringIndirectDescriptors != 0
@@ -126,7 +129,7 @@ extension VirtioPciDevice {
     /// Device reset (§2.1): back to the initial state; MSI-X table and PCI configuration are not touched.
     func reset() {
         backend.reset(device: self)
-        for index in queues.indices { queues[index].reset() }
+        for index in queues.indices { queues[index].reset(size: backend.maxQueueSize) }
         unsignalled = Array(repeating: false, count: queues.count)
         Log.flushSuppressed(&guestLog, source: name)
         status = 0

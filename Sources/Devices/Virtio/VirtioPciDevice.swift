@@ -71,7 +71,7 @@ public actor VirtioPciDevice: PciDevice {
         self.backend = backend
         offeredFeatures = backend.deviceFeatures | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
             | VirtioFeature.ringEventIndex
-        queues = Array(repeating: SplitQueue(), count: backend.queueCount)
+        queues = Array(repeating: SplitQueue(size: backend.maxQueueSize), count: backend.queueCount)
         unsignalled = Array(repeating: false, count: backend.queueCount)
         msix = Msix(targets: vectors, controller: msiController)
 
