@@ -20,12 +20,23 @@ int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fa
 #include <sys/prctl.h>
 
 int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size, int *existed) {
+    return ckvm_tap_open_queue(name, 0, actual_name, actual_name_size, existed);
+}
+
+int ckvm_tap_set_queue(int fd, int attach) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = attach ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+    return ioctl(fd, TUNSETQUEUE, &ifr);
+}
+
+int ckvm_tap_open_queue(const char *name, int multi_queue, char *actual_name, size_t actual_name_size, int *existed) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return -1;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); errno = e; return -1; }
     int header = 12;  /* struct virtio_net_hdr_v1 (with num_buffers) */
     if (ioctl(fd, TUNSETVNETHDRSZ, &header) < 0) { int e = errno; close(fd); errno = e; return -1; }

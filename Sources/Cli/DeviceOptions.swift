@@ -2,20 +2,29 @@ import ActorVmm
 import Devices
 import Glibc
 
-/// `--net tap=NAME,mac=MAC,ip=IP,mask=MASK,id=ID`, parsed, with Cloud Hypervisor's meaning of each key:
+/// `--net tap=NAME,mac=MAC,ip=IP,mask=MASK,num_queues=N,queue_size=M,offload_csum=on|off,offload_tso=on|off,
+/// offload_ufo=on|off,id=ID`, parsed, with Cloud Hypervisor's meaning of each key:
 /// an empty or absent value is the default. No `tap`: the VMM creates one (`vmtap%d`); no `mac`: a random
 /// locally administered address, chosen here so that it stays the same across reboots; no `ip`/`mask`: Cloud
 /// Hypervisor's defaults on a TAP the VMM creates (``TapDevice``). The values are checked by
 /// ``VmConfig/validate()``, as the API's are.
 func parseNet(_ text: String) throws(CliError) -> VmConfig.Net {
-    let list = try KeyValueList(option: "--net", text: text, allowedKeys: ["tap", "mac", "ip", "mask", "id"])
+    let list = try KeyValueList(option: "--net", text: text, allowedKeys: [
+        "tap", "mac", "ip", "mask", "id", "num_queues", "queue_size", "offload_csum", "offload_tso", "offload_ufo",
+    ])
     func value(_ key: String) -> String? { list[key].flatMap { $0.isEmpty ? nil : $0 } }
     var mac = formatMac(randomLocalMac())
     if let text = value("mac") {
         guard parseMac(text) != nil else { throw CliError("--net mac=\(text): expected six hex bytes like 52:54:00:12:34:56") }
         mac = text
     }
-    return VmConfig.Net(tap: value("tap"), mac: mac, ip: value("ip"), mask: value("mask"), id: value("id"))
+    var net = VmConfig.Net(tap: value("tap"), mac: mac, ip: value("ip"), mask: value("mask"), id: value("id"))
+    if value("num_queues") != nil { net.numQueues = try list.integer("num_queues", in: 1...65535) ?? net.numQueues }
+    if value("queue_size") != nil { net.queueSize = try list.integer("queue_size", in: 1...65535) ?? net.queueSize }
+    if value("offload_csum") != nil { net.offloadCsum = try list.bool("offload_csum") ?? true }
+    if value("offload_tso") != nil { net.offloadTso = try list.bool("offload_tso") ?? true }
+    if value("offload_ufo") != nil { net.offloadUfo = try list.bool("offload_ufo") ?? true }
+    return net
 }
 
 extension VmConfig.Net {
@@ -23,7 +32,9 @@ extension VmConfig.Net {
     /// MAC (from the API): a random one, new at each boot.
     var backendOptions: NetBackend.Options {
         NetBackend.Options(tap: tap, mac: mac.flatMap(parseMac) ?? randomLocalMac(), address: ip.flatMap(parseIPv4),
-                           netmask: mask.flatMap(parseIPv4), id: id)
+                           netmask: mask.flatMap(parseIPv4), id: id, queuePairs: numQueues / 2,
+                           queueSize: UInt16(clamping: queueSize), offloadChecksum: offloadCsum, offloadTso: offloadTso,
+                           offloadUfo: offloadUfo)
     }
 }
 

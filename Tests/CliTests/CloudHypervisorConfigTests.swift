@@ -73,7 +73,7 @@ import Testing
         ("disks.0.sparse", "false", "disks[0].sparse", "false is not supported by actor-vmm"),
         ("disks.0.pci_segment", "1", "disks[0].pci_segment", "1 is not supported by actor-vmm"),
         ("disks.0.iommu", "true", "disks[0].iommu", "true is not supported by actor-vmm (there is no IOMMU)"),
-        ("net.0.num_queues", "4", "net[0].num_queues", "4 is not supported by actor-vmm"),
+        ("net.0.num_queues", "512", "net[0].num_queues", "expected an integer from 1 to 256"),
         ("net.0.mtu", "9000", "net[0].mtu", "9000 is not supported by actor-vmm (the MTU is 1500)"),
         ("net.0.vhost_user", "true", "net[0].vhost_user", "true is not supported by actor-vmm"),
         ("rng.pci_device_id", "3", "rng.pci_device_id", "3 is not supported by actor-vmm (PCI slots are given in order)"),

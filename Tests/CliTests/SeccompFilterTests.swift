@@ -119,6 +119,12 @@ enum BpfInterpreter {
         #expect(try verdict(.vcpu, SYS_ioctl, [7, UInt64(CKVM_TUNSETIFF)]) == Self.trap)
         #expect(try verdict(.device, SYS_ioctl, [7, run]) == Self.trap)
         #expect(try verdict(.device, SYS_ioctl, [7, UInt64(CKVM_IRQFD)]) == Self.allow)
+        // virtio-net: the TAP's offloads and queues change on a device or vCPU thread; creating one does not.
+        for kind in [ThreadKind.device, .vcpu] {
+            #expect(try verdict(kind, SYS_ioctl, [7, UInt64(CKVM_TUNSETOFFLOAD)]) == Self.allow)
+            #expect(try verdict(kind, SYS_ioctl, [7, UInt64(CKVM_TUNSETQUEUE)]) == Self.allow)
+        }
+        #expect(try verdict(.device, SYS_ioctl, [7, UInt64(CKVM_TUNSETIFF)]) == Self.trap)
         #expect(try verdict(.api, SYS_ioctl, [7, UInt64(CKVM_GET_API_VERSION)]) == Self.trap)
         #expect(try verdict(.vmm, SYS_ioctl, [7, createVm]) == Self.allow)
         #expect(try verdict(.vmm, SYS_ioctl, [7, 0xDEAD_BEEF]) == Self.trap)

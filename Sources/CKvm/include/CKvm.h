@@ -91,6 +91,10 @@ static const unsigned long CKVM_TIOCGWINSZ = TIOCGWINSZ, CKVM_TIOCGPTN = TIOCGPT
 static const unsigned long CKVM_FIONBIO = FIONBIO, CKVM_FIOCLEX = FIOCLEX;
 static const unsigned long CKVM_TUNSETIFF = _IOW('T', 202, int), CKVM_TUNSETOFFLOAD = _IOW('T', 208, unsigned int);
 static const unsigned long CKVM_TUNSETVNETHDRSZ = _IOW('T', 216, int), CKVM_TUNGETIFF = _IOR('T', 210, unsigned int);
+static const unsigned long CKVM_TUNSETQUEUE = _IOW('T', 217, int);
+/// TUNSETOFFLOAD flags (<linux/if_tun.h>): what the TAP may hand to user space (checksum left partial, TSO, UFO).
+static const unsigned int CKVM_TUN_F_CSUM = 0x01, CKVM_TUN_F_TSO4 = 0x02, CKVM_TUN_F_TSO6 = 0x04;
+static const unsigned int CKVM_TUN_F_TSO_ECN = 0x08, CKVM_TUN_F_UFO = 0x10;
 static const unsigned long CKVM_SIOCGIFFLAGS = SIOCGIFFLAGS, CKVM_SIOCSIFFLAGS = SIOCSIFFLAGS;
 static const unsigned long CKVM_SIOCSIFADDR = SIOCSIFADDR, CKVM_SIOCSIFNETMASK = SIOCSIFNETMASK;
 
@@ -134,6 +138,11 @@ static const int CKVM_O_DIRECT = 040000;
 /// interface's name; `*existed` is 1 when it was a persistent TAP that existed before (0: created here,
 /// and removed by the kernel when the last descriptor closes).
 int ckvm_tap_open(const char *name, char *actual_name, size_t actual_name_size, int *existed);
+/// ``ckvm_tap_open`` with IFF_MULTI_QUEUE when `multi_queue` is non-zero: each call with the same name opens
+/// one more queue of the interface (the first one creates it).
+int ckvm_tap_open_queue(const char *name, int multi_queue, char *actual_name, size_t actual_name_size, int *existed);
+/// Attaches (`attach` non-zero) or detaches a queue of a multi-queue TAP (TUNSETQUEUE); 0 or -1 with errno.
+int ckvm_tap_set_queue(int fd, int attach);
 /// Optionally sets an IPv4 address and netmask (network byte order), then brings the interface up.
 int ckvm_if_configure(const char *name, uint32_t address_be, uint32_t netmask_be, int set_address);
 /// Opens a new pseudo-terminal master (non-blocking); writes the slave's path.

@@ -167,10 +167,12 @@ extension VmConfig {
         if let mtu = try reader.integer("mtu", in: 68...65535), mtu != 1500 {
             throw reader.refusal("mtu", .int(mtu), "the MTU is 1500")
         }
-        try CloudHypervisorFields.queueParameter(&reader, "num_queues", in: 1...256, accepted: [2], "one receive and one transmit queue")
-        try CloudHypervisorFields.queueParameter(&reader, "queue_size", in: 1...32768, accepted: [256], "queues offer 256 entries")
-        // No offload is offered whatever these say (the defaults are true: offer what can be offered).
-        for key in ["offload_tso", "offload_ufo", "offload_csum"] { try reader.check(key, .bool) }
+        // Checked by VmConfig.validate(), as the command line's.
+        if let queues = try reader.integer("num_queues", in: 1...256) { net.numQueues = queues }
+        if let size = try reader.integer("queue_size", in: 1...32768) { net.queueSize = size }
+        net.offloadCsum = try reader.bool("offload_csum") ?? true
+        net.offloadTso = try reader.bool("offload_tso") ?? true
+        net.offloadUfo = try reader.bool("offload_ufo") ?? true
         try reader.unsupported("vhost_user", harmless: [.bool(false)])
         try reader.unsupported("vhost_socket")
         _ = try reader.choice("vhost_mode", ["Client", "Server"])  // means nothing without vhost_user
@@ -178,6 +180,19 @@ extension VmConfig {
         try CloudHypervisorFields.rateLimiter(&reader)
         try reader.finish()
         return net
+    }
+
+    /// A net device's `num_queues`, `queue_size` and `offload_*`, where they are not the defaults (vm.info
+    /// reports what was given).
+    private static func queueAndOffloadMembers(_ net: Net) -> [JsonMember] {
+        let defaults = Net()
+        var members: [JsonMember] = []
+        if net.numQueues != defaults.numQueues { members.append(JsonMember(key: "num_queues", value: .int(net.numQueues))) }
+        if net.queueSize != defaults.queueSize { members.append(JsonMember(key: "queue_size", value: .int(net.queueSize))) }
+        for (key, value) in [("offload_csum", net.offloadCsum), ("offload_tso", net.offloadTso), ("offload_ufo", net.offloadUfo)] where !value {
+            members.append(JsonMember(key: key, value: .bool(false)))
+        }
+        return members
     }
 
     static func isMacAddress(_ text: String) -> Bool {
@@ -214,7 +229,7 @@ extension VmConfig {
             members.append(JsonMember(key: "net", value: .array(net.map { net in
                 .object([("tap", net.tap), ("mac", net.mac), ("ip", net.ip), ("mask", net.mask), ("id", net.id)].compactMap { key, value in
                     value.map { JsonMember(key: key, value: .string($0)) }
-                })
+                } + Self.queueAndOffloadMembers(net))
             })))
         }
         if let rng { members.append(JsonMember(key: "rng", value: .object(["src": .string(rng.source)]))) }

@@ -40,8 +40,9 @@ enum SeccompRules {
         [.allow(SYS_ioctl, arg: 1, in: [
             CKVM_RUN,
             // Device handlers run inline on the vCPU thread: MSI-X routes, and a device's interrupt and
-            // doorbell descriptors released there.
-            CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD,
+            // doorbell descriptors released there; virtio-net's DRIVER_OK and reset set the TAP's offloads
+            // and attach or detach its queues.
+            CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD, CKVM_TUNSETOFFLOAD, CKVM_TUNSETQUEUE,
             // Where a vCPU stopped (-v) and compatibility mode's instruction emulator (docs/compat.md).
             CKVM_GET_REGS, CKVM_SET_REGS, CKVM_GET_SREGS, CKVM_SET_SREGS, CKVM_GET_MP_STATE, CKVM_TRANSLATE,
             CKVM_GET_VCPU_EVENTS, CKVM_SET_VCPU_EVENTS, CKVM_GET_XSAVE, CKVM_SET_XSAVE,
@@ -53,12 +54,14 @@ enum SeccompRules {
 
     static func device(pid: Int32) -> [SyscallRule] {
         [.allow(SYS_epoll_wait), .allow(SYS_epoll_pwait),
-         .allow(SYS_ioctl, arg: 1, in: [CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD], also: terminalRestore)]
+         // virtio-net's control queue (GUEST_OFFLOADS_SET, MQ_VQ_PAIRS_SET): the TAP's offloads and queues.
+         .allow(SYS_ioctl, arg: 1, in: [CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD, CKVM_TUNSETOFFLOAD,
+                                        CKVM_TUNSETQUEUE], also: terminalRestore)]
             + deviceIO + runtime(pid: pid)
     }
 
     /// What a device does on a loop or inline on a vCPU thread: virtio-blk (`pread`/`pwrite`, FLUSH, DISCARD
-    /// and WRITE_ZEROES), net (TAP read/write), console and rng (read/write), doorbell and interrupt
+    /// and WRITE_ZEROES), net (TAP `readv`/`writev`), console and rng (read/write), doorbell and interrupt
     /// eventfds (read/write), fd watches (`epoll_ctl`).
     static let deviceIO: [SyscallRule] = [
         .allow(SYS_read), .allow(SYS_readv), .allow(SYS_writev),
@@ -99,7 +102,7 @@ enum SeccompRules {
             // The terminal (raw mode for tty, isatty), a new pty (--console pty).
             CKVM_TCGETS, CKVM_TCSETS, CKVM_TCSETSW, CKVM_TCSETSF, CKVM_TIOCGWINSZ, CKVM_TIOCGPTN, CKVM_TIOCSPTLCK,
             // TAP devices (--net tap=) and their IPv4 set-up, on a socket(AF_INET, SOCK_DGRAM).
-            CKVM_TUNSETIFF, CKVM_TUNGETIFF, CKVM_TUNSETVNETHDRSZ, CKVM_TUNSETOFFLOAD,
+            CKVM_TUNSETIFF, CKVM_TUNGETIFF, CKVM_TUNSETVNETHDRSZ, CKVM_TUNSETOFFLOAD, CKVM_TUNSETQUEUE,
             CKVM_SIOCGIFFLAGS, CKVM_SIOCSIFFLAGS, CKVM_SIOCSIFADDR, CKVM_SIOCSIFNETMASK,
             // Snapshot, restore and migration (docs/snapshot.md), on vmm-main and vmm-control.
             CKVM_GET_MSR_INDEX_LIST, CKVM_GET_MSRS, CKVM_GET_XCRS, CKVM_SET_XCRS, CKVM_GET_DEBUGREGS, CKVM_SET_DEBUGREGS,

@@ -36,6 +36,12 @@ struct VmConfig: Equatable, Sendable {
         var ip: String?
         var mask: String?
         var id: String?
+        /// Receive and transmit queues, two per queue pair (Cloud Hypervisor's `num_queues`), and the most
+        /// entries each offers (`queue_size`); checked by ``VmConfig/validate()``.
+        var numQueues = 2
+        var queueSize = 256
+        /// Offer checksum, TSO and UFO offloads (`offload_csum`, `offload_tso`, `offload_ufo`).
+        var offloadCsum = true, offloadTso = true, offloadUfo = true
     }
 
     /// A virtio-rng device (`rng`, `--rng`).

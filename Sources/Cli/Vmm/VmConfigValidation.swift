@@ -41,6 +41,7 @@ extension VmConfig {
                 }
             }
             try checkID(net.id, field: "\(field).id", option: "--net")
+            try checkQueues(net, field: field)
         }
         let pciDevices = disks.count + net.count + (rng == nil ? 0 : 1) + (console == .off ? 0 : 1)
         if pciDevices > Self.maxPciDevices {
@@ -50,6 +51,25 @@ extension VmConfig {
         if serial == .tty && console == .tty {
             throw ConfigError(field: "console.mode", "serial and console cannot both use the terminal (Tty)",
                               cli: "--serial tty: the console already uses the terminal (its default is tty); add --console off or choose another")
+        }
+    }
+
+    /// A net device's `num_queues` (pairs of queues, at most one pair per vCPU as in Cloud Hypervisor) and
+    /// `queue_size` (a power of 2 the transport can offer).
+    private func checkQueues(_ net: Net, field: String) throws(ConfigError) {
+        let maxQueues = 2 * NetBackend.maxQueuePairs
+        if net.numQueues < 2 || net.numQueues % 2 != 0 || net.numQueues > maxQueues {
+            let why = "expected an even number of queues from 2 to \(maxQueues) (a receive and a transmit queue per pair)"
+            throw ConfigError(field: "\(field).num_queues", why, cli: "--net num_queues=\(net.numQueues): \(why)")
+        }
+        if net.numQueues / 2 > bootVcpus {
+            let why = "\(net.numQueues / 2) queue pairs for \(bootVcpus) vCPU(s): at most one pair per vCPU"
+            throw ConfigError(field: "\(field).num_queues", why, cli: "--net num_queues=\(net.numQueues): \(why)")
+        }
+        let size = net.queueSize
+        if size < 2 || size > Int(SplitQueue.maxSize) || size & (size - 1) != 0 {
+            let why = "expected a power of 2 from 2 to \(SplitQueue.maxSize) (the largest queue ActorVMM offers)"
+            throw ConfigError(field: "\(field).queue_size", why, cli: "--net queue_size=\(size): \(why)")
         }
     }
 

@@ -3,13 +3,14 @@ import CKvm
 import EpollLoop
 import Glibc
 
-/// virtio-net (virtio 1.2 §5.1) backed by a TAP interface, with no offloads.
+/// virtio-net (virtio 1.2 §5.1) backed by a TAP interface opened with IFF_VNET_HDR (a 12-byte
+/// `virtio_net_hdr` with `num_buffers` before every frame), with checksum and segmentation offloads,
+/// mergeable receive buffers, several queue pairs and a control queue. docs/devices.md describes it.
 ///
-/// Both directions run on the device's loop. Transmit: each request (a 12-byte `virtio_net_hdr` plus the
-/// frame) is written to the TAP as is (the TAP was opened with IFF_VNET_HDR). Receive: when the TAP is
-/// readable, frames go into the guest's posted buffers; with no buffer posted the device stops reading the
-/// TAP (frames wait in the kernel's TAP queue, which counts its own drops) until the guest posts more; a
-/// buffer that cannot take the next frame is returned unused and the frame goes to the next buffer.
+/// Every queue runs on the device's loop. Transmit: each request (header plus frame) is written to the
+/// pair's TAP queue with one `writev` straight from guest memory (``NetBackend+Transmit``). Receive: when a
+/// TAP queue is readable, frames are read with `readv` straight into the guest's posted buffers
+/// (``NetBackend+Receive``). Control queue: ``NetBackend+Control``.
 public final class NetBackend: VirtioBackend {
     public struct Options: Sendable, Equatable {
         /// The TAP's name; nil: the VMM creates one (``TapDevice/nameTemplate``).
@@ -19,36 +20,59 @@ public final class NetBackend: VirtioBackend {
         public var address: UInt32?
         public var netmask: UInt32?
         public var id: String?
-        public init(tap: String?, mac: [UInt8], address: UInt32? = nil, netmask: UInt32? = nil, id: String? = nil) {
+        /// Receive/transmit queue pairs (Cloud Hypervisor's `num_queues` / 2), one TAP queue each.
+        public var queuePairs: Int
+        /// The most entries each queue offers (`queue_size`; the driver may choose fewer).
+        public var queueSize: UInt16
+        /// Cloud Hypervisor's `offload_csum`, `offload_tso`, `offload_ufo`: offer these offloads (as far as
+        /// the TAP takes them; TSO and UFO need checksum offload).
+        public var offloadChecksum: Bool, offloadTso: Bool, offloadUfo: Bool
+        public init(tap: String?, mac: [UInt8], address: UInt32? = nil, netmask: UInt32? = nil, id: String? = nil,
+                    queuePairs: Int = 1, queueSize: UInt16 = SplitQueue.maxSize, offloadChecksum: Bool = true,
+                    offloadTso: Bool = true, offloadUfo: Bool = true) {
             self.tap = tap; self.mac = mac; self.address = address; self.netmask = netmask; self.id = id
+            self.queuePairs = queuePairs; self.queueSize = queueSize
+            self.offloadChecksum = offloadChecksum; self.offloadTso = offloadTso; self.offloadUfo = offloadUfo
         }
     }
 
-    static let receiveQueue = 0, transmitQueue = 1
-    static let featureMac: UInt64 = 1 << 5, featureStatus: UInt64 = 1 << 16
+    /// The most queue pairs a device may have (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX is 0x8000; this bounds
+    /// descriptors and MSI-X vectors).
+    public static let maxQueuePairs = 16
     static let headerSize = 12
-    /// The largest request we accept: a 64 KiB frame plus the header (no TSO is negotiated, so frames are
-    /// at most the MTU; this bound only protects the host buffer).
-    static let maxFrame = 65536 + headerSize
+    /// The largest frame the TAP hands over or takes: a 64 KiB TSO/UFO frame, its VLAN tag, the header.
+    static let maxFrame = headerSize + 65536 + 64
+    /// The largest frame without receive offloads: an Ethernet frame with a VLAN tag, and the header.
+    static let standardFrame = headerSize + 1518
 
     public let deviceType = VirtioDeviceType.net
-    public let queueCount = 2
-    public let deviceFeatures = NetBackend.featureMac | NetBackend.featureStatus
+    public let queueCount: Int
+    public let deviceFeatures: UInt64
+    /// The most entries a queue offers (the transport's `queue_size` before the driver picks one).
+    public var maxQueueSize: UInt16 { options.queueSize }
     public let configSize = 12
     public let options: Options
     public var interfaceName: String { tapDevice.name }
-    /// Owns the TAP's descriptor (shared with ``Opened`` until the device is built).
+    /// Owns the TAP's descriptors.
     let tapDevice: TapDevice
     var tapFD: Int32 { tapDevice.fd }
-    var tap: HostWatch
-    var frame = [UInt8](repeating: 0, count: NetBackend.maxFrame)
-    /// The TAP failed for good (deleted on the host: reads fail with EBADFD); it is no longer watched.
-    var tapFailed = false
-    public private(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
+    let pairs: [NetQueuePair]
+    var controlQueue: Int { 2 * pairs.count }
+    /// Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET; 1 until the driver sets it).
+    public internal(set) var activePairs = 1
+    /// The TUNSETOFFLOAD flags in force.
+    public internal(set) var tapOffloads: UInt32 = 0
+    /// Negotiated at DRIVER_OK: frames may span buffers; the guest takes partial checksums.
+    var mergeable = false, guestChecksum = false, largeFrames = false
+
+    public internal(set) var rxFrames: UInt64 = 0, txFrames: UInt64 = 0, rxDropped: UInt64 = 0, txDropped: UInt64 = 0
     /// Receive buffers returned unused because they were read-only or too small for the frame.
-    public private(set) var rxBadBuffers: UInt64 = 0
-    /// Bytes of a frame read from the TAP and not yet delivered (0: none).
-    var pendingLength = 0
+    public internal(set) var rxBadBuffers: UInt64 = 0
+    /// Control requests answered VIRTIO_NET_ERR or returned unused.
+    public internal(set) var controlErrors: UInt64 = 0
+    /// The TAP offloads a restored snapshot had in force, applied when the device resumes
+    /// (``NetBackend+Snapshot``); nil otherwise.
+    var restoredOffloads: UInt32?
 
     /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``). Dropping it
     /// without building a backend closes the TAP (and removes one the VMM created).
@@ -57,163 +81,101 @@ public final class NetBackend: VirtioBackend {
         let options: Options
     }
 
-    /// Opens (or creates) the TAP and configures the host side. Errors give the reason; the caller names the
-    /// option or field.
+    /// Opens (or creates) the TAP with one queue per pair and configures the host side. Errors give the
+    /// reason; the caller names the option or field.
     public static func open(_ options: Options) throws(VirtioError) -> Opened {
-        let tap = try TapDevice(name: options.tap, address: options.address, netmask: options.netmask)
-        Log.info("virtio-net\(options.id.map { " '\($0)'" } ?? ""): TAP \(tap.summary)")
+        guard (1...maxQueuePairs).contains(options.queuePairs) else {
+            throw VirtioError("\(options.queuePairs) queue pairs: expected 1 to \(maxQueuePairs)")
+        }
+        guard options.queueSize > 0, options.queueSize <= SplitQueue.maxSize, options.queueSize & (options.queueSize - 1) == 0 else {
+            throw VirtioError("queue size \(options.queueSize): expected a power of 2 up to \(SplitQueue.maxSize)")
+        }
+        let tap = try TapDevice(name: options.tap, address: options.address, netmask: options.netmask,
+                                queues: options.queuePairs)
+        let queues = options.queuePairs > 1 ? ", \(options.queuePairs) queues" : ""
+        Log.info("virtio-net\(options.id.map { " '\($0)'" } ?? ""): TAP \(tap.summary)\(queues)")
         return Opened(tap: tap, options: options)
     }
 
     public init(_ opened: Opened) {
         tapDevice = opened.tap
-        tap = HostWatch(fd: opened.tap.fd)
         options = opened.options
+        pairs = opened.tap.queueFDs.indices.map { NetQueuePair(index: $0, fd: opened.tap.queueFDs[$0]) }
+        queueCount = 2 * pairs.count + 1
+        let o = opened.options
+        deviceFeatures = NetFeature.offered(tapOffloads: opened.tap.supportedOffloads, queuePairs: pairs.count,
+                                            checksum: o.offloadChecksum, tso: o.offloadTso, ufo: o.offloadUfo)
+        setActivePairs(1)  // until the driver asks for more (§5.1.6.5.5)
     }
 
     public convenience init(options: Options) throws(VirtioError) { self.init(try Self.open(options)) }
 
     public func readConfig(offset: Int, width: Int) -> UInt64 {
         var c = options.mac
-        appendLE(&c, UInt16(1))     // status: VIRTIO_NET_S_LINK_UP
-        appendLE(&c, UInt16(1))     // max_virtqueue_pairs
-        appendLE(&c, UInt16(1500))  // mtu (informational: VIRTIO_NET_F_MTU is not offered)
+        appendLE(&c, UInt16(1))                  // status: VIRTIO_NET_S_LINK_UP
+        appendLE(&c, UInt16(pairs.count))        // max_virtqueue_pairs
+        appendLE(&c, UInt16(1500))               // mtu (informational: VIRTIO_NET_F_MTU is not offered)
         return readLE(c, offset: offset, width: width)
     }
 
     public func activate(device: isolated VirtioPciDevice) throws(VirtioError) {
-        watchTap(device: device)
+        let features = device.negotiatedFeatures
+        mergeable = features & NetFeature.mergeableRxBuffers != 0
+        guestChecksum = features & NetFeature.guestCsum != 0
+        largeFrames = NetFeature.receivesLargeFrames(features)
+        if let error = applyOffloads(NetFeature.tapOffloads(features)) {
+            throw VirtioError("cannot set the TAP's offloads: \(error)")
+        }
+        setActivePairs(1)
+        for pair in pairs where pair.index < activePairs { watchTap(pair, device: device) }
+        Log.info("\(device.name): driver features 0x\(String(features, radix: 16)) (offered 0x\(String(device.offeredFeatures, radix: 16))), TAP offloads 0x\(String(tapOffloads, radix: 16)), \(mergeable ? "mergeable" : "single") receive buffers")
     }
 
     public func reset(device: isolated VirtioPciDevice) {
-        tap.stop(device: device)
-        pendingLength = 0
+        for pair in pairs { pair.reset(device: device) }
+        _ = applyOffloads(0)  // a new driver has acked nothing yet
+        mergeable = false; guestChecksum = false; largeFrames = false
     }
 
     public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
-        if index == Self.transmitQueue {
-            transmit(device: device)
-        } else {
-            watchTap(device: device)  // buffers posted: read the TAP again
-            receive(device: device)
+        guard index != controlQueue else { return serveControl(device: device) }
+        let pair = pairs[index / 2]
+        if index % 2 == 1 {
+            transmit(pair, device: device)
+        } else if pair.index < activePairs {
+            watchTap(pair, device: device)  // buffers posted: read the TAP again
+            receive(pair, device: device)
         }
     }
 
     public func hostEvent(_ token: Int, device: isolated VirtioPciDevice) {
-        receive(device: device)
+        guard token < pairs.count else { return }
+        receive(pairs[token], device: device)
     }
 
-    /// Quiesced: the TAP is not read (frames wait in the kernel's queue).
-    public func quiesce(device: isolated VirtioPciDevice) {
-        tap.stop(device: device)
+    func watchTap(_ pair: NetQueuePair, device: isolated VirtioPciDevice) {
+        if !pair.failed && pair.attached { pair.watch.start(device: device) }
     }
 
-    public func resume(device: isolated VirtioPciDevice) {
-        guard device.isActive else { return }
-        watchTap(device: device)
-        receive(device: device)
+    /// Sets the TAP's offloads to `flags` unless they are already; nil or the error.
+    func applyOffloads(_ flags: UInt32) -> Errno? {
+        guard flags != tapOffloads else { return nil }
+        if let error = tapDevice.setOffloads(flags) { return error }
+        tapOffloads = flags
+        return nil
     }
 
-    /// A frame read from the TAP and not yet delivered travels with the snapshot (blob; empty: none).
-    public func captureState() -> [UInt8] {
-        var out = SnapshotEncoder()
-        out.blob(Array(frame[0..<pendingLength]))
-        return out.bytes
-    }
-
-    public func restoreState(_ bytes: [UInt8]) throws(SnapshotError) {
-        var input = SnapshotDecoder(bytes, context: "net backend")
-        let pending = try input.blob(limit: Self.maxFrame)
-        try input.finish()
-        guard pending.isEmpty || pending.count >= Self.headerSize else {
-            throw .invalid("net backend: pending frame of \(pending.count) bytes")
+    /// Uses pairs 0..<`count`: their TAP queues attached, the others detached (the kernel then steers no
+    /// frame to a queue nobody reads). A TAP with one queue has nothing to attach.
+    func setActivePairs(_ count: Int) {
+        activePairs = count
+        guard pairs.count > 1, !tapDevice.adopted else { return }
+        for pair in pairs where pair.attached != (pair.index < count) {
+            if let error = tapDevice.setQueue(pair.index, attached: pair.index < count) {
+                Log.warning("virtio-net: TAP \(interfaceName) queue \(pair.index): \(error)")
+            } else {
+                pair.attached = pair.index < count
+            }
         }
-        frame.replaceSubrange(0..<pending.count, with: pending)
-        pendingLength = pending.count
-    }
-
-    private func watchTap(device: isolated VirtioPciDevice) {
-        if !tapFailed { tap.start(device: device) }
-    }
-
-    private func transmit(device: isolated VirtioPciDevice) {
-        device.drain(queue: Self.transmitQueue) { chain in
-            let length = chain.readableLength
-            if length < Self.headerSize || length > Self.maxFrame {
-                txDropped &+= 1
-                device.countDropped()
-            } else if let bytes = try? chain.readBytes(count: length, memory: device.memory) {
-                let n = bytes.withUnsafeBytes { write(tapFD, $0.baseAddress, $0.count) }
-                if n == length {
-                    txFrames &+= 1
-                    device.countRead(length)
-                } else {
-                    txDropped &+= 1  // TAP full or down: counted, as a NIC counts tx drops
-                    device.countDropped()
-                }
-            }
-            device.complete(chain, queue: Self.transmitQueue, written: 0)
-            return true
-        }
-    }
-
-    /// Moves frames from the TAP into receive buffers. A frame is read into `frame` first and stays there
-    /// until a buffer takes it, so a bad buffer — read-only, or too small for the frame — costs the driver
-    /// that buffer (returned used with length 0, counted in `rxBadBuffers`), not the frame and not the
-    /// queue. At most the queue size of buffers per turn; the rest is re-queued (see ``VirtioPciDevice/yieldTurn(queue:)``).
-    private func receive(device: isolated VirtioPciDevice) {
-        guard tap.isWatching else { return }
-        var budget = device.queueSize(Self.receiveQueue)
-        while true {
-            guard budget > 0 else {
-                device.yieldTurn(queue: Self.receiveQueue)
-                break
-            }
-            if pendingLength == 0 {
-                let n = frame.withUnsafeMutableBytes { read(tapFD, $0.baseAddress, $0.count) }
-                guard n > 0 else {
-                    let error = errno
-                    if n < 0 && error != EAGAIN && error != EINTR {
-                        // The TAP is gone (the interface was deleted on the host) or broken. Its error
-                        // condition would make epoll report it ready forever and keep the loop busy: stop
-                        // watching it for good. The guest sees a link that receives nothing; transmit
-                        // counts drops.
-                        tapFailed = true
-                        tap.stop(device: device)
-                        device.countError()
-                        Log.warning("\(device.name): TAP \(interfaceName) failed (\(Errno(rawValue: error))); no longer receiving from it")
-                    }
-                    break  // EAGAIN: nothing more to read
-                }
-                guard n >= Self.headerSize else {
-                    rxDropped &+= 1  // not even a header: the host side's fault, dropped and counted
-                    device.countDropped()
-                    budget -= 1
-                    continue
-                }
-                pendingLength = n
-            }
-            guard let chain = device.popRequest(queue: Self.receiveQueue) else {
-                if device.awaitBuffers(queue: Self.receiveQueue) {
-                    budget -= 1  // (bounded: a guest posting only bad buffers cannot keep this loop)
-                    continue
-                }
-                tap.stop(device: device)  // back-pressure: watched again when the guest posts buffers
-                break
-            }
-            budget -= 1
-            guard chain.readable.isEmpty, pendingLength <= chain.writableLength else {
-                rxBadBuffers &+= 1
-                device.countError()
-                device.complete(chain, queue: Self.receiveQueue, written: 0)
-                continue
-            }
-            frame[10] = 1; frame[11] = 0  // num_buffers = 1 (no MRG_RXBUF)
-            let written = (try? chain.writeBytes(Array(frame[0..<pendingLength]), memory: device.memory)) ?? 0
-            device.complete(chain, queue: Self.receiveQueue, written: UInt32(written))
-            pendingLength = 0
-            rxFrames &+= 1
-        }
-        device.interruptIfNeeded(queue: Self.receiveQueue)
     }
 }

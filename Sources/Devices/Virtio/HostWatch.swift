@@ -6,16 +6,21 @@ import EpollLoop
 /// in the host's queue instead of being read and dropped.
 struct HostWatch {
     let fd: Int32
+    /// What the backend's `hostEvent` receives when `fd` is ready.
+    let token: Int
     private(set) var registration: Registration?
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: Int32, token: Int = 0) {
+        self.fd = fd
+        self.token = token
+    }
 
     var isWatching: Bool { registration != nil }
 
-    /// Watches `fd` (readiness calls the backend's `hostEvent(0)`); does nothing if already watching.
+    /// Watches `fd` (readiness calls the backend's `hostEvent(token)`); does nothing if already watching.
     mutating func start(device: isolated VirtioPciDevice) {
         guard registration == nil else { return }
-        registration = try? device.watch(fd: fd, token: 0)
+        registration = try? device.watch(fd: fd, token: token)
     }
 
     /// Stops watching; does nothing if not watching.

@@ -187,13 +187,30 @@ public struct SplitQueue: Sendable {
     }
 
     private mutating func pushUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {
+        try addUsed(head: head, written: written, memory: memory)
+        try publishUsed(memory: memory)
+    }
+
+    /// Writes the used entry of request `head` without publishing it: the driver sees it at the next
+    /// ``publishUsed(memory:)``, together with the others added meanwhile (the buffers of one received frame
+    /// must appear at once: the driver reads them all when it sees the first). The caller completes each
+    /// request it holds exactly once.
+    public mutating func addUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {
         let slot = UInt64(nextUsed % size)
         let entry = usedRing.adding(4 + 8 * slot)
         do {
             try memory.write(UInt32(head), at: entry)
             try memory.write(written, at: entry.adding(4))
-            nextUsed &+= 1
-            try memory.storeRelease16(nextUsed, at: usedRing.adding(2))  // publish after the entry
+        } catch {
+            throw .memory(error)
+        }
+        nextUsed &+= 1
+    }
+
+    /// Publishes the used entries added so far (the used index, after the entries).
+    public func publishUsed(memory: GuestMemory) throws(QueueError) {
+        do {
+            try memory.storeRelease16(nextUsed, at: usedRing.adding(2))
         } catch {
             throw .memory(error)
         }
