@@ -1,5 +1,5 @@
 // Row 3: virtio-blk request service time — the device loop sees the doorbell → requests served with the real
-// BlockBackend → used ring updated → irqfd written — for 4 KiB reads and writes at queue depth 1 and 32,
+// VirtioBlock → used ring updated → irqfd written — for 4 KiB reads and writes at queue depth 1 and 32,
 // side by side with pread/pwrite of the same 4 KiB blocks of the same file, on the same (pinned) loop thread,
 // in the same run.
 //
@@ -189,7 +189,7 @@ struct BlkBench {
         return samples
     }
 
-    /// Opens the image as BlockBackend does (O_RDWR, no O_DIRECT) and times `doorbells` batches of `depth`
+    /// Opens the image as VirtioBlock does (O_RDWR, no O_DIRECT) and times `doorbells` batches of `depth`
     /// 4 KiB calls; returns each batch's TSC ticks. The buffer holds the pattern, so writes change nothing.
     static func timedCalls(image: String, write: Bool, depth: Int, doorbells: Int) -> Result<[UInt64], BenchError> {
         let fd = open(image, O_RDWR | O_CLOEXEC)

@@ -75,7 +75,7 @@ extension Sections {
     static func blk(_ options: BenchOptions) -> Section {
         Section(id: "blk", title: "3. virtio-blk request service time (notify -> used ring + interrupt)",
                 method: "per request, host TSC on the device loop: loop sees the doorbell -> requests served by the real "
-                    + "BlockBackend -> used ring updated -> irqfd written, divided by the requests in the batch (QD 1: one; "
+                    + "VirtioBlock -> used ring updated -> irqfd written, divided by the requests in the batch (QD 1: one; "
                     + "QD 32: the guest publishes 32 and rings once). floors: pread/pwrite of the same 4 KiB blocks of the "
                     + "same file (page cache), QD 32 = 32 calls back to back, on a loop thread pinned like the device loop. n = doorbells "
                     + "(batches); used = the same up to the last used-ring update, without the interrupt (ns); guest = its "

@@ -9,12 +9,12 @@ import EpollLoop
 /// The device under test, made fresh for each run (backends are not Sendable: each belongs to its actor).
 enum BenchBackend: Sendable {
     case null
-    case block(BlockBackend.Options)
+    case block(VirtioBlock.Options)
 
-    func make() throws -> any VirtioBackend {
+    func make() throws -> any VirtioDeviceModel {
         switch self {
         case .null: NullBackend()
-        case .block(let options): try BlockBackend(options: options)
+        case .block(let options): try VirtioBlock(options: options)
         }
     }
 }

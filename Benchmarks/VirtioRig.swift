@@ -8,7 +8,7 @@ import Devices
 /// interrupt, so the row times the transport — doorbell, loop, actor, virtqueue, irqfd — and no I/O. It
 /// presents itself as an entropy device (virtio id 4), so the guest's ordinary driver finds it (the guest's
 /// `bench-notify` also runs against the real `--rng` of actor-vmm). Benchmark-only: not in actor-vmm.
-final class NullBackend: VirtioBackend {
+final class NullBackend: VirtioDeviceModel {
     let deviceType = VirtioDeviceType.entropy
     let queueCount = 1
     let deviceFeatures: UInt64 = 0

@@ -30,8 +30,8 @@ func parseNet(_ text: String) throws(CliError) -> VmConfig.Net {
 extension VmConfig.Net {
     /// The backend's options (``VmConfig/validate()`` has passed: names and addresses are well-formed); no
     /// MAC (from the API): a random one, new at each boot.
-    var backendOptions: NetBackend.Options {
-        NetBackend.Options(tap: tap, mac: mac.flatMap(parseMac) ?? randomLocalMac(), address: ip.flatMap(parseIPv4),
+    var backendOptions: VirtioNet.Options {
+        VirtioNet.Options(tap: tap, mac: mac.flatMap(parseMac) ?? randomLocalMac(), address: ip.flatMap(parseIPv4),
                            netmask: mask.flatMap(parseIPv4), id: id, queuePairs: numQueues / 2,
                            queueSize: UInt16(clamping: queueSize), offloadChecksum: offloadCsum, offloadTso: offloadTso,
                            offloadUfo: offloadUfo)
@@ -64,19 +64,19 @@ func parseDisk(_ text: String) throws(CliError) -> VmConfig.Disk {
     guard let path = list["path"], !path.isEmpty else { throw CliError("--disk \(text): expected path=FILE") }
     var disk = VmConfig.Disk(path: path, readonly: try list.bool("readonly") ?? false,
                              direct: try list.bool("direct") ?? false, id: list["id"])
-    disk.numQueues = try list.integer("num_queues", in: 1...BlockBackend.maxQueues) ?? disk.numQueues
+    disk.numQueues = try list.integer("num_queues", in: 1...VirtioBlock.maxQueues) ?? disk.numQueues
     disk.queueSize = try list.integer("queue_size", in: 2...Int(SplitQueue.maxSize)) ?? disk.queueSize
-    if let problem = BlockBackend.problem(with: disk.backendOptions) { throw CliError("--disk \(text): \(problem)") }
+    if let problem = VirtioBlock.problem(with: disk.backendOptions) { throw CliError("--disk \(text): \(problem)") }
     return disk
 }
 
 extension VmConfig.Disk {
-    /// The most queues, and the queue sizes, a disk may have (``BlockBackend/problem(with:)``).
-    static let maxQueues = BlockBackend.maxQueues
+    /// The most queues, and the queue sizes, a disk may have (``VirtioBlock/problem(with:)``).
+    static let maxQueues = VirtioBlock.maxQueues
     static let validQueueSizes = Set((1...8).map { 1 << $0 })  // 2 … 256
 
-    var backendOptions: BlockBackend.Options {
-        BlockBackend.Options(path: path, readonly: readonly, direct: direct, id: id, numQueues: numQueues,
+    var backendOptions: VirtioBlock.Options {
+        VirtioBlock.Options(path: path, readonly: readonly, direct: direct, id: id, numQueues: numQueues,
                              queueSize: UInt16(clamping: queueSize))
     }
 }

@@ -11,9 +11,9 @@ struct PreparedDevices {
     /// Hypervisor does) and its opened host side, in PCI slot order.
     struct Virtio: Sendable {
         enum Opened: Sendable {
-            case block(BlockBackend.Opened)
-            case net(NetBackend.Opened)
-            case rng(RngBackend.Opened)
+            case block(VirtioBlock.Opened)
+            case net(VirtioNet.Opened)
+            case rng(VirtioRng.Opened)
             case console(output: any SerialOutput, inputFD: Int32?)
         }
         let id: String?
@@ -21,12 +21,12 @@ struct PreparedDevices {
         let opened: Opened
 
         /// A new backend for the device actor (a fresh, unshared object, so it can be sent to the actor).
-        func makeBackend() -> any VirtioBackend {
+        func makeBackend() -> any VirtioDeviceModel {
             switch opened {
-            case .block(let o): BlockBackend(o)
-            case .net(let o): NetBackend(o)
-            case .rng(let o): RngBackend(o)
-            case .console(let output, let inputFD): ConsoleBackend(output: output, inputFD: inputFD)
+            case .block(let o): VirtioBlock(o)
+            case .net(let o): VirtioNet(o)
+            case .rng(let o): VirtioRng(o)
+            case .console(let output, let inputFD): VirtioConsole(output: output, inputFD: inputFD)
             }
         }
     }
@@ -57,21 +57,21 @@ struct PreparedDevices {
         }
         for (index, disk) in config.disks.enumerated() {
             do {
-                prepared.virtio.append(Virtio(id: disk.id, idPrefix: "_disk", opened: .block(try BlockBackend.open(disk.backendOptions))))
+                prepared.virtio.append(Virtio(id: disk.id, idPrefix: "_disk", opened: .block(try VirtioBlock.open(disk.backendOptions))))
             } catch {
                 throw failure(field: "disks[\(index)].path", option: "--disk path", disk.path, error)
             }
         }
         for (index, net) in config.net.enumerated() {
             do {
-                prepared.virtio.append(Virtio(id: net.id, idPrefix: "_net", opened: .net(try NetBackend.open(net.backendOptions))))
+                prepared.virtio.append(Virtio(id: net.id, idPrefix: "_net", opened: .net(try VirtioNet.open(net.backendOptions))))
             } catch {
                 throw failure(field: "net[\(index)].tap", option: "--net tap", net.tap ?? TapDevice.nameTemplate, error)
             }
         }
         if let source = config.rng?.source {
             do {
-                prepared.virtio.append(Virtio(id: "__rng", idPrefix: "", opened: .rng(try RngBackend.open(path: source))))
+                prepared.virtio.append(Virtio(id: "__rng", idPrefix: "", opened: .rng(try VirtioRng.open(path: source))))
             } catch {
                 throw failure(field: "rng.src", option: "--rng src", source, error)
             }

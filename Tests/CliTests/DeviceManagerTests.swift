@@ -42,7 +42,7 @@ struct DeviceManagerTests {
         let before = manager.buses, treeBefore = manager.tree, vectorsBefore = manager.msiRouter.allocatedVectorCount
 
         #expect(manager.nextID(prefix: "_disk") == "_disk0" && manager.nextID(prefix: "_net") == "_net1", "one counter for all")
-        let device = try await manager.attachVirtio(id: "_disk2", backend: try RngBackend(path: "/dev/urandom"), loop: loop)
+        let device = try await manager.attachVirtio(id: "_disk2", backend: try VirtioRng(path: "/dev/urandom"), loop: loop)
         let buses = manager.buses
         #expect(buses.mmio.entries.count == before.mmio.entries.count + 2, "a configuration window and BAR0")
         #expect(buses.mmio.lookup(device.barAddress)?.entry.name == "_disk2")
@@ -52,7 +52,7 @@ struct DeviceManagerTests {
         #expect(transport.resources.first == .pciBar(index: 0, base: PciLayout.standard.barWindow.lowerBound, size: VirtioPciDevice.barSize))
         #expect(manager.msiRouter.allocatedVectorCount == vectorsBefore + 2, "one queue and the config vector")
         await #expect(throws: DeviceManagerError.idInUse("_disk2")) {
-            _ = try await manager.attachVirtio(id: "_disk2", backend: try RngBackend(path: "/dev/urandom"), loop: loop)
+            _ = try await manager.attachVirtio(id: "_disk2", backend: try VirtioRng(path: "/dev/urandom"), loop: loop)
         }
 
         try await manager.detach(id: "_disk2")
@@ -64,7 +64,7 @@ struct DeviceManagerTests {
 
         // The same slot, BAR and doorbell address again: KVM refuses a second ioeventfd on an address
         // (EEXIST), so this attach succeeds only if the detach unregistered the first device's.
-        let again = try await manager.attachVirtio(id: "again", backend: try RngBackend(path: "/dev/urandom"), loop: loop)
+        let again = try await manager.attachVirtio(id: "again", backend: try VirtioRng(path: "/dev/urandom"), loop: loop)
         #expect(again.barAddress == device.barAddress && manager.tree["_virtio-pci-again"]?.pciBdf == PciBdf(device: 1))
         manager.freeze()
         await #expect(throws: DeviceManagerError.busesFrozen) { try await manager.detach(id: "again") }

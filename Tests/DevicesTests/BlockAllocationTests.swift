@@ -10,7 +10,7 @@ import Testing
 /// array, class instance and boxed closure is one) counted on the device's thread while it serves requests
 /// and answers register reads, both I/O paths.
 @Suite struct BlockAllocationTests {
-    @Test(arguments: BlockEngineTests.engines) func requestsAndRegisterReadsAllocateNothing(engine: BlockBackend.Engine) async throws {
+    @Test(arguments: BlockEngineTests.engines) func requestsAndRegisterReadsAllocateNothing(engine: VirtioBlock.Engine) async throws {
         #if DEBUG
         // Unoptimised code allocates where the optimiser would not (coroutine frames of unspecialised
         // generic accessors, e.g. iterating GuestMemory's regions): only an optimised build can tell.
@@ -38,7 +38,7 @@ import Testing
             driver.queues[0] = q
             allocations.append(await driver.device.countingAllocations { device in
                 device.queueNotified(0)
-                (device.backend as? BlockBackend)?.settle(device: device)
+                (device.backend as? VirtioBlock)?.settle(device: device)
                 for offset: UInt64 in [0x00, 0x04, 0x12, 0x14, 0x18, 0x20, 0x2000, 0x2008, 0x2022] {
                     _ = device.read(offset: offset, width: 2)
                 }
@@ -62,7 +62,7 @@ extension VirtioPciDevice {
     }
 }
 
-extension BlockBackend {
+extension VirtioBlock {
     /// Completes everything on the ring now (waits for the kernel): the test's stand-in for the eventfd.
     func settle(device: isolated VirtioPciDevice) {
         guard let ring else { return }

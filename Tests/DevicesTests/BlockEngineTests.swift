@@ -9,12 +9,12 @@ import Testing
 /// RAM and a temporary file: flush ordering, malformed requests, reset with I/O in flight, multi-queue, and
 /// the request path allocating nothing.
 @Suite struct BlockEngineTests {
-    static let engines: [BlockBackend.Engine] = [.ioUring, .sync]
+    static let engines: [VirtioBlock.Engine] = [.ioUring, .sync]
 
     /// A device on `engine`; nil (and the test says why) when this host has no io_uring.
-    func makeBlock(_ engine: BlockBackend.Engine, file: TempFile, memory: GuestMemory, loop: EventLoop,
-                   numQueues: Int = 1) throws -> (VirtioDriver, BlockBackend.Engine)? {
-        let backend = try BlockBackend(options: .init(path: file.path, numQueues: numQueues, engine: engine))
+    func makeBlock(_ engine: VirtioBlock.Engine, file: TempFile, memory: GuestMemory, loop: EventLoop,
+                   numQueues: Int = 1) throws -> (VirtioDriver, VirtioBlock.Engine)? {
+        let backend = try VirtioBlock(options: .init(path: file.path, numQueues: numQueues, engine: engine))
         let actual = backend.engine
         guard actual == engine else {
             print("skipped: io_uring is unavailable on this host (\(engine.rawValue) asked, \(actual.rawValue) got)")
@@ -24,7 +24,7 @@ import Testing
         return (VirtioDriver(device: device, memory: memory, msi: msi), actual)
     }
 
-    @Test(arguments: engines) func readsAndWritesOnBothPaths(engine: BlockBackend.Engine) async throws {
+    @Test(arguments: engines) func readsAndWritesOnBothPaths(engine: VirtioBlock.Engine) async throws {
         let loop = try EventLoop(name: "t-blk-\(engine.rawValue)")
         defer { loop.shutdown() }
         let file = TempFile(size: 64 * 1024)
@@ -44,7 +44,7 @@ import Testing
 
     /// A FLUSH completes only after every write submitted before it: eight 1 MiB writes and a flush in one
     /// doorbell come back with the flush last.
-    @Test(arguments: engines) func flushCompletesAfterTheWritesBeforeIt(engine: BlockBackend.Engine) async throws {
+    @Test(arguments: engines) func flushCompletesAfterTheWritesBeforeIt(engine: VirtioBlock.Engine) async throws {
         let loop = try EventLoop(name: "t-blk-flush")
         defer { loop.shutdown() }
         let file = TempFile(size: 8 << 20)
@@ -68,7 +68,7 @@ import Testing
 
     /// Requests without a status byte, with a short header, or of an unknown type: each comes back (length 0,
     /// IOERR, UNSUPP), is counted, and the device goes on serving.
-    @Test(arguments: engines) func malformedRequestsComeBack(engine: BlockBackend.Engine) async throws {
+    @Test(arguments: engines) func malformedRequestsComeBack(engine: VirtioBlock.Engine) async throws {
         let loop = try EventLoop(name: "t-blk-bad")
         defer { loop.shutdown() }
         let file = TempFile(size: 64 * 1024, fill: 0x11)
@@ -92,7 +92,7 @@ import Testing
 
     /// A reset with writes in flight waits for them (nothing is left on the ring, nothing touches guest
     /// memory afterwards), and the device works again after the driver sets it up anew.
-    @Test(arguments: engines) func resetWithIOInFlight(engine: BlockBackend.Engine) async throws {
+    @Test(arguments: engines) func resetWithIOInFlight(engine: VirtioBlock.Engine) async throws {
         let loop = try EventLoop(name: "t-blk-reset")
         defer { loop.shutdown() }
         let file = TempFile(size: 16 << 20)
@@ -117,7 +117,7 @@ import Testing
 
     /// num_queues queues, announced with VIRTIO_BLK_F_MQ and in the config; each serves on its own and
     /// interrupts on its own vector.
-    @Test(arguments: engines) func multiQueue(engine: BlockBackend.Engine) async throws {
+    @Test(arguments: engines) func multiQueue(engine: VirtioBlock.Engine) async throws {
         let loop = try EventLoop(name: "t-blk-mq")
         defer { loop.shutdown() }
         let file = TempFile(size: 64 * 1024, fill: 0x42)
@@ -144,11 +144,11 @@ import Testing
     }
 
     @Test func queueOptionsAreChecked() {
-        #expect(BlockBackend.problem(with: .init(path: "x", numQueues: 0)) == "num_queues 0: expected 1 to 64")
-        #expect(BlockBackend.problem(with: .init(path: "x", queueSize: 100)) == "queue_size 100: expected a power of 2 from 2 to 256")
-        #expect(BlockBackend.problem(with: .init(path: "x", queueSize: 512)) != nil)
-        #expect(BlockBackend.problem(with: .init(path: "x", numQueues: 8, queueSize: 256)) == nil)
-        #expect(throws: VirtioError("num_queues 65: expected 1 to 64")) { try BlockBackend.open(.init(path: "/tmp", numQueues: 65)) }
+        #expect(VirtioBlock.problem(with: .init(path: "x", numQueues: 0)) == "num_queues 0: expected 1 to 64")
+        #expect(VirtioBlock.problem(with: .init(path: "x", queueSize: 100)) == "queue_size 100: expected a power of 2 from 2 to 256")
+        #expect(VirtioBlock.problem(with: .init(path: "x", queueSize: 512)) != nil)
+        #expect(VirtioBlock.problem(with: .init(path: "x", numQueues: 8, queueSize: 256)) == nil)
+        #expect(throws: VirtioError("num_queues 65: expected 1 to 64")) { try VirtioBlock.open(.init(path: "/tmp", numQueues: 65)) }
     }
 }
 
@@ -170,7 +170,7 @@ extension MockQueue {
 
 extension VirtioPciDevice {
     /// Requests the block backend has on its ring.
-    func blockRequestsInFlight() -> Int { (backend as? BlockBackend)?.inFlight.count ?? -1 }
+    func blockRequestsInFlight() -> Int { (backend as? VirtioBlock)?.inFlight.count ?? -1 }
 }
 
 /// The ring itself (Sources/CKvm/uring.c), on a pipe so that a read can be held in flight at will.

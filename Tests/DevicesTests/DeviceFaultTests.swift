@@ -30,7 +30,7 @@ import Testing
         let loop = try EventLoop(name: "t-blk-full")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try BlockBackend(options: .init(path: image)), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioBlock(options: .init(path: image)), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         let chunk = [UInt8](repeating: 0x5A, count: 16 << 10)
@@ -56,12 +56,12 @@ import Testing
         try #require(fd >= 0)
         var probe = [UInt8](repeating: 0, count: 512)
         #expect(pread(fd, &probe, 512, 0) == -1 && errno == EIO, "the fault being injected")
-        let opened = BlockBackend.Opened(file: OwnedDescriptor(fd), options: .init(path: "/proc/self/mem"),
+        let opened = VirtioBlock.Opened(file: OwnedDescriptor(fd), options: .init(path: "/proc/self/mem"),
                                          capacitySectors: 64, idBytes: [UInt8](repeating: 0, count: 20))
         let loop = try EventLoop(name: "t-blk-eio")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(BlockBackend(opened), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(VirtioBlock(opened), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         let read = await driver.blockRequest(type: 0, sector: 0, readLength: 512)
@@ -78,7 +78,7 @@ import Testing
         let loop = try EventLoop(name: "t-blk-gone")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try BlockBackend(options: .init(path: file.path)), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioBlock(options: .init(path: file.path)), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         let shrink = open(file.path, O_RDWR)
@@ -102,7 +102,7 @@ import Testing
         defer { loop.shutdown() }
         let memory = testMemory()
         let name = "avmg\(getpid() % 100000)"
-        let backend = try NetBackend(options: .init(tap: name, mac: [0x52, 0x54, 0, 0, 0, 1]))
+        let backend = try VirtioNet(options: .init(tap: name, mac: [0x52, 0x54, 0, 0, 0, 1]))
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 5, queueCount: 2) == 0xF)

@@ -19,25 +19,25 @@ import Testing
         defer { unlink(fifo) }
         let start = monotonicSeconds()
         #expect(throws: VirtioError("is a FIFO (expected a regular file)")) {
-            _ = try BlockBackend.open(.init(path: fifo, readonly: true))
+            _ = try VirtioBlock.open(.init(path: fifo, readonly: true))
         }
-        #expect(throws: VirtioError("is a FIFO (expected a regular file)")) { _ = try BlockBackend.open(.init(path: fifo)) }
+        #expect(throws: VirtioError("is a FIFO (expected a regular file)")) { _ = try VirtioBlock.open(.init(path: fifo)) }
         #expect(throws: VirtioError("is a FIFO (expected a regular file or a character device)")) {
-            _ = try RngBackend.open(path: fifo)
+            _ = try VirtioRng.open(path: fifo)
         }
         #expect(throws: VirtioError("is a FIFO (expected a regular file or a character device)")) {
             _ = try HostFile.open(fifo, flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o644, allowed: [.regular, .characterDevice])
         }
         #expect(monotonicSeconds() - start < 2, "nothing blocked")
-        #expect(throws: VirtioError("is a directory (expected a regular file)")) { _ = try BlockBackend.open(.init(path: "/tmp")) }
+        #expect(throws: VirtioError("is a directory (expected a regular file)")) { _ = try VirtioBlock.open(.init(path: "/tmp")) }
         #expect(throws: VirtioError("is a character device (expected a regular file)")) {
-            _ = try BlockBackend.open(.init(path: "/dev/null", readonly: true))
+            _ = try VirtioBlock.open(.init(path: "/dev/null", readonly: true))
         }
     }
 
     @Test func anRngSourceMayBeACharacterDeviceOrAFile() throws {
-        _ = try RngBackend.open(path: "/dev/urandom")
-        _ = try RngBackend.open(path: "/etc/hostname")
+        _ = try VirtioRng.open(path: "/dev/urandom")
+        _ = try VirtioRng.open(path: "/etc/hostname")
     }
 
     /// Opened backends that are never used (a create that fails later, a delete before boot) close their
@@ -48,15 +48,15 @@ import Testing
         _ = FileManager.default.createFile(atPath: image, contents: Data(count: 4096))
         defer { unlink(image) }
         for _ in 0..<50 {
-            let disk = try BlockBackend.open(.init(path: image))
-            let rng = try RngBackend.open(path: image)
+            let disk = try VirtioBlock.open(.init(path: image))
+            let rng = try VirtioRng.open(path: image)
             #expect(descriptors(to: image) == 2)
             _ = (disk, rng)
         }
         #expect(descriptors(to: image) == 0, "opened but unused")
         for _ in 0..<50 {
-            _ = BlockBackend(try BlockBackend.open(.init(path: image)))
-            _ = RngBackend(try RngBackend.open(path: image))
+            _ = VirtioBlock(try VirtioBlock.open(.init(path: image)))
+            _ = VirtioRng(try VirtioRng.open(path: image))
         }
         #expect(descriptors(to: image) == 0, "made into backends")
     }

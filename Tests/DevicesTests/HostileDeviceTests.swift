@@ -19,7 +19,7 @@ import Testing
         defer { loop.shutdown() }
         let file = TempFile(size: 64 * 1024, fill: 0xAB)
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try BlockBackend(options: .init(path: file.path)), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioBlock(options: .init(path: file.path)), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         #expect(await driver.blockRequest(type: 11, sector: 0, extraReadable: segment(sector: 0, count: 8, flags: 1)).status == 2)
@@ -41,7 +41,7 @@ import Testing
         let file = TempFile(size: 0)
         #expect(truncate(file.path, 32 << 20) == 0)
         let memory = testMemory(mebibytes: 48)
-        let (device, msi) = try makeDevice(try BlockBackend(options: .init(path: file.path)), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioBlock(options: .init(path: file.path)), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 1 | 1 << 2, queueSize: 128, queueCount: 1) == 0xF)
         let sizeMax = Int(await driver.r(0x2008, 4)), segMax = Int(await driver.r(0x200C, 4))
@@ -115,7 +115,7 @@ import Testing
         defer { loop.shutdown() }
         let memory = testMemory()
         let output = CaptureOutput()
-        let (device, msi) = try makeDevice(ConsoleBackend(output: output, inputFD: nil), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(VirtioConsole(output: output, inputFD: nil), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 2)
         let text = (0..<(200 * 1024)).map { UInt8(truncatingIfNeeded: $0 % 251) }
@@ -131,7 +131,7 @@ import Testing
     @Test func pciConfigurationAccessCapabilityReachesBar0() async throws {
         let loop = try EventLoop(name: "t-pcicfg")
         defer { loop.shutdown() }
-        let (device, _) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: testMemory(), loop: loop)
+        let (device, _) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: testMemory(), loop: loop)
         var cap: UInt64 = 0
         var pointer = await device.configRead(offset: 0x34, width: 1)
         while pointer != 0 {
@@ -162,7 +162,7 @@ import Testing
 
 extension VirtioPciDevice {
     /// The net backend's count of bad receive buffers.
-    func assumeIsolatedRxBadBuffers() -> UInt64 { (backend as? NetBackend)?.rxBadBuffers ?? 0 }
+    func assumeIsolatedRxBadBuffers() -> UInt64 { (backend as? VirtioNet)?.rxBadBuffers ?? 0 }
 }
 
 @Suite struct ReceiveNotificationTests {
@@ -193,9 +193,9 @@ extension VirtioPciDevice {
 
 /// A virtio-net backend whose "TAP" is one end of a datagram socketpair (each send is one frame); the other
 /// end, returned as `peer`, is the host side for the test (the caller closes it).
-func fakeTapNet() throws -> (backend: NetBackend, peer: Int32) {
+func fakeTapNet() throws -> (backend: VirtioNet, peer: Int32) {
     var pair: [Int32] = [0, 0]
     try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
-    let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
-    return (NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options)), pair[1])
+    let options = VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1])
+    return (VirtioNet(VirtioNet.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options)), pair[1])
 }

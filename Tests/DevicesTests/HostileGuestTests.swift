@@ -13,7 +13,7 @@ import Testing
         let loop = try EventLoop(name: "t-unused")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         var q = driver.queues[0]
@@ -36,7 +36,7 @@ import Testing
         let loop = try EventLoop(name: "t-ratelimit")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         let started = ContinuousClock.now
@@ -95,7 +95,7 @@ import Testing
         let loop = try EventLoop(name: "t-drain-cap")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         for _ in 0..<16 { driver.queues[0].post([(driver.queues[0].allocate(8), 8, true)]) }
@@ -120,7 +120,7 @@ import Testing
         let loop = try EventLoop(name: "t-doorbell")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         driver.queues[0].post([(driver.queues[0].allocate(16), 16, true)])
@@ -142,7 +142,7 @@ import Testing
         let loop = try EventLoop(name: "t-bme")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         await device.configWrite(offset: 0x04, width: 2, value: 0x2)  // memory decoding only
@@ -206,7 +206,7 @@ extension VirtioPciDevice {
 
 /// A backend whose "guest" publishes a new request each time one is served, until `total` were served; at
 /// the first one it rings another device's doorbell.
-final class GreedyBackend: VirtioBackend {
+final class GreedyBackend: VirtioDeviceModel {
     let deviceType = VirtioDeviceType.entropy, queueCount = 1, deviceFeatures: UInt64 = 0, configSize = 0
     var queue: MockQueue
     let total: Int
@@ -238,7 +238,7 @@ final class GreedyBackend: VirtioBackend {
 }
 
 /// A backend that records `observed` when its queue is served, and completes the requests.
-final class ProbeBackend: VirtioBackend {
+final class ProbeBackend: VirtioDeviceModel {
     let deviceType = VirtioDeviceType.entropy, queueCount = 1, deviceFeatures: UInt64 = 0, configSize = 0
     let observed: SharedCount, record: SharedCount
     init(observed: SharedCount, record: SharedCount) { self.observed = observed; self.record = record }

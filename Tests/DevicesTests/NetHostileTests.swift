@@ -161,8 +161,8 @@ import Testing
         var pair: [Int32] = [0, 0]
         try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
         defer { close(pair[1]) }
-        let options = NetBackend.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queueSize: 64)
-        let backend = NetBackend(NetBackend.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options))
+        let options = VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queueSize: 64)
+        let backend = VirtioNet(VirtioNet.Opened(tap: TapDevice(adopting: pair[0], name: "fake"), options: options))
         let memory = testMemory()
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
@@ -179,11 +179,11 @@ import Testing
     }
 
     @Test func badQueueOptionsAreRefusedBeforeATapIsOpened() {
-        for options in [NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 0),
-                        NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 17),
-                        NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queueSize: 100),
-                        NetBackend.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queueSize: 512)] {
-            #expect(throws: VirtioError.self) { _ = try NetBackend.open(options) }
+        for options in [VirtioNet.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 0),
+                        VirtioNet.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queuePairs: 17),
+                        VirtioNet.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queueSize: 100),
+                        VirtioNet.Options(tap: "x", mac: [2, 0, 0, 0, 0, 1], queueSize: 512)] {
+            #expect(throws: VirtioError.self) { _ = try VirtioNet.open(options) }
         }
     }
 }

@@ -14,7 +14,7 @@ struct NetOffloadTests {
     static func start(_ tag: String, features: UInt64, queueSize: UInt16 = 64, pairs: Int = 1,
                       loop: EventLoop) async throws -> (VirtioDriver, VirtioPciDevice, FakeMsi, String) {
         let name = tapName(tag)
-        let backend = try NetBackend(options: .init(tap: name, mac: TestFrame.guestMac, queuePairs: pairs))
+        let backend = try VirtioNet(options: .init(tap: name, mac: TestFrame.guestMac, queuePairs: pairs))
         let memory = testMemory()
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)

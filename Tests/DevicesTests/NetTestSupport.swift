@@ -204,7 +204,7 @@ extension VirtioDriver {
 
 extension VirtioPciDevice {
     /// Runs `body` on the net backend inside the actor (counters, state).
-    func withNet<R: Sendable>(_ body: (NetBackend) -> R) -> R { body(backend as! NetBackend) }
+    func withNet<R: Sendable>(_ body: (VirtioNet) -> R) -> R { body(backend as! VirtioNet) }
 }
 
 /// Net features a test driver acks (bits of NetFeature), and VIRTIO_F_VERSION_1 is added by `initialize`.

@@ -18,7 +18,7 @@ import Testing
         let loop = try EventLoop(name: "t-quiesce")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         try await device.watchDoorbells()
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 1) == 0xF)
@@ -41,7 +41,7 @@ import Testing
         let loop = try EventLoop(name: "t-restore")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (source, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (source, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: source, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 1) == 0xF)
         postRngRequest(&driver)
@@ -53,7 +53,7 @@ import Testing
         let state = await source.captureState()
         await source.stop()
 
-        let (target, targetMsi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (target, targetMsi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         // The one queue's record is the 39 bytes before the backend's (empty) blob; its size comes first.
         var badQueue = state
         badQueue[state.count - 4 - 39] = 3  // a queue size that is not a power of 2
@@ -79,9 +79,9 @@ import Testing
         let loop = try EventLoop(name: "t-refuse")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (rng, _) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (rng, _) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         let state = await rng.captureState()
-        let console = ConsoleBackend(output: NullOutput(), inputFD: nil)
+        let console = VirtioConsole(output: NullOutput(), inputFD: nil)
         let (other, _) = try makeDevice(console, memory: memory, loop: loop)
         await #expect(throws: SnapshotError.mismatch("device 'test' is virtio type 3, the snapshot has type 4")) {
             try await other.restoreState(state)

@@ -43,7 +43,7 @@ extension VirtioDriver {
         defer { loop.shutdown() }
         let file = TempFile(size: 64 * 1024)
         let memory = testMemory()
-        let backend = try BlockBackend(options: .init(path: file.path, id: "disk-under-test"))
+        let backend = try VirtioBlock(options: .init(path: file.path, id: "disk-under-test"))
         #expect(backend.capacitySectors == 128)
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
@@ -81,7 +81,7 @@ extension VirtioDriver {
         defer { loop.shutdown() }
         let file = TempFile(size: 64 * 1024, fill: 0xAB)
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try BlockBackend(options: .init(path: file.path)), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioBlock(options: .init(path: file.path)), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         var segment: [UInt8] = []
@@ -103,7 +103,7 @@ extension VirtioDriver {
         defer { loop.shutdown() }
         let file = TempFile(size: 8192, fill: 0x11)
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try BlockBackend(options: .init(path: file.path, readonly: true)), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioBlock(options: .init(path: file.path, readonly: true)), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.w(0x00, 4, 0)
         await device.configWrite(offset: 0x04, width: 2, value: 0x6)
@@ -116,7 +116,7 @@ extension VirtioDriver {
 
     @Test func missingImageIsAClearError() {
         #expect(throws: VirtioError("cannot open: No such file or directory")) {
-            try BlockBackend(options: .init(path: "/nonexistent.raw"))
+            try VirtioBlock(options: .init(path: "/nonexistent.raw"))
         }
     }
 }
@@ -137,7 +137,7 @@ final class CaptureOutput: SerialOutput {
         defer { close(pipeFDs[0]); close(pipeFDs[1]) }
         let memory = testMemory()
         let output = CaptureOutput()
-        let (device, msi) = try makeDevice(ConsoleBackend(output: output, inputFD: pipeFDs[0]), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(VirtioConsole(output: output, inputFD: pipeFDs[0]), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 2) == 0xF)
         let text = Array("hello from hvc0\n".utf8)
@@ -169,7 +169,7 @@ struct NetDeviceTests {
         let memory = testMemory()
         let name = "avmu\(getpid() % 100000)"
         let mac: [UInt8] = [0x52, 0x54, 0, 0x12, 0x34, 0x56]
-        let backend = try NetBackend(options: .init(tap: name, mac: mac))
+        let backend = try VirtioNet(options: .init(tap: name, mac: mac))
         let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(features: 1 << 5, queueCount: 2) == 0xF)

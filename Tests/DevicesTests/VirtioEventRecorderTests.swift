@@ -11,7 +11,7 @@ import Testing
         let loop = try EventLoop(name: "t-recorder")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 1) == 0xF)
         let recorder = VirtioEventRecorder(capacity: 16)

@@ -31,7 +31,7 @@ final class TempFile {
     @Test func configSpaceDescribesAModernVirtioDevice() async throws {
         let loop = try EventLoop(name: "t-pci")
         defer { loop.shutdown() }
-        let (device, _) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: testMemory(), loop: loop)
+        let (device, _) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: testMemory(), loop: loop)
         #expect(await device.configRead(offset: 0, width: 4) == 0x1044_1AF4)
         #expect(await device.configRead(offset: 0x08, width: 1) == 1)  // revision 1: modern only
         #expect(await device.configRead(offset: 0x06, width: 2) & 0x10 != 0)  // capabilities list
@@ -55,7 +55,7 @@ final class TempFile {
     @Test func barSizingReadsBackTheSizeMask() async throws {
         let loop = try EventLoop(name: "t-bar")
         defer { loop.shutdown() }
-        let (device, _) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: testMemory(), loop: loop)
+        let (device, _) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: testMemory(), loop: loop)
         #expect(await device.configRead(offset: 0x10, width: 4) == 0xC000_0004)
         await device.configWrite(offset: 0x10, width: 4, value: 0xFFFF_FFFF)
         await device.configWrite(offset: 0x14, width: 4, value: 0xFFFF_FFFF)
@@ -72,7 +72,7 @@ final class TempFile {
     @Test func bar0IsSilentUntilMemoryDecodingIsEnabled() async throws {
         let loop = try EventLoop(name: "t-decode")
         defer { loop.shutdown() }
-        let (device, _) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: testMemory(), loop: loop)
+        let (device, _) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: testMemory(), loop: loop)
         // All-ones in the access's width only (found by the virtio_pci fuzz target: a 2-byte read gave 64 ones).
         #expect(await device.read(offset: 0x12, width: 2) == 0xFFFF)
         #expect(await device.read(offset: 0x14, width: 1) == 0xFF)
@@ -85,7 +85,7 @@ final class TempFile {
     @Test func featuresOKNeedsVersion1AndASubset() async throws {
         let loop = try EventLoop(name: "t-feat")
         defer { loop.shutdown() }
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: testMemory(), loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: testMemory(), loop: loop)
         let driver = VirtioDriver(device: device, memory: testMemory(), msi: msi)
         await device.configWrite(offset: 0x04, width: 2, value: 0x2)
         await driver.w(0x00, 4, 1)
@@ -114,7 +114,7 @@ final class TempFile {
         let loop = try EventLoop(name: "t-rng")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         #expect(await driver.initialize(queueCount: 1) == 0xF)
         #expect(msi.routes.withLock { $0[msi.allocated.withLock { $0[1].gsi }]?.data } == 0x41)
@@ -133,7 +133,7 @@ final class TempFile {
         let loop = try EventLoop(name: "t-mask")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         await driver.w(0x4000 + 16 + 12, 4, 1)  // mask vector 1
@@ -150,7 +150,7 @@ final class TempFile {
         let loop = try EventLoop(name: "t-reset")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         var driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await driver.initialize(queueCount: 1)
         try memory.write(UInt16(500), at: GuestAddress(driver.queues[0].avail.rawValue + 2))
@@ -167,7 +167,7 @@ final class TempFile {
         let loop = try EventLoop(name: "t-badq")
         defer { loop.shutdown() }
         let memory = testMemory()
-        let (device, msi) = try makeDevice(try RngBackend(path: "/dev/urandom"), memory: memory, loop: loop)
+        let (device, msi) = try makeDevice(try VirtioRng(path: "/dev/urandom"), memory: memory, loop: loop)
         let driver = VirtioDriver(device: device, memory: memory, msi: msi)
         await device.configWrite(offset: 0x04, width: 2, value: 0x6)
         await driver.w(0x14, 1, 3)

@@ -196,7 +196,7 @@ struct VirtioDriver {
 func testMemory(mebibytes: UInt64 = 16) -> GuestMemory { try! GuestMemory(layout: [(GuestAddress(0), mebibytes << 20)]) }
 
 /// Builds a device on a fresh loop with fake MSI.
-func makeDevice(_ backend: sending any VirtioBackend, memory: GuestMemory, loop: EventLoop) throws -> (VirtioPciDevice, FakeMsi) {
+func makeDevice(_ backend: sending any VirtioDeviceModel, memory: GuestMemory, loop: EventLoop) throws -> (VirtioPciDevice, FakeMsi) {
     let msi = FakeMsi()
     let vectors = try msi.allocate(count: backend.queueCount + 1)
     let device = try VirtioPciDevice(name: "test", loop: loop, memory: memory, backend: backend,

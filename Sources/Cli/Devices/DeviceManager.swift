@@ -191,7 +191,7 @@ public final class DeviceManager: Sendable {
     /// a BAR from the PCI window, one MSI-X vector per queue plus one, a doorbell ioeventfd per queue, its
     /// configuration window and BAR on the buses, and the doorbells watched on `loop`. All or nothing: on
     /// failure whatever was set up is undone.
-    nonisolated(nonsending) public func attachVirtio(id: String, backend: sending any VirtioBackend, loop: EventLoop) async throws(DeviceManagerError) -> VirtioPciDevice {
+    nonisolated(nonsending) public func attachVirtio(id: String, backend: sending any VirtioDeviceModel, loop: EventLoop) async throws(DeviceManagerError) -> VirtioPciDevice {
         let queueCount = backend.queueCount, type = backend.deviceType
         // Reserve the id, the slot and the BAR first, so that a concurrent attach takes others.
         let (slot, bar) = try state.withLock { state throws(DeviceManagerError) -> (Int, Range<UInt64>) in

@@ -57,7 +57,7 @@ extension VmConfig {
     /// A net device's `num_queues` (pairs of queues, at most one pair per vCPU as in Cloud Hypervisor) and
     /// `queue_size` (a power of 2 the transport can offer).
     private func checkQueues(_ net: Net, field: String) throws(ConfigError) {
-        let maxQueues = 2 * NetBackend.maxQueuePairs
+        let maxQueues = 2 * VirtioNet.maxQueuePairs
         if net.numQueues < 2 || net.numQueues % 2 != 0 || net.numQueues > maxQueues {
             let why = "expected an even number of queues from 2 to \(maxQueues) (a receive and a transmit queue per pair)"
             throw ConfigError(field: "\(field).num_queues", why, cli: "--net num_queues=\(net.numQueues): \(why)")

@@ -3,7 +3,7 @@ import CKvm
 import Glibc
 
 /// DISCARD and WRITE_ZEROES (virtio 1.2 §5.2.6.2), served synchronously on the device's loop.
-extension BlockBackend {
+extension VirtioBlock {
     /// 16-byte segments { sector: le64, num_sectors: le32, flags: le32 } after the header. Every segment is
     /// checked before any is carried out: an unknown flag, or `unmap` on a discard, is UNSUPP; more segments
     /// or sectors than the config announces, or a range past the capacity, IOERR.

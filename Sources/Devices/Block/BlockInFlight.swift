@@ -90,7 +90,7 @@ struct BlockInFlight {
 }
 
 /// The io_uring path: queueing, submitting, reaping, and waiting for what is in flight.
-extension BlockBackend {
+extension VirtioBlock {
     /// Puts a read or write on the ring (not yet submitted); false if the ring is full even after a submit.
     func queueTransfer(slot: Int, write: Bool, iovecs: (count: Int, bytes: Int), sector: UInt64, head: UInt16, queue: Int,
                        status: GuestAddress) -> Bool {

@@ -6,7 +6,7 @@ import Glibc
 /// One request, from its buffers to the image: parsing (header, data, status byte), the checks, and the
 /// synchronous path. Nothing here allocates: the buffers, iovecs and bounce buffer are the backend's,
 /// reused from request to request.
-extension BlockBackend {
+extension VirtioBlock {
     /// Starts the request popped as `head` on `queue`: on the ring (READ, WRITE, FLUSH with io_uring), or
     /// served and completed now (everything else, and everything without io_uring).
     func start(head: UInt16, _ request: borrowing ChainBuffers, queue: Int, device: isolated VirtioPciDevice) {

@@ -13,7 +13,7 @@ import Glibc
 /// request is checked before any I/O: its shape (header, data, status byte), its range against the capacity,
 /// writes against `readonly`. A host I/O error fails that request with IOERR; the device carries on. The
 /// design (ordering, reset with I/O in flight, seccomp) is in docs/devices.md.
-public final class BlockBackend: VirtioBackend {
+public final class VirtioBlock: VirtioDeviceModel {
     /// How requests reach the image.
     public enum Engine: String, Sendable, Equatable {
         /// io_uring when the host has it, else synchronous (``ioEngineVariable`` may force either).

@@ -7,7 +7,7 @@ import Glibc
 ///
 /// Back-pressure: when the guest has posted no receive buffer, the device stops watching `inputFD` (input
 /// waits in the host's terminal or pty) and watches it again when the guest posts buffers.
-public final class ConsoleBackend: VirtioBackend {
+public final class VirtioConsole: VirtioDeviceModel {
     static let receiveQueue = 0, transmitQueue = 1
     /// The largest piece handed to the output at once.
     static let maxTransmit = 64 * 1024

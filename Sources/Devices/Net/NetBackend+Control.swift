@@ -10,7 +10,7 @@ import ActorVmm
 /// - `RX` mode switches (0, 0…5) and `VLAN` add/delete (2, 0–1) are answered OK and ignored, as by Cloud
 ///   Hypervisor (the device filters nothing).
 /// - Anything else is answered ERR; a request without room for the ack is returned unused. Both counted.
-extension NetBackend {
+extension VirtioNet {
     static let controlOK: UInt8 = 0, controlError: UInt8 = 1
 
     func serveControl(device: isolated VirtioPciDevice) {

@@ -16,7 +16,7 @@ import Glibc
 ///   is returned used with length 0 and counted in `rxBadBuffers`; the frame goes to the next buffer.
 /// - A turn takes at most the queue size of requests, then re-queues the rest of the work; one interrupt
 ///   covers the batch.
-extension NetBackend {
+extension VirtioNet {
     private enum Step { case progress, noBuffers, stop }
 
     func receive(_ pair: NetQueuePair, device: isolated VirtioPciDevice) {

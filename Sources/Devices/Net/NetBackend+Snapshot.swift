@@ -4,7 +4,7 @@ import EpollLoop
 /// Pause and snapshot (docs/snapshot.md) for virtio-net: quiesced, no TAP queue is read (frames wait in
 /// the kernel's queue); receive requests held across turns go back to the ring (the driver posted them and
 /// nothing was written into them yet), so the snapshot's ring indices cover every buffer the guest gave.
-extension NetBackend {
+extension VirtioNet {
     public func quiesce(device: isolated VirtioPciDevice) {
         for pair in pairs {
             pair.watch.stop(device: device)

@@ -6,7 +6,7 @@ import Glibc
 /// TAP reads its checksum and segmentation fields (IFF_VNET_HDR), so a guest's TSO frame leaves as one
 /// write. All requests waiting are served in one turn (up to the queue size, see
 /// ``VirtioPciDevice/drain(queue:_:)``) and answered with one interrupt.
-extension NetBackend {
+extension VirtioNet {
     func transmit(_ pair: NetQueuePair, device: isolated VirtioPciDevice) {
         // A pair the driver does not use (or whose TAP queue failed) sends through the first one.
         let target = pair.attached && !pair.failed ? pair : pairs[0]

@@ -1,7 +1,7 @@
 import ActorVmm
 
 /// One receive/transmit queue pair of a virtio-net device and the TAP queue behind it (virtio 1.2
-/// §5.1.2: pair *i* is receiveq *2i* and transmitq *2i+1*). Lives in its ``NetBackend``, inside the
+/// §5.1.2: pair *i* is receiveq *2i* and transmitq *2i+1*). Lives in its ``VirtioNet``, inside the
 /// device actor.
 final class NetQueuePair {
     let index: Int
@@ -36,7 +36,7 @@ final class NetQueuePair {
     var overflow: UnsafeMutableRawBufferPointer {
         if let overflowStorage { return overflowStorage }
         // Not initialised: the kernel (readv) or a copy writes the bytes before anything reads them.
-        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: NetBackend.maxFrame, alignment: 64)
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNet.maxFrame, alignment: 64)
         overflowStorage = storage
         return storage
     }

@@ -8,10 +8,10 @@ import Glibc
 /// mergeable receive buffers, several queue pairs and a control queue. docs/devices.md describes it.
 ///
 /// Every queue runs on the device's loop. Transmit: each request (header plus frame) is written to the
-/// pair's TAP queue with one `writev` straight from guest memory (``NetBackend+Transmit``). Receive: when a
+/// pair's TAP queue with one `writev` straight from guest memory (``VirtioNet+Transmit``). Receive: when a
 /// TAP queue is readable, frames are read with `readv` straight into the guest's posted buffers
-/// (``NetBackend+Receive``). Control queue: ``NetBackend+Control``.
-public final class NetBackend: VirtioBackend {
+/// (``VirtioNet+Receive``). Control queue: ``VirtioNet+Control``.
+public final class VirtioNet: VirtioDeviceModel {
     public struct Options: Sendable, Equatable {
         /// The TAP's name; nil: the VMM creates one (``TapDevice/nameTemplate``).
         public var tap: String?
@@ -71,10 +71,10 @@ public final class NetBackend: VirtioBackend {
     /// Control requests answered VIRTIO_NET_ERR or returned unused.
     public internal(set) var controlErrors: UInt64 = 0
     /// The TAP offloads a restored snapshot had in force, applied when the device resumes
-    /// (``NetBackend+Snapshot``); nil otherwise.
+    /// (``VirtioNet+Snapshot``); nil otherwise.
     var restoredOffloads: UInt32?
 
-    /// The opened TAP, before a backend exists (`Sendable`: see ``BlockBackend/Opened``). Dropping it
+    /// The opened TAP, before a backend exists (`Sendable`: see ``VirtioBlock/Opened``). Dropping it
     /// without building a backend closes the TAP (and removes one the VMM created).
     public struct Opened: Sendable {
         public let tap: TapDevice

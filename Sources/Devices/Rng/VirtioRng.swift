@@ -3,7 +3,7 @@ import EpollLoop
 import Glibc
 
 /// virtio-rng (virtio 1.2 §5.4): fills each device-writable buffer from an entropy source.
-public final class RngBackend: VirtioBackend {
+public final class VirtioRng: VirtioDeviceModel {
     /// At most this many bytes per request, so one request cannot keep the loop busy for long.
     public static let maxBytesPerRequest = 64 * 1024
 
@@ -14,7 +14,7 @@ public final class RngBackend: VirtioBackend {
     let file: OwnedDescriptor
     var source: Int32 { file.fd }
 
-    /// The opened source, before a backend exists (`Sendable`: see ``BlockBackend/Opened``).
+    /// The opened source, before a backend exists (`Sendable`: see ``VirtioBlock/Opened``).
     public struct Opened: Sendable { let file: OwnedDescriptor }
 
     /// Opens `path` for reading: a character device (/dev/urandom, /dev/hwrng) or a regular file, never a

@@ -27,7 +27,7 @@ public enum VirtioFeature {
 /// A backend is not `Sendable`: it lives inside its device actor and every method is called with that
 /// actor's isolation, receiving the actor as an `isolated` parameter so it can pop and complete requests,
 /// raise interrupts and register host descriptors on the device's loop — all synchronously, without locks.
-public protocol VirtioBackend: AnyObject {
+public protocol VirtioDeviceModel: AnyObject {
     var deviceType: VirtioDeviceType { get }
     var queueCount: Int { get }
     /// The largest queue the device offers (the queue_size a reset leaves); a power of 2 up to
@@ -57,7 +57,7 @@ public protocol VirtioBackend: AnyObject {
     func restoreState(_ bytes: [UInt8]) throws(SnapshotError)
 }
 
-extension VirtioBackend {
+extension VirtioDeviceModel {
     public var maxQueueSize: UInt16 { SplitQueue.maxSize }
     public func writeConfig(offset: Int, width: Int, value: UInt64) {}
     public func hostEvent(_ token: Int, device: isolated VirtioPciDevice) {}

@@ -3,7 +3,7 @@ import CKvm
 import EpollLoop
 import Glibc
 
-/// A virtio device on PCI (virtio 1.2 §4.1, modern only): the transport around a ``VirtioBackend``.
+/// A virtio device on PCI (virtio 1.2 §4.1, modern only): the transport around a ``VirtioDeviceModel``.
 ///
 /// One actor per device, on its event loop. Register accesses (BAR0 and configuration space) arrive from
 /// vCPU threads through the exit hand-off; doorbells arrive as ioeventfds watched by the loop; interrupts
@@ -27,7 +27,7 @@ public actor VirtioPciDevice: PciDevice {
     public nonisolated let name: String
     public nonisolated let barAddress: UInt64
     public let memory: GuestMemory
-    let backend: any VirtioBackend
+    let backend: any VirtioDeviceModel
 
     var config: PciConfigSpace
     var msix: Msix
@@ -64,7 +64,7 @@ public actor VirtioPciDevice: PciDevice {
 
     /// Creates the device with `backend`, placing BAR0 at `barAddress`. `vectors` must hold
     /// `backend.queueCount + 1` MSI targets (one per queue, one for configuration changes).
-    public init(name: String, loop: EventLoop, memory: GuestMemory, backend: sending any VirtioBackend,
+    public init(name: String, loop: EventLoop, memory: GuestMemory, backend: sending any VirtioDeviceModel,
                 barAddress: UInt64, vectors: [any MsiTarget], msiController: any MsiController) throws(Errno) {
         precondition(vectors.count == backend.queueCount + 1, "one MSI-X vector per queue plus one for config")
         self.name = name

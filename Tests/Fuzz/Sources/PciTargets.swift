@@ -10,7 +10,7 @@ func pciConfigTarget(_ bytes: [UInt8]) {
         var input = FuzzInput(bytes)
         let bridge = PciHostBridge(loop: fuzzLoop)
         let controller = NoopMsiController()
-        let backend = RngBackend(.init(file: OwnedDescriptor(dup(zeroFD))))
+        let backend = VirtioRng(.init(file: OwnedDescriptor(dup(zeroFD))))
         let device = try! VirtioPciDevice(name: "fuzz", loop: fuzzLoop, memory: virtioMemory, backend: backend,
                                           barAddress: 0xC000_0000, vectors: try! controller.allocate(count: 2),
                                           msiController: controller)

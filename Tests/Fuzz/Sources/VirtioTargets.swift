@@ -4,7 +4,7 @@ import Glibc
 
 /// Builds a device around `makeBackend()` on the fuzz loop, runs the script against it, and drops it.
 func runVirtioScript(_ bytes: [UInt8], host: HostInput = HostInput(),
-                     _ makeBackend: @escaping @Sendable () -> sending any VirtioBackend) {
+                     _ makeBackend: @escaping @Sendable () -> sending any VirtioDeviceModel) {
     runOnLoop(fuzzLoop) {
         let backend = makeBackend()
         let controller = NoopMsiController()
@@ -38,7 +38,7 @@ func virtioBlockTarget(_ bytes: [UInt8]) {
     let fd = dup(diskFD)
     let readonly = bytes.first.map { $0 & 0x20 != 0 } ?? false
     runVirtioScript(bytes) {
-        BlockBackend(.init(file: OwnedDescriptor(fd), options: .init(path: "fuzz.img", readonly: readonly), capacitySectors: 128,
+        VirtioBlock(.init(file: OwnedDescriptor(fd), options: .init(path: "fuzz.img", readonly: readonly), capacitySectors: 128,
                            idBytes: Array("fuzz-disk".utf8) + [UInt8](repeating: 0, count: 11)))
     }
 }
@@ -50,7 +50,7 @@ let netPair = nonBlockingPair(datagrams: true)
 func virtioNetTarget(_ bytes: [UInt8]) {
     let fd = dup(netPair.device)
     runVirtioScript(bytes, host: HostInput(peer: netPair.peer, deviceEnd: netPair.device, datagrams: true)) {
-        NetBackend(.init(tap: TapDevice(adopting: fd, name: "fuzz0"),
+        VirtioNet(.init(tap: TapDevice(adopting: fd, name: "fuzz0"),
                          options: .init(tap: "fuzz0", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56])))
     }
 }
@@ -67,7 +67,7 @@ let consolePair = nonBlockingPair(datagrams: false)
 /// virtio-console: transmit to a sink, receive host input into any buffers.
 func virtioConsoleTarget(_ bytes: [UInt8]) {
     runVirtioScript(bytes, host: HostInput(peer: consolePair.peer, deviceEnd: consolePair.device)) {
-        ConsoleBackend(output: CheckedDiscard(), inputFD: consolePair.device)
+        VirtioConsole(output: CheckedDiscard(), inputFD: consolePair.device)
     }
 }
 
@@ -77,7 +77,7 @@ let zeroFD: Int32 = open("/dev/zero", O_RDONLY | O_CLOEXEC)
 /// virtio-rng: any chain of writable (and readable) buffers.
 func virtioRngTarget(_ bytes: [UInt8]) {
     let fd = dup(zeroFD)
-    runVirtioScript(bytes) { RngBackend(.init(file: OwnedDescriptor(fd))) }
+    runVirtioScript(bytes) { VirtioRng(.init(file: OwnedDescriptor(fd))) }
 }
 
 /// The virtio-pci transport itself: the same scripts as the devices but biased to register accesses (the
@@ -94,5 +94,5 @@ func virtioPciTarget(_ bytes: [UInt8]) {
         script += input.take(11)
     }
     let fd = dup(zeroFD)
-    runVirtioScript(script) { RngBackend(.init(file: OwnedDescriptor(fd))) }
+    runVirtioScript(script) { VirtioRng(.init(file: OwnedDescriptor(fd))) }
 }
