@@ -70,7 +70,7 @@ struct NetQueuePairTests {
         let loop = try EventLoop(name: "t-net-goff")
         defer { loop.shutdown() }
         var (driver, device, _, _) = try await NetOffloadTests.start(
-            "g", features: NetFeature.ctrlVq | NetFeature.ctrlGuestOffloads | NetFeature.guestCsum | NetFeature.guestTso4, loop: loop)
+            "k", features: NetFeature.ctrlVq | NetFeature.ctrlGuestOffloads | NetFeature.guestCsum | NetFeature.guestTso4, loop: loop)
         #expect(await device.withNet { $0.tapOffloads } == CKVM_TUN_F_CSUM | CKVM_TUN_F_TSO4)
         let csumOnly = withUnsafeBytes(of: NetFeature.guestCsum.littleEndian) { Array($0) }
         #expect(await driver.control(2, class: 5, 0, data: csumOnly) == 0)

@@ -124,13 +124,10 @@ public actor VirtioPciDevice: PciDevice {
     /// actor). A doorbell then runs ``queueNotified(_:)`` on the loop thread, inside this actor.
     public func watchDoorbells() throws(Errno) {
         for (index, fd) in notifyFDs.enumerated() {
-            notifyRegistrations.append(try loop.register(fd: fd) { [weak self] _ in
-                guard let self else { EventFD.drainRaw(fd); return }
-                self.assumeIsolated { device in
-                    device.recorder?.record(.doorbell, queue: UInt16(index))
-                    EventFD.drainRaw(fd)
-                    device.doorbell(index)
-                }
+            notifyRegistrations.append(try register(fd: fd) { device, _ in
+                device.recorder?.record(.doorbell, queue: UInt16(index))
+                EventFD.drainRaw(fd)
+                device.doorbell(index)
             })
         }
     }
