@@ -51,6 +51,8 @@ import Testing
                 }
             }
         }
+        // The readers are running before RAM is added (on a loaded host a new thread may start late).
+        while reads.load(ordering: .relaxed) < 2 { sched_yield() }
         for index in 1...32 {
             let start = GuestAddress(UInt64(index) << 21)
             try memory.append(start: start, size: 1 << 20) { (_, _) throws(Refused) in }

@@ -160,7 +160,8 @@ extension VcpuLifecycleTests {
             let dirty = try guest.vm.fetchDirtyPages()
             let pages = dirty.pages.map(\.page)
             #expect(pages.contains(Int(Self.counter.rawValue / 4096)), "the counter's page is dirty: \(pages)")
-            #expect(!pages.contains(Int(Self.entry / 4096)), "the code page was only read")
+            // More may be reported than the guest wrote (safe for a migration: the page is sent again): in L1's
+            // KVM (nested paging on QEMU's SVM) the code page is reported dirty too. Fewer would lose data.
             #expect(dirty.count < 16, "only pages the guest wrote: \(dirty.count)")
             let again = try guest.vm.fetchDirtyPages()
             #expect(again.count == 0, "nothing written while paused: \(again.pages)")

@@ -45,7 +45,7 @@ extension VcpuLifecycleTests {
 
             try await manager.remove(id: 1)
             #expect(manager.vcpuIDs == [0])
-            #expect(!kvmResources().threads.contains("vcpu1"), "its thread ended")
+            #expect(waitFor { !kvmResources().threads.contains("vcpu1") }, "its thread ended")
             let stopped = port1.writes.load(ordering: .relaxed)
             let running = port0.writes.load(ordering: .relaxed)
             #expect(waitFor { port0.writes.load(ordering: .relaxed) > running + 200 }, "vCPU 0 goes on")
@@ -60,7 +60,7 @@ extension VcpuLifecycleTests {
             #expect(manager.exitCounts().count == 2)
 
             await manager.stop()
-            #expect(!kvmResources().threads.contains("vcpu0") && !kvmResources().threads.contains("vcpu1"))
+            #expect(waitFor { !kvmResources().threads.contains("vcpu0") && !kvmResources().threads.contains("vcpu1") })
             loop.shutdown()
         }
         let after = kvmResources()

@@ -56,7 +56,8 @@ struct SnapshotEndToEndTests {
     }
 
     /// Live migration between two processes over unix: and tcp: while the guest ticks (rng and console in
-    /// use before and after): the destination
+    /// use before and after; a tick every 1e9 TSC cycles, so that the guest is still running when the
+    /// migration starts where starting processes is slow, as in the nested tier's L1): the destination
     /// carries on from the source's tick and finishes the check; the source has shut its VM down. Before
     /// that, a migration to a socket nobody listens on fails and leaves the source running.
     @Test(arguments: ["unix", "tcp"])
@@ -69,7 +70,7 @@ struct SnapshotEndToEndTests {
         defer { unlink(serial); unlink(console) }
         func output() -> String { (try? String(contentsOfFile: serial, encoding: .utf8)) ?? "" }
         func lastTick() -> Int { output().split(separator: "\n").filter { $0.hasPrefix("TICK ") }.compactMap { Int($0.dropFirst(5)) }.last ?? 0 }
-        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=rng,console,snapcount,rng,console snap_ticks=30",
+        let source = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=rng,console,snapcount,rng,console snap_ticks=30 snap_period=1000000000",
                                      "--memory", "size=64M", "--serial", "file=\(serial)", "--rng", "--console", "file=\(console)"])
         let destination = try VmmProcess([])
         #expect(Harness.eventually(30) { lastTick() >= 3 }, "the guest ticks: \(output())")
