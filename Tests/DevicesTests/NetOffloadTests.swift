@@ -146,7 +146,10 @@ struct NetOffloadTests {
         await driver.kick(0)
         let used = driver.queues[0].takeUsed()
         #expect(used.count >= 5)
-        #expect(msi.triggers(1) - before == 1)
+        // One interrupt for the five; frames the kernel sends on its own (IPv6 on a new interface) may
+        // arrive later, each a batch of its own.
+        #expect(msi.triggers(1) - before <= 1 + (used.count - 5), "\(used.count) frames")
+        #expect(msi.triggers(1) - before >= 1)
 
         let txBefore = msi.triggers(2)
         for port in 0..<5 {
