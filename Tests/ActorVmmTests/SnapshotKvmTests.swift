@@ -85,7 +85,8 @@ extension VcpuLifecycleTests {
             let counter = try target.memory.read(UInt64.self, at: Self.counter)
             let copy = try target.memory.read(UInt64.self, at: Self.registerCopy)
             #expect(counter > saved + 1000, "the RAM counter continues from the snapshot (\(saved) → \(counter))")
-            #expect(copy == counter, "the register counter (rbx) continued too: \(copy) vs \(counter)")
+            // rbx is stored before the RAM counter: a pause between the two stores leaves the copy one ahead.
+            #expect(copy == counter || copy == counter + 1, "the register counter (rbx) continued too: \(copy) vs \(counter)")
             await target.manager.stop()
             target.loop.shutdown()
         }
