@@ -48,22 +48,19 @@ final class VcpuThreadContext: Sendable {
         defer { Log.info("vcpu\(vcpu.id) stopped: \(vcpu.stateSummary())") }
         // Benchmarks only: nil in actor-vmm, so each exit pays one nil check (see ExitRecorder).
         let recorder = options.recorder
-        // The last KVM_RUN returned an exit, whose I/O KVM finishes (an IN's data into RAX, RIP past the
-        // OUT or IN) only when KVM_RUN is entered again.
-        var exitPending = false
+        var ran = false
         while true {
             switch VcpuRunState(rawValue: vcpu.requested.load(ordering: .sequentiallyConsistent)) ?? .stopped {
             case .stopped:
                 return
-            case .paused where exitPending:
-                // Before parking, enter KVM_RUN once with immediate_exit set: KVM completes the exit and
-                // returns EINTR, so a parked vCPU's state is complete (a snapshot taken now would otherwise
-                // replay the instruction: an OUT's byte twice); the KVM API documentation asks for this before
-                // saving state. Should KVM run the guest on and exit again (kvm_pvm may), that exit is
-                // handled below like any other, and this repeats.
-                exitPending = false
-                vcpu.setImmediateExit(true)
             case .paused:
+                // KVM finishes an exit's I/O (an IN's data into RAX, RIP past the OUT or IN) only when KVM_RUN
+                // is entered again: do that now, with immediate_exit set so the guest does not run, so a
+                // parked vCPU's state is complete (a snapshot taken now would otherwise replay the
+                // instruction: an OUT's byte twice). The KVM API documentation asks for this before saving
+                // state. (On kvm_pvm the guest may run a few instructions on; an exit it makes then is not
+                // handled: docs/snapshot.md.)
+                if ran { completePendingIo() }
                 pausedAck.signal()
                 resumeParker.wait()
                 continue
@@ -71,7 +68,7 @@ final class VcpuThreadContext: Sendable {
                 break
             }
             let result = ckvm_ioctl(vcpu.fd, CKVM_RUN)
-            exitPending = result == 0
+            ran = true
             let exitTSC = recorder == nil ? 0 : ckvm_rdtsc()
             if result < 0 {
                 let error = Errno.current
@@ -98,6 +95,16 @@ final class VcpuThreadContext: Sendable {
                 return
             }
         }
+    }
+}
+
+extension VcpuThreadContext {
+    /// `KVM_RUN` with `immediate_exit` set: KVM completes the last exit's I/O and returns at once (EINTR)
+    /// without running the guest.
+    func completePendingIo() {
+        vcpu.setImmediateExit(true)
+        _ = ckvm_ioctl(vcpu.fd, CKVM_RUN)
+        vcpu.setImmediateExit(false)
     }
 }
 
