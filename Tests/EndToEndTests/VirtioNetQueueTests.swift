@@ -7,17 +7,8 @@ import Testing
 /// on pair 0, and the seccomp filters allow what the device does with the TAP's queues.
 extension VirtioTests {
     @Test func aMultiQueueTapCarriesTheGuestsFramesOnItsFirstPair() throws {
-        let owner = VmmPid()
-        let peer = TapPeer { owner.pid.flatMap { TapPeer.taps(ownedBy: $0).first } }
-        let result = Harness.run(Harness.vmmPath, [
-            "--kernel", Harness.guestPath, "--cmdline", "tests=net netmac=any", "--cpus", "boot=2",
-            "--memory", "size=64M", "--serial", "tty", "--console", "off", "-v",
-            "--net", "tap=,mac=,ip=,mask=,num_queues=4,queue_size=128",
-        ], timeout: 180) { pid in
-            owner.pid = pid
-            peer.start()
-        }
-        peer.stop()
+        let (result, peer) = Self.netCheckOnACreatedTap(net: "tap=,mac=,ip=,mask=,num_queues=4,queue_size=128",
+                                                        ["--cpus", "boot=2"])
         let context = "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)"
         #expect(result.status == 0 && !result.timedOut, "\(context)")
         #expect(result.lines.contains("TESTGUEST DONE pass=1 fail=0"), "\(context)")

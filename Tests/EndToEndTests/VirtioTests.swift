@@ -82,18 +82,24 @@ struct VirtioTests {
 /// locally administered MAC and exchanges frames with a peer on that TAP (the frame's source MAC is the one
 /// the guest read), and the TAP is gone once the VMM has exited.
 extension VirtioTests {
-    @Test func aTapTheVmmCreatesCarriesFramesAndIsGoneAfterExit() throws {
+    /// The test guest's `net` check (any locally administered MAC) with `--net NET` naming no TAP, `extra`
+    /// options after it, and a peer on the first TAP the VMM's descriptors show once it has created one.
+    static func netCheckOnACreatedTap(net: String, _ extra: [String] = []) -> (result: Harness.Result, peer: TapPeer) {
         let owner = VmmPid()
         let peer = TapPeer { owner.pid.flatMap { TapPeer.taps(ownedBy: $0).first } }
         let result = Harness.run(Harness.vmmPath, [
             "--kernel", Harness.guestPath, "--cmdline", "tests=net netmac=any",
-            "--memory", "size=64M", "--serial", "tty", "--console", "off", "-v",
-            "--net", "tap=,mac=,ip=,mask=",
-        ], timeout: 180) { pid in
+            "--memory", "size=64M", "--serial", "tty", "--console", "off", "-v", "--net", net,
+        ] + extra, timeout: 180) { pid in
             owner.pid = pid
             peer.start()
         }
         peer.stop()
+        return (result, peer)
+    }
+
+    @Test func aTapTheVmmCreatesCarriesFramesAndIsGoneAfterExit() throws {
+        let (result, peer) = Self.netCheckOnACreatedTap(net: "tap=,mac=,ip=,mask=")
 
         let context = "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)"
         #expect(result.status == 0 && !result.timedOut, "\(context)")
