@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Glibc
 
 /// Runs the real `actor-vmm` binary and the project's test guest on /dev/kvm.
@@ -56,24 +57,21 @@ enum Harness {
             try? input.fileHandleForWriting.close()
         }
         let pid = process.processIdentifier
-        nonisolated(unsafe) var timedOut = false
-        let watchdog = DispatchWorkItem {
-            timedOut = true
-            kill(pid, SIGKILL)
-        }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        let watchdog = Watchdog(killing: pid, after: timeout)
         afterStart?(pid)
         // Both pipes are drained at once: a VMM blocked on a full stderr pipe would never close stdout.
-        nonisolated(unsafe) var stderrData = Data()
+        let stderrBox = Mutex(Data())
         let stderrDone = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        Thread.detachNewThread {
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            stderrBox.withLock { $0 = data }
             stderrDone.signal()
         }
         let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
         stderrDone.wait()
         process.waitUntilExit()
-        watchdog.cancel()
+        let timedOut = watchdog.cancel()
+        let stderrData = stderrBox.withLock { $0 }
         return Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
                       stderr: String(decoding: stderrData, as: UTF8.self), timedOut: timedOut,
                       uncaughtSignal: process.terminationReason == .uncaughtSignal)
@@ -108,6 +106,33 @@ extension Harness {
     static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread { continuation.resume(with: Swift.Result { try work() }) }
+        }
+    }
+}
+
+extension Harness {
+    /// Kills a process with SIGKILL unless cancelled within `seconds`. It waits on a thread of its own, not on
+    /// a Dispatch queue: the global queues have one worker per core (one in the nested tier's L1), and a test
+    /// that blocks them (pipe reads, a process monitor) must not also hold back the deadline that would end
+    /// the block.
+    final class Watchdog: Sendable {
+        private let cancelled = DispatchSemaphore(value: 0)
+        private let fired = Atomic<Bool>(false)
+
+        init(killing pid: pid_t, after seconds: Double) {
+            Thread.detachNewThread { [self] in
+                if cancelled.wait(timeout: .now() + seconds) == .timedOut {
+                    fired.store(true, ordering: .sequentiallyConsistent)
+                    kill(pid, SIGKILL)
+                }
+            }
+        }
+
+        /// Stops the watchdog; true if it had already killed the process.
+        @discardableResult
+        func cancel() -> Bool {
+            cancelled.signal()
+            return fired.load(ordering: .sequentiallyConsistent)
         }
     }
 }

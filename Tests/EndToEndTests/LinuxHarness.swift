@@ -75,8 +75,7 @@ enum LinuxHarness {
         let start = Date()
         do { try process.run() } catch { return Run(lines: [], stderr: "\(error)", status: -1, stoppedOnMarker: false, seconds: 0) }
         let pid = process.processIdentifier
-        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        let watchdog = Harness.Watchdog(killing: pid, after: timeout)
         let stderrBox = Mutex(Data())
         let errReader = Thread { stderrBox.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
         errReader.start()

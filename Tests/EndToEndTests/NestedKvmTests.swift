@@ -85,7 +85,8 @@ struct NestedKvmTests {
     func projectKvmSuitesPassInL1() async throws {
         let check = try await NestedHarness.check("suites")
         let failures = check.lines.filter { $0.text.contains("✘") }.map(\.text).joined(separator: "\n")
-        #expect(check.status == "0", "failed in L1:\n\(failures)\n\(check.context)")
+        let stalls = NestedHarness.Batch.read(check.dir + "/stalls.txt").map { "\nstalled:\n" + $0.prefix(20_000) } ?? ""
+        #expect(check.status == "0", "failed in L1:\n\(failures)\n\(check.context)\(stalls)")
         let summary = check.lines.last { $0.text.contains("Test run with") }?.text ?? "no summary"
         print("nested tier: the project's KVM suites in L1: \(summary) (\(String(format: "%.0f", check.seconds)) s)")
     }

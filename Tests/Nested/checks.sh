@@ -97,8 +97,35 @@ if selected api; then
 fi
 
 # 5. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).
+#    If their output stops for two minutes, every thread of the test bundle and its VMMs is recorded (state,
+#    kernel wait channel and stack) in checks/suites/stalls.txt, which the host's test prints on failure.
+stall_watch() {  # LOG DUMP: while LOG does not grow for 120 s, append a dump of the stuck processes to DUMP
+  local size last=-1 quiet=0
+  while sleep 10; do
+    size=$(stat -c %s "$1" 2>/dev/null || echo 0)
+    if [ "$size" = "$last" ]; then quiet=$((quiet + 10)); else quiet=0; fi
+    last=$size
+    if [ "$quiet" -ge 120 ]; then
+      quiet=0
+      {
+        echo "=== output stalled for 120 s (L1 uptime $(cut -d' ' -f1 /proc/uptime) s)"
+        ps -eLo pid,tid,ppid,stat,wchan:32,comm,args | grep -E "actor-vmm|ActorVmm|PID"
+        local p t
+        for p in $(pgrep -f "actor-vmm|ActorVmmPackageTests"); do
+          for t in /proc/"$p"/task/*; do
+            echo "--- pid $p tid ${t##*/} $(cat "$t/comm" 2>/dev/null)"; head -8 "$t/stack" 2>/dev/null
+          done
+        done
+      } >> "$2" 2>&1
+    fi
+  done
+}
 if [ -n "${XCTEST:-}" ] && selected suites; then
+  mkdir -p "$checks/suites"
+  stall_watch "$checks/suites.log" "$checks/suites/stalls.txt" &
+  watcher=$!
   (cd "$ROOT" && NO_COLOR=1 stamp "$checks/suites" 420 "$XCTEST" --testing-library swift-testing \
     --filter 'EndToEndTests|VcpuLifecycleTests|CompatEndToEndTests')
+  kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
 fi
 exit 0
