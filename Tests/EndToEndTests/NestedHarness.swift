@@ -50,7 +50,6 @@ enum NestedHarness {
         do {
             debian = try LinuxHarness.recipe("debian-guest.sh")
             microvm = try LinuxHarness.recipe("microvm-kernel.sh", [nested + "microvm-disk.config"])
-            _ = try LinuxHarness.recipe("microvm-kernel.sh")  // for LinuxBootTests in L1, which cannot build it
         } catch let error as LinuxHarness.RecipeError {
             return .failure(error)
         } catch {
