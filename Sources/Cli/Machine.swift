@@ -15,7 +15,7 @@ struct Machine {
     let extraLoops: [EventLoop]
     let stopLatch: StopLatch
     let serial: Uart8250?
-    /// Every device, its addresses and the buses (the vCPUs run on the snapshot taken at build).
+    /// Every device, its addresses and the buses (each change is published to the vCPUs).
     let devices: DeviceManager
     /// The GED (power button) and the hotplug register blocks.
     let hotplug: AcpiHotplugDevices
@@ -106,7 +106,7 @@ struct Machine {
                 vcpus.append(vcpu)
             }
             let buses = deviceManager.buses
-            deviceManager.freeze()  // the vCPUs get this snapshot; nothing publishes a later one yet
+            deviceManager.freeze()  // the vCPUs get this snapshot; later ones go through the VcpuManager
             // With --handoff task a vCPU thread starts Swift tasks on the global pool, whose worker threads
             // inherit the filter of the thread that happens to create them: vCPUs keep the process filter.
             let vcpuStart = config.handoff == .task ? nil : Seccomp.threadStart(.vcpu)
@@ -114,6 +114,7 @@ struct Machine {
                                       strategy: config.handoff,
                                       threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
                                       emulator: prepared.compat.emulator(for: vm))
+            deviceManager.publish(to: manager)  // PCI hotplug swaps the vCPUs' buses from now on
             let vcpuHotplug = VcpuHotplug(vm: vm, manager: manager, devices: hotplug, supportedCPUID: supportedCPUID,
                                           maxVcpus: config.maxVcpus, threadOptions: VcpuThreadOptions(onStart: vcpuStart))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
