@@ -23,6 +23,8 @@ struct Machine {
     let vcpuHotplug: VcpuHotplug
     /// vm.resize's RAM part (nil without `hotplug_size`).
     let memoryHotplug: MemoryHotplug?
+    /// vm.add-disk, vm.add-net and vm.remove-device.
+    let pciHotplug: PciHotplug
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
 
@@ -122,6 +124,7 @@ struct Machine {
                            hotplug: hotplug, vcpuHotplug: vcpuHotplug,
                            memoryHotplug: config.hotplugSize == 0 ? nil
                                : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.hotplugSize),
+                           pciHotplug: PciHotplug(devices: deviceManager, acpi: hotplug, loop: deviceLoop, controlLoop: controlLoop),
                            usesTerminal: devices.usesTerminal)
         } catch {
             await deviceManager.stopAll()
@@ -156,6 +159,7 @@ struct Machine {
     nonisolated(nonsending) func teardown(stdin: StdinPump?) async {
         await hotplug.finish()  // ends the ejection streams before the vCPUs are joined
         await vcpuHotplug.ejectionWatcher.value
+        await pciHotplug.ejectionWatcher.value
         await manager.stop()
         for (index, stats) in manager.kvmStats().enumerated() {
             switch stats {

@@ -32,6 +32,9 @@ final class FakeBackend: VmBackend {
 
     func prepare(_ config: VmConfig) throws(PrepareError) -> any PreparedVm {
         record("prepare")
+        if let disk = config.disks.firstIndex(where: { $0.path == "/missing-disk" }) {
+            throw PrepareError(config: ConfigError(field: "disks[\(disk)].path", "/missing-disk: No such file or directory"), cli: "--disk path=/missing-disk")
+        }
         if config.payload.kernel == "/missing" {
             throw PrepareError(config: ConfigError(field: "payload.kernel", "cannot read /missing: No such file or directory"),
                                cli: "--kernel /missing: cannot read: No such file or directory")
@@ -67,6 +70,26 @@ final class FakeInstance: VmInstance {
     nonisolated(nonsending) func powerButton() async { backend.record("power-button") }
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
         backend.record("resize \(request.vcpus.map(String.init) ?? "-") \(request.ram.map(String.init) ?? "-")")
+    }
+    /// Hot-adds in slot 5 and up; a disk at /missing-disk cannot open (as the real instance answers).
+    let slots = Mutex<[String: Int]>([:])
+    nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
+        if case .disk(let disk) = device, disk.path == "/missing-disk" {
+            throw VmmError.invalidConfig(ConfigError(field: "path", "/missing-disk: No such file or directory"), device.failure)
+        }
+        let id = device.id ?? "\(device.idPrefix)\(slots.withLock { $0.count })"
+        let slot = slots.withLock { slots in
+            slots[id] = 5 + slots.count
+            return slots[id]!
+        }
+        backend.record("add-device \(id)")
+        return PciDeviceInfo(id: id, bdf: PciBdf(device: UInt8(slot)))
+    }
+    nonisolated(nonsending) func removeDevice(id: String) async throws(VmmError) {
+        guard slots.withLock({ $0.removeValue(forKey: id) }) != nil else {
+            throw VmmError(.notFound, VmAction.removeDevice.failure, "no device with id \(id)")
+        }
+        backend.record("remove-device \(id)")
     }
     nonisolated(nonsending) func shutdown() async {
         if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }
