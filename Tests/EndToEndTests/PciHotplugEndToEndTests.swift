@@ -5,7 +5,7 @@ import Testing
 /// PCI hotplug on /dev/kvm with the test guest's `hotplug` check (docs/hotplug.md): a disk added through
 /// actor-vmm-remote appears in a free slot (the guest sees the GED's PCI event, PCIU and the new function in
 /// configuration space), is asked back with remove-device (PCID), and goes once the guest ejects it (B0EJ);
-/// vm.info's device tree follows each step.
+/// vm.info's device tree follows each step, and every descriptor the device had is closed.
 @Suite(.enabled(if: Harness.kvmAvailable, "needs /dev/kvm (read-write); skipped on this machine"), .serialized)
 struct PciHotplugEndToEndTests {
     @Test func aDiskAddedAndRemovedWhileTheGuestWatches() throws {
@@ -29,6 +29,7 @@ struct PciHotplugEndToEndTests {
         let bad = vmm.remote(["add-disk", "path=\(disk),queue_size=3"])
         #expect(bad.status == 2 && bad.stderr.contains("queue_size"), "\(bad.stderr)")
 
+        let before = vmm.openDescriptors()
         let added = vmm.remote(["add-disk", "path=\(disk),id=hot0"])
         #expect(added.status == 0 && added.stdout == #"{"id":"hot0","bdf":"0000:00:01.0"}"# + "\n", "\(added.stdout)\(added.stderr)")
         let duplicate = vmm.remote(["add-disk", "path=\(disk),id=hot0"])
@@ -39,6 +40,11 @@ struct PciHotplugEndToEndTests {
         let unknown = vmm.remote(["remove-device", "nope"])
         #expect(unknown.status == 1 && unknown.stderr.contains("404"), "\(unknown.stderr)")
         #expect(vmm.remote(["remove-device", "hot0"]).status == 0)
+        #expect(Harness.eventually(60) { serial().contains("HOTPLUG REMOVED") }, "\(serial())")
+        #expect(Harness.eventually(20) { !tree().contains("hot0") }, "vm.info no longer has it: \(tree())")
+        // Doorbells, irqfds, the image file: every descriptor the device had is closed.
+        #expect(Harness.eventually(20) { vmm.openDescriptors() == before }, "\(before) → \(vmm.openDescriptors())")
+        #expect(vmm.remote(["power-button"]).status == 0)
         #expect(Harness.eventually(60) { serial().contains("TESTGUEST DONE") }, "\(serial())")
         #expect(serial().contains("TEST hotplug PASS slot=1 id=1af41042 removed\n"), "\(serial())\n\(vmm.stderr)")
         #expect(vmm.waitForExit(timeout: 60) == 0, "the guest powered off: \(vmm.stderr)")

@@ -5,6 +5,7 @@
 enum HotplugRegisters {
     static let ged = MmioBlock(base: 0xFEB0_0000)
     static let gedPciEvent: UInt8 = 4
+    static let gedPowerButton: UInt8 = 8
     static let pci = MmioBlock(base: 0xFEB0_1000)
     static let up = 0, down = 4, eject = 8
 }
@@ -12,18 +13,19 @@ enum HotplugRegisters {
 /// `hotplug` (by name only): prints `HOTPLUG READY`; waits for the GED's PCI event and reads PCIU: exactly one
 /// slot came up, and its function 0 is a virtio device, the same through ECAM and 0xCF8/0xCFC (the ports the
 /// VMM remade for the new slot); prints `HOTPLUG ADDED slot=N`; waits for the next PCI event and reads PCID:
-/// the host wants that slot back; ejects it (B0EJ, as `_EJ0` does) and waits until the slot reads all-ones.
+/// the host wants that slot back; ejects it (B0EJ, as `_EJ0` does), waits until the slot reads all-ones,
+/// prints `HOTPLUG REMOVED` and waits for the power button (the host checks the VMM in between).
 /// Each wait is bounded by `hotplug_wait` TSC cycles (default 6e10, about 20 s). Detail:
 /// `slot=5 id=1af41042 removed`, or the step that failed.
 func hotplugTest(_ context: inout TestContext) -> Bool {
     var console = Serial.com1
     let limit = context.boot.commandLine.commandLineValue(of: "hotplug_wait").flatMap { $0.parsedUnsigned() } ?? 60_000_000_000
 
-    /// Polls the GED until its PCI event is pending; false on timeout.
-    func waitForPciEvent() -> Bool {
+    /// Polls the GED until `event` is pending; false on timeout.
+    func waitForEvent(_ event: UInt8) -> Bool {
         let deadline = CPU.timestamp() &+ limit
         while CPU.timestamp() < deadline {
-            if HotplugRegisters.ged.read8(at: 0) & HotplugRegisters.gedPciEvent != 0 { return true }
+            if HotplugRegisters.ged.read8(at: 0) & event != 0 { return true }
             let pause = CPU.timestamp() &+ 2_000_000
             while CPU.timestamp() < pause {}
         }
@@ -31,7 +33,7 @@ func hotplugTest(_ context: inout TestContext) -> Bool {
     }
 
     console.write("HOTPLUG READY\n")
-    guard waitForPciEvent() else {
+    guard waitForEvent(HotplugRegisters.gedPciEvent) else {
         context.detail.write("no-add-event")
         return false
     }
@@ -57,7 +59,7 @@ func hotplugTest(_ context: inout TestContext) -> Bool {
     console.write(decimal: slot)
     console.write("\n")
 
-    guard waitForPciEvent() else {
+    guard waitForEvent(HotplugRegisters.gedPciEvent) else {
         context.detail.write(" no-remove-event")
         return false
     }
@@ -80,5 +82,10 @@ func hotplugTest(_ context: inout TestContext) -> Bool {
         return false
     }
     context.detail.write(" removed")
+    console.write("HOTPLUG REMOVED\n")
+    guard waitForEvent(HotplugRegisters.gedPowerButton) else {  // the host has looked at the VMM meanwhile
+        context.detail.write(" no-power-button")
+        return false
+    }
     return true
 }
