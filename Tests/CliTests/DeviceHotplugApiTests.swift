@@ -23,7 +23,7 @@ import Testing
         let net = try api.request("PUT", "vm.add-net", body: #"{"tap": "tap9"}"#)
         #expect(net.status == 200 && net.json?["id"] == .string("_net1") && net.json?["bdf"] == .string("0000:00:06.0"))
         let disks = try api.request("GET", "vm.info").json?["config"]?["disks"]
-        #expect(disks == .array([.object(["path": .string("/d0"), "readonly": .bool(false), "direct": .bool(false), "num_queues": .int(1), "queue_size": .int(128)]),
+        #expect(disks == .array([.object(["path": .string("/d0"), "readonly": .bool(false), "direct": .bool(false), "num_queues": .int(1), "queue_size": .int(128), "id": .string("_disk0")]),
                                  .object(["path": .string("/d1"), "readonly": .bool(false), "direct": .bool(false), "num_queues": .int(1), "queue_size": .int(128), "id": .string("data")])]),
                 "\(String(describing: disks))")
         let info = try api.request("GET", "vm.info")
@@ -85,6 +85,24 @@ import Testing
         #expect(try api.request("PUT", "vm.remove-device", body: #"{"id": "cold"}"#).status == 404)
         #expect(try api.request("GET", "vm.info").json?["config"]?["disks"]?.arrayCount == 1)
         #expect(!api.backend.events.contains { $0.contains("device") }, "no machine yet")
+    }
+
+    /// The ids the machine generated at boot go into the config (as Cloud Hypervisor's), so a boot device
+    /// can be removed by its generated id and a reboot does not bring it back.
+    @Test func bootDevicesGetTheirGeneratedIdsInTheConfig() async throws {
+        let api = try await ApiFixture.start()
+        defer { Task { await api.stop() } }
+        #expect(try api.request("PUT", "vm.create", body: #"{"payload": {"kernel": "/k"}, "disks": [{"path": "/d0"}, {"path": "/d1", "id": "data"}], "net": [{"tap": "t0"}]}"#).status == 204)
+        #expect(try api.request("GET", "vm.info").json?["config"]?["disks"]?.arrayCount == 2)
+        #expect(try api.request("PUT", "vm.boot").status == 204)
+        let config = try api.request("GET", "vm.info").json?["config"]
+        #expect(config?["disks"] == .array([
+            .object(["path": .string("/d0"), "readonly": .bool(false), "direct": .bool(false), "num_queues": .int(1), "queue_size": .int(128), "id": .string("_disk0")]),
+            .object(["path": .string("/d1"), "readonly": .bool(false), "direct": .bool(false), "num_queues": .int(1), "queue_size": .int(128), "id": .string("data")]),
+        ]), "\(String(describing: config))")
+        #expect(config?["net"] == .array([.object(["tap": .string("t0"), "id": .string("_net2")])]), "\(String(describing: config))")
+        #expect(try api.request("PUT", "vm.remove-device", body: #"{"id": "_disk0"}"#).status == 204)
+        #expect(try api.request("GET", "vm.info").json?["config"]?["disks"]?.arrayCount == 1, "a reboot will not have it")
     }
 
     @Test func remoteBuildsCloudHypervisorsBodies() {

@@ -49,6 +49,11 @@ final class FakeBackend: VmBackend {
         if config.payload.kernel == "/slow" { try? await Task.sleep(for: slowBoot) }
         if config.payload.kernel == "/gated" { await gate.wait() }
         let instance = FakeInstance(backend: self, onStop: onStop)
+        // Ids as the device manager generates them: one counter, disks then net devices.
+        instance.virtioIDs.withLock { ids in
+            ids = config.disks.enumerated().map { $1.id ?? "_disk\($0)" }
+                + config.net.enumerated().map { $1.id ?? "_net\(config.disks.count + $0)" }
+        }
         instances.withLock { $0.append(instance) }
         return instance
     }
@@ -71,6 +76,8 @@ final class FakeInstance: VmInstance {
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
         backend.record("resize \(request.vcpus.map(String.init) ?? "-") \(request.ram.map(String.init) ?? "-")")
     }
+    let virtioIDs = Mutex<[String]>([])
+    var virtioDeviceIDs: [String] { virtioIDs.withLock { $0 } }
     /// Hot-adds in slot 5 and up; a disk at /missing-disk cannot open (as the real instance answers).
     let slots = Mutex<[String: Int]>([:])
     nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
@@ -86,7 +93,8 @@ final class FakeInstance: VmInstance {
         return PciDeviceInfo(id: id, bdf: PciBdf(device: UInt8(slot)))
     }
     nonisolated(nonsending) func removeDevice(id: String) async throws(VmmError) {
-        guard slots.withLock({ $0.removeValue(forKey: id) }) != nil else {
+        let boot = virtioIDs.withLock { ids in ids.firstIndex(of: id).map { ids.remove(at: $0) } } != nil
+        guard slots.withLock({ $0.removeValue(forKey: id) }) != nil || boot else {
             throw VmmError(.notFound, VmAction.removeDevice.failure, "no device with id \(id)")
         }
         backend.record("remove-device \(id)")

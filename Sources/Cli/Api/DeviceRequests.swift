@@ -70,6 +70,14 @@ extension VmConfig {
     /// The ids the config gives its devices.
     var deviceIDs: Set<String> { Set(disks.compactMap(\.id) + net.compactMap(\.id)) }
 
+    /// Gives the disks and net devices without an id the ones a machine booted from this config has:
+    /// `ids` are its virtio devices in attachment order (disks, then net devices, then the VMM's own).
+    mutating func assignIDs(_ ids: [String]) {
+        guard ids.count >= disks.count + net.count else { return }
+        for index in disks.indices where disks[index].id == nil { disks[index].id = ids[index] }
+        for index in net.indices where net[index].id == nil { net[index].id = ids[disks.count + index] }
+    }
+
     /// Takes device `id` out of the config (vm.remove-device: a reboot does not bring it back); false if no
     /// disk or net device has that id.
     mutating func removeDevice(id: String) -> Bool {

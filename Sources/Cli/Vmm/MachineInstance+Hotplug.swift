@@ -2,6 +2,8 @@ import ActorVmm
 import Devices
 
 extension MachineInstance {
+    var virtioDeviceIDs: [String] { machine.devices.virtioDevices.map(\.id) }
+
     /// Opens `device`'s host side (as at boot: a file or TAP that cannot open is the user's error, and
     /// nothing changes), then attaches and announces it (``PciHotplug``).
     nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {

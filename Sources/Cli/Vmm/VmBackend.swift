@@ -45,6 +45,8 @@ protocol VmInstance: AnyObject, Sendable {
     /// vm.resize: makes `request`'s vCPU count and RAM size present (docs/hotplug.md). A refusal (4xx)
     /// changes nothing.
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError)
+    /// The ids of the virtio devices in attachment order (boot devices first, in config order).
+    var virtioDeviceIDs: [String] { get }
     /// vm.add-disk / vm.add-net (`device` already validated against the config): opens its host side,
     /// attaches it in a free PCI slot and announces it to the guest. A refusal changes nothing.
     nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo
@@ -61,6 +63,8 @@ protocol VmInstance: AnyObject, Sendable {
 }
 
 extension VmInstance {
+    var virtioDeviceIDs: [String] { [] }
+
     nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
         throw VmmError(.notSupported, device.failure, "this backend has no PCI hotplug")
     }

@@ -296,6 +296,9 @@ actor VmmController: LoopBound {
         } catch {
             throw VmmError(.hostFault, action.failure, error.message)
         }
+        // The ids the machine generated go into the config, as Cloud Hypervisor's: vm.info shows them,
+        // vm.remove-device finds the device there, and a reboot keeps them.
+        if let instance { self.config?.assignIDs(instance.virtioDeviceIDs) }
     }
 
     private func stopInstance() async {
