@@ -159,7 +159,10 @@ actor VmmController: LoopBound {
             }
             guard let instance else {
                 do throws(PrepareError) {
-                    prepared = try backend.prepare(next)  // opens every backend: a file that cannot open is refused now
+                    // Opens every backend, so a file that cannot open is refused now. Kept for the first boot
+                    // (as vm.create's); after a shutdown the next boot prepares again (no TAP held meanwhile).
+                    let fresh = try backend.prepare(next)
+                    prepared = state == .created ? fresh : nil
                 } catch {
                     throw VmmError(.invalidConfig(error.config), device.failure, error.config.description)
                 }
