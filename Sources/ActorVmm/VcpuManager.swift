@@ -22,7 +22,8 @@ public actor VcpuManager: LoopBound {
     /// Hypervisor does.
     var removed: [Int: Vcpu] = [:]
     public internal(set) var state: VcpuRunState = .paused  // not started yet counts as paused
-    let buses: IoBuses
+    /// What every vCPU thread dispatches on; ``publishBuses(_:)`` replaces it at run time.
+    public nonisolated let busCell: BusSnapshotCell
     let stopLatch: StopLatch
     let strategy: HandoffStrategy
 
@@ -37,11 +38,12 @@ public actor VcpuManager: LoopBound {
                 emulator: InstructionEmulator? = nil) {
         self.loop = loop
         self.emulator = emulator
-        self.buses = buses
+        let busCell = BusSnapshotCell(buses)
+        self.busCell = busCell
         self.stopLatch = stopLatch
         self.strategy = strategy
         registry = Mutex(vcpus.enumerated().map { index, vcpu in
-            VcpuThreadContext(vcpu: vcpu, buses: buses, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch,
+            VcpuThreadContext(vcpu: vcpu, busCell: busCell, handoff: ExitHandoff(strategy: strategy), stopLatch: stopLatch,
                               options: index < threadOptions.count ? threadOptions[index] : VcpuThreadOptions(),
                               emulator: emulator)
         })
@@ -136,7 +138,7 @@ public actor VcpuManager: LoopBound {
         guard state == .running else { throw .notRunning }
         guard !vcpuIDs.contains(vcpu.id) else { throw .present(vcpu.id) }
         vcpu.requested.store(VcpuRunState.running.rawValue, ordering: .sequentiallyConsistent)
-        let context = VcpuThreadContext(vcpu: vcpu, buses: buses, handoff: ExitHandoff(strategy: strategy),
+        let context = VcpuThreadContext(vcpu: vcpu, busCell: busCell, handoff: ExitHandoff(strategy: strategy),
                                         stopLatch: stopLatch, options: options, emulator: emulator)
         do {
             try startThread(context)
@@ -161,6 +163,18 @@ public actor VcpuManager: LoopBound {
         }
         registry.withLock { $0.removeAll { $0.vcpu.id == id } }
         removed[id] = context.vcpu
+    }
+
+    // MARK: Bus swaps
+
+    /// Makes `buses` what every vCPU dispatches its next exits on (one atomic store; does not wait).
+    public nonisolated func publishBuses(_ buses: IoBuses) { busCell.publish(buses) }
+
+    /// Returns once no vCPU thread can still be dispatching an exit on a bus snapshot older than the last
+    /// published one (a detached device then gets no more accesses). Blocks the calling thread for at most
+    /// the exits in progress; must not run on a device loop (an exit's dispatch may wait for it).
+    public nonisolated func waitForBusQuiescence() {
+        busCell.waitForQuiescence(of: registry.withLock { $0.map(\.busReader) })
     }
 
     /// Number of exits each vCPU has handled (for tests and counters).

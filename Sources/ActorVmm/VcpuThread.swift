@@ -9,7 +9,9 @@ import Synchronization
 /// Everything one vCPU thread needs. Shared between the thread and the manager.
 final class VcpuThreadContext: Sendable {
     let vcpu: Vcpu
-    let buses: IoBuses
+    /// The buses, replaceable at run time; `busReader` tells the cell when this thread is inside an exit.
+    let busCell: BusSnapshotCell
+    let busReader = BusReader()
     let handoff: ExitHandoff
     let stopLatch: StopLatch
     let options: VcpuThreadOptions
@@ -19,9 +21,9 @@ final class VcpuThreadContext: Sendable {
     let exits = Atomic<Int>(0)
     let exited = Atomic<Bool>(false)
 
-    init(vcpu: Vcpu, buses: IoBuses, handoff: ExitHandoff, stopLatch: StopLatch, options: VcpuThreadOptions,
+    init(vcpu: Vcpu, busCell: BusSnapshotCell, handoff: ExitHandoff, stopLatch: StopLatch, options: VcpuThreadOptions,
          emulator: InstructionEmulator? = nil) {
-        self.vcpu = vcpu; self.buses = buses; self.handoff = handoff; self.stopLatch = stopLatch
+        self.vcpu = vcpu; self.busCell = busCell; self.handoff = handoff; self.stopLatch = stopLatch
         self.options = options
         self.emulator = emulator
         options.recorder?.attach()
@@ -80,8 +82,14 @@ final class VcpuThreadContext: Sendable {
                 return
             }
             exits.add(1, ordering: .relaxed)
-            let outcome = handleExit(vcpu.run, runSize: vcpu.runSize, buses: buses, handoff: handoff,
-                                     rip: { vcpu.currentRIP() })
+            // The bus snapshot is read per exit, unretained, between enter and leave (BusSnapshotCell):
+            // no lock, no allocation, and a device being detached waits until this exit is done.
+            busReader.enter()
+            let outcome = busCell.currentUnretained._withUnsafeGuaranteedRef { snapshot in
+                handleExit(vcpu.run, runSize: vcpu.runSize, buses: snapshot.buses, handoff: handoff,
+                           rip: { vcpu.currentRIP() })
+            }
+            busReader.leave()
             recorder?.record(exitTSC: exitTSC, doneTSC: ckvm_rdtsc(), run: vcpu.run)
             if case .stop(var reason) = outcome {
                 // Only stops reach here, so the normal path pays nothing for compatibility mode.

@@ -15,7 +15,7 @@ struct Machine {
     let extraLoops: [EventLoop]
     let stopLatch: StopLatch
     let serial: Uart8250?
-    /// Every device, its addresses and the buses (the vCPUs run on the snapshot taken at build).
+    /// Every device, its addresses and the buses (each change is published to the vCPUs).
     let devices: DeviceManager
     /// The GED (power button) and the hotplug register blocks.
     let hotplug: AcpiHotplugDevices
@@ -23,6 +23,8 @@ struct Machine {
     let vcpuHotplug: VcpuHotplug
     /// vm.resize's RAM part (nil without `hotplug_size`).
     let memoryHotplug: MemoryHotplug?
+    /// vm.add-disk, vm.add-net and vm.remove-device.
+    let pciHotplug: PciHotplug
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
     let usesTerminal: Bool
 
@@ -106,7 +108,7 @@ struct Machine {
                 vcpus.append(vcpu)
             }
             let buses = deviceManager.buses
-            deviceManager.freeze()  // the vCPUs get this snapshot; nothing publishes a later one yet
+            deviceManager.freeze()  // the vCPUs get this snapshot; later ones go through the VcpuManager
             // With --handoff task a vCPU thread starts Swift tasks on the global pool, whose worker threads
             // inherit the filter of the thread that happens to create them: vCPUs keep the process filter.
             let vcpuStart = config.handoff == .task ? nil : Seccomp.threadStart(.vcpu)
@@ -114,6 +116,7 @@ struct Machine {
                                       strategy: config.handoff,
                                       threadOptions: vcpus.map { _ in VcpuThreadOptions(onStart: vcpuStart) },
                                       emulator: prepared.compat.emulator(for: vm))
+            deviceManager.publish(to: manager)  // PCI hotplug swaps the vCPUs' buses from now on
             let vcpuHotplug = VcpuHotplug(vm: vm, manager: manager, devices: hotplug, supportedCPUID: supportedCPUID,
                                           maxVcpus: config.maxVcpus, threadOptions: VcpuThreadOptions(onStart: vcpuStart))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
@@ -121,6 +124,7 @@ struct Machine {
                            hotplug: hotplug, vcpuHotplug: vcpuHotplug,
                            memoryHotplug: config.hotplugSize == 0 ? nil
                                : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.hotplugSize),
+                           pciHotplug: PciHotplug(devices: deviceManager, acpi: hotplug, loop: deviceLoop, controlLoop: controlLoop),
                            usesTerminal: devices.usesTerminal)
         } catch {
             await deviceManager.stopAll()
@@ -155,6 +159,7 @@ struct Machine {
     nonisolated(nonsending) func teardown(stdin: StdinPump?) async {
         await hotplug.finish()  // ends the ejection streams before the vCPUs are joined
         await vcpuHotplug.ejectionWatcher.value
+        await pciHotplug.ejectionWatcher.value
         await manager.stop()
         for (index, stats) in manager.kvmStats().enumerated() {
             switch stats {

@@ -3,6 +3,7 @@ import Boot
 @testable import Cli
 import Devices
 import EpollLoop
+import Synchronization
 import Testing
 
 /// Allocators and the tree without KVM.
@@ -68,6 +69,48 @@ struct DeviceManagerTests {
         #expect(again.barAddress == device.barAddress && manager.tree["_virtio-pci-again"]?.pciBdf == PciBdf(device: 1))
         manager.freeze()
         await #expect(throws: DeviceManagerError.busesFrozen) { try await manager.detach(id: "again") }
+        await manager.stopAll()
+    }
+}
+
+/// Records what the device manager hands the vCPU side.
+private final class RecordingPublisher: BusPublisher {
+    let events = Mutex<[String]>([])
+    let last = Mutex<IoBuses?>(nil)
+    func publish(_ buses: IoBuses) {
+        events.withLock { $0.append("publish \(buses.mmio.entries.count)") }
+        last.withLock { $0 = buses }
+    }
+    func waitForQuiescence() { events.withLock { $0.append("quiesce") } }
+}
+
+/// Run-time changes (PCI hotplug) on /dev/kvm, no vCPU: each change is published; a detach waits for
+/// quiescence after publishing; CONFIG_ADDRESS latched before a change still selects its function after.
+@Suite(.enabled(if: Kvm.isAvailable, "needs /dev/kvm; skipped on this machine"))
+struct DeviceManagerPublishTests {
+    @Test func changesArePublishedAndTheLatchSurvivesThem() async throws {
+        let memory = try GuestMemory(layout: Layout.ramRegions(size: 16 << 20))
+        let vm = try Vm(kvm: try Kvm(), memory: memory)
+        let loop = try EventLoop(name: "dm-publish")
+        defer { loop.shutdown() }
+        let manager = try DeviceManager(vm: vm, memory: memory, loop: loop)
+        manager.freeze()
+        await #expect(throws: DeviceManagerError.busesFrozen) {
+            _ = try await manager.attachVirtio(id: "a", backend: try VirtioRng(path: "/dev/urandom"), loop: loop)
+        }
+        let publisher = RecordingPublisher()
+        manager.publish(to: publisher)
+        let handoff = ExitHandoff()
+        func configPorts() -> BusTarget { (publisher.last.withLock { $0 } ?? manager.buses).pio.lookup(0xCF8)!.entry.target }
+
+        _ = try await manager.attachVirtio(id: "a", backend: try VirtioRng(path: "/dev/urandom"), loop: loop)
+        handoff.write(configPorts(), offset: 0, width: 4, value: 0x8000_0800)  // the guest latches 00:01.0
+        _ = try await manager.attachVirtio(id: "b", backend: try VirtioRng(path: "/dev/urandom"), loop: loop)
+        #expect(handoff.read(configPorts(), offset: 4, width: 4) == 0x1044_1AF4, "00:01.0 (entropy) through the new ports")
+        try await manager.detach(id: "a")
+        #expect(handoff.read(configPorts(), offset: 4, width: 4) == 0xFFFF_FFFF, "the slot is empty now")
+        let windowAndBar = 2, base = manager.buses.mmio.entries.count - windowAndBar
+        #expect(publisher.events.withLock { $0 } == ["publish \(base + 2)", "publish \(base + 4)", "publish \(base + 2)", "quiesce"])
         await manager.stopAll()
     }
 }

@@ -32,6 +32,9 @@ final class FakeBackend: VmBackend {
 
     func prepare(_ config: VmConfig) throws(PrepareError) -> any PreparedVm {
         record("prepare")
+        if let disk = config.disks.firstIndex(where: { $0.path == "/missing-disk" }) {
+            throw PrepareError(config: ConfigError(field: "disks[\(disk)].path", "/missing-disk: No such file or directory"), cli: "--disk path=/missing-disk")
+        }
         if config.payload.kernel == "/missing" {
             throw PrepareError(config: ConfigError(field: "payload.kernel", "cannot read /missing: No such file or directory"),
                                cli: "--kernel /missing: cannot read: No such file or directory")
@@ -46,6 +49,11 @@ final class FakeBackend: VmBackend {
         if config.payload.kernel == "/slow" { try? await Task.sleep(for: slowBoot) }
         if config.payload.kernel == "/gated" { await gate.wait() }
         let instance = FakeInstance(backend: self, onStop: onStop)
+        // Ids as the device manager generates them: one counter, disks then net devices.
+        instance.virtioIDs.withLock { ids in
+            ids = config.disks.enumerated().map { $1.id ?? "_disk\($0)" }
+                + config.net.enumerated().map { $1.id ?? "_net\(config.disks.count + $0)" }
+        }
         instances.withLock { $0.append(instance) }
         return instance
     }
@@ -67,6 +75,29 @@ final class FakeInstance: VmInstance {
     nonisolated(nonsending) func powerButton() async { backend.record("power-button") }
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
         backend.record("resize \(request.vcpus.map(String.init) ?? "-") \(request.ram.map(String.init) ?? "-")")
+    }
+    let virtioIDs = Mutex<[String]>([])
+    var virtioDeviceIDs: [String] { virtioIDs.withLock { $0 } }
+    /// Hot-adds in slot 5 and up; a disk at /missing-disk cannot open (as the real instance answers).
+    let slots = Mutex<[String: Int]>([:])
+    nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
+        if case .disk(let disk) = device, disk.path == "/missing-disk" {
+            throw VmmError.invalidConfig(ConfigError(field: "path", "/missing-disk: No such file or directory"), device.failure)
+        }
+        let id = device.id ?? "\(device.idPrefix)\(slots.withLock { $0.count })"
+        let slot = slots.withLock { slots in
+            slots[id] = 5 + slots.count
+            return slots[id]!
+        }
+        backend.record("add-device \(id)")
+        return PciDeviceInfo(id: id, bdf: PciBdf(device: UInt8(slot)))
+    }
+    nonisolated(nonsending) func removeDevice(id: String) async throws(VmmError) {
+        let boot = virtioIDs.withLock { ids in ids.firstIndex(of: id).map { ids.remove(at: $0) } } != nil
+        guard slots.withLock({ $0.removeValue(forKey: id) }) != nil || boot else {
+            throw VmmError(.notFound, VmAction.removeDevice.failure, "no device with id \(id)")
+        }
+        backend.record("remove-device \(id)")
     }
     nonisolated(nonsending) func shutdown() async {
         if !down.exchange(true, ordering: .relaxed) { backend.record("shutdown") }

@@ -18,6 +18,8 @@ import Testing
             .reboot: [nil: .refused(404), .created: .refused(405), .running: .to(.running), .paused: .to(.running), .shutdown: .refused(405)],
             .powerButton: [nil: .refused(404), .created: .refused(405), .running: .to(.running), .paused: .to(.paused), .shutdown: .refused(405)],
             .resize: [nil: .refused(404), .created: .refused(405), .running: .to(.running), .paused: .refused(405), .shutdown: .refused(405)],
+            .addDevice: [nil: .refused(404), .created: .to(.created), .running: .to(.running), .paused: .refused(405), .shutdown: .to(.shutdown)],
+            .removeDevice: [nil: .refused(404), .created: .to(.created), .running: .to(.running), .paused: .refused(405), .shutdown: .to(.shutdown)],
             .delete: [nil: .to(nil), .created: .to(nil), .running: .to(nil), .paused: .to(nil), .shutdown: .to(nil)],
         ]
         let states: [VmState?] = [nil] + VmState.allCases.map { $0 }

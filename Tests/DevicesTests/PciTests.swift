@@ -30,6 +30,24 @@ import Testing
         #expect(handoff.read(.router(ports), offset: 0, width: 4) == 0)
     }
 
+    /// A hotplug remakes the ports with the new slot table; the guest's latched CONFIG_ADDRESS must survive
+    /// it (docs/hotplug.md), or a CONFIG_DATA access right after a swap reads the wrong function.
+    @Test func configAddressSurvivesRemakingThePorts() async throws {
+        let loop = try EventLoop(name: "t-cf8-latch")
+        defer { loop.shutdown() }
+        var functions = [BusTarget?](repeating: nil, count: 32)
+        functions[0] = .device(PciConfigWindow(device: PciHostBridge(loop: loop)))
+        let latch = PciConfigAddress()
+        let before = PciConfigPorts(functions: functions, latch: latch)
+        let handoff = ExitHandoff()
+        handoff.write(.router(before), offset: 0, width: 4, value: 0x8000_0000)  // bus 0, device 0, register 0
+        functions[1] = .device(PciConfigWindow(device: PciHostBridge(loop: loop)))  // a slot appears
+        let after = PciConfigPorts(functions: functions, latch: latch)
+        #expect(handoff.read(.router(after), offset: 0, width: 4) == 0x8000_0000)
+        #expect(handoff.read(.router(after), offset: 4, width: 4) == 0x0D57_8086)
+        #expect(latch.current == 0x8000_0000)
+    }
+
     @Test func capabilityListAndWriteMasks() {
         var space = PciConfigSpace(.init(vendor: 1, device: 2, classCode: 3, subclass: 4))
         let first = space.addCapability(id: 0x11, body: [1, 2, 3], writable: [1: 0xC0])

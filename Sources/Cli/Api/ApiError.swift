@@ -28,6 +28,8 @@ struct ApiError: Error, Equatable, Sendable, CustomStringConvertible {
         case .notSupported: .notImplemented
         case .badRequest: .badRequest
         case .busy: .tooManyRequests
+        case .notFound: .notFound
+        case .conflict: .conflict
         }
         messages = error.messages
     }

@@ -30,7 +30,8 @@ enum ApiEndpoint: String, CaseIterable, Sendable {
     var isImplemented: Bool {
         switch self {
         case .vmmPing, .vmmShutdown, .vmCreate, .vmBoot, .vmShutdown, .vmReboot, .vmPowerButton, .vmPause, .vmResume,
-             .vmResize, .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
+             .vmResize, .vmDelete, .vmInfo, .vmCounters, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration,
+             .vmAddDisk, .vmAddNet, .vmRemoveDevice: true
         default: false
         }
     }
@@ -38,15 +39,17 @@ enum ApiEndpoint: String, CaseIterable, Sendable {
     /// Whether the request carries a JSON body (a VmConfig, or a resize/snapshot/restore/migration request).
     var takesBody: Bool {
         switch self {
-        case .vmCreate, .vmResize, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration: true
+        case .vmCreate, .vmResize, .vmSnapshot, .vmRestore, .vmSendMigration, .vmReceiveMigration, .vmAddDisk, .vmAddNet,
+             .vmRemoveDevice: true
         default: false
         }
     }
 
-    /// The status of a successful call: 200 with a JSON body, or 204.
+    /// The status of a successful call: 200 with a JSON body, or 204. (vm.add-disk and vm.add-net answer
+    /// 200 with the device's PCI address when hot-plugged, 204 when only the config changed.)
     var successStatus: HttpStatus {
         switch self {
-        case .vmmPing, .vmInfo, .vmCounters: .ok
+        case .vmmPing, .vmInfo, .vmCounters, .vmAddDisk, .vmAddNet: .ok
         default: .noContent
         }
     }
@@ -126,6 +129,23 @@ struct ApiRouter: Sendable {
                 return error.response
             }
             try await controller.resize(resize)
+        case .vmAddDisk, .vmAddNet:
+            let device: HotplugDevice
+            do throws(ApiError) {
+                device = try HotplugDevice(endpoint, body: request.body)
+            } catch {
+                return error.response
+            }
+            guard let info = try await controller.addDevice(device) else { return HttpResponse(status: .noContent) }
+            return .json(.ok, info.json)
+        case .vmRemoveDevice:
+            let remove: RemoveDeviceRequest
+            do throws(ApiError) {
+                remove = try RemoveDeviceRequest(body: request.body)
+            } catch {
+                return error.response
+            }
+            try await controller.removeDevice(id: remove.id)
         case .vmPause: try await controller.pause()
         case .vmResume: try await controller.resume()
         case .vmDelete: try await controller.delete()

@@ -117,7 +117,7 @@ extension VmConfig {
         }
     }
 
-    private static func decodeDisk(_ value: JsonValue, at path: String) throws(ConfigError) -> Disk {
+    static func decodeDisk(_ value: JsonValue, at path: String) throws(ConfigError) -> Disk {
         var reader = try ObjectReader(value, at: path)
         guard let diskPath = try reader.nonEmptyString("path") else { throw reader.missing("path") }
         let readonly = try reader.bool("readonly") ?? false
@@ -150,7 +150,7 @@ extension VmConfig {
         return disk
     }
 
-    private static func decodeNet(_ value: JsonValue, at path: String) throws(ConfigError) -> Net {
+    static func decodeNet(_ value: JsonValue, at path: String) throws(ConfigError) -> Net {
         var reader = try ObjectReader(value, at: path)
         var net = Net()
         net.tap = try reader.string("tap").flatMap { $0.isEmpty ? nil : $0 }  // "" or absent: the VMM creates one
@@ -184,7 +184,7 @@ extension VmConfig {
 
     /// A net device's `num_queues`, `queue_size` and `offload_*`, where they are not the defaults (vm.info
     /// reports what was given).
-    private static func queueAndOffloadMembers(_ net: Net) -> [JsonMember] {
+    static func queueAndOffloadMembers(_ net: Net) -> [JsonMember] {
         let defaults = Net()
         var members: [JsonMember] = []
         if net.numQueues != defaults.numQueues { members.append(JsonMember(key: "num_queues", value: .int(net.numQueues))) }
@@ -219,18 +219,10 @@ extension VmConfig {
             JsonMember(key: "console", value: Self.json(console)),
         ]
         if !disks.isEmpty {
-            members.append(JsonMember(key: "disks", value: .array(disks.map {
-                .object([JsonMember(key: "path", value: .string($0.path)), JsonMember(key: "readonly", value: .bool($0.readonly)),
-                         JsonMember(key: "direct", value: .bool($0.direct)), JsonMember(key: "num_queues", value: .int($0.numQueues)),
-                         JsonMember(key: "queue_size", value: .int($0.queueSize))] + ($0.id.map { [JsonMember(key: "id", value: .string($0))] } ?? []))
-            })))
+            members.append(JsonMember(key: "disks", value: .array(disks.map(\.json))))
         }
         if !net.isEmpty {
-            members.append(JsonMember(key: "net", value: .array(net.map { net in
-                .object([("tap", net.tap), ("mac", net.mac), ("ip", net.ip), ("mask", net.mask), ("id", net.id)].compactMap { key, value in
-                    value.map { JsonMember(key: key, value: .string($0)) }
-                } + Self.queueAndOffloadMembers(net))
-            })))
+            members.append(JsonMember(key: "net", value: .array(net.map(\.json))))
         }
         if let rng { members.append(JsonMember(key: "rng", value: .object(["src": .string(rng.source)]))) }
         members.append(JsonMember(key: "actor_vmm", value: .object([
@@ -247,5 +239,23 @@ extension VmConfig {
         case .file(let path): .object(["mode": .string("File"), "file": .string(path)])
         case .pty: .object(["mode": .string("Pty")])
         }
+    }
+}
+
+extension VmConfig.Disk {
+    /// The disk as Cloud Hypervisor's `DiskConfig` (an entry of `disks`, or vm.add-disk's body).
+    var json: JsonValue {
+        .object([JsonMember(key: "path", value: .string(path)), JsonMember(key: "readonly", value: .bool(readonly)),
+                 JsonMember(key: "direct", value: .bool(direct)), JsonMember(key: "num_queues", value: .int(numQueues)),
+                 JsonMember(key: "queue_size", value: .int(queueSize))] + (id.map { [JsonMember(key: "id", value: .string($0))] } ?? []))
+    }
+}
+
+extension VmConfig.Net {
+    /// The device as Cloud Hypervisor's `NetConfig` (an entry of `net`, or vm.add-net's body).
+    var json: JsonValue {
+        .object([("tap", tap), ("mac", mac), ("ip", ip), ("mask", mask), ("id", id)].compactMap { key, value in
+            value.map { JsonMember(key: key, value: .string($0)) }
+        } + VmConfig.queueAndOffloadMembers(self))
     }
 }

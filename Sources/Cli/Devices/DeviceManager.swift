@@ -94,6 +94,8 @@ public final class DeviceManager: Sendable {
         var reservedSlots: Set<Int> = []
         /// Mechanism #1 over ``functions``, remade when they change; its accesses counted in one object.
         var configPorts = PciConfigPorts(functions: [])
+        /// CONFIG_ADDRESS, one for the machine: every remade ``configPorts`` shares it.
+        let configAddress = PciConfigAddress()
         let configPortsCounters = DeviceCounters()
         /// What the vCPUs dispatch on: the last committed state.
         var snapshot = IoBuses()
@@ -270,7 +272,7 @@ public final class DeviceManager: Sendable {
     /// are unregistered from KVM and no longer watched, its vectors released, its slot and BAR freed and
     /// its nodes removed from the tree. The caller owns the device's loop.
     nonisolated(nonsending) public func detach(id: String) async throws(DeviceManagerError) {
-        let attachment = try state.withLock { state throws(DeviceManagerError) -> Attachment in
+        let (attachment, publisher) = try state.withLock { state throws(DeviceManagerError) -> (Attachment, (any BusPublisher)?) in
             guard id != Self.pciRootID, let attachment = state.attachments[id], !attachment.nodes.isEmpty else { throw .unknownDevice(id) }
             guard !state.frozen || state.publisher != nil else { throw .busesFrozen }
             var next = state
@@ -286,8 +288,10 @@ public final class DeviceManager: Sendable {
             next.attachments[id] = nil
             Self.commit(&next, functionsChanged: attachment.slot != nil)
             state = next
-            return attachment
+            return (attachment, next.publisher)
         }
+        // No vCPU may still be dispatching to the device when its doorbells go and it stops.
+        publisher?.waitForQuiescence()
         await undo(attachment)
     }
 
@@ -310,10 +314,10 @@ public final class DeviceManager: Sendable {
     /// Makes `state`'s bus snapshot (the configuration ports remade if the functions changed) and hands it
     /// to the publisher, if any.
     ///
-    /// A remade ``PciConfigPorts`` starts with CONFIG_ADDRESS clear: a run-time publisher must carry the
-    /// latched address over (or the ports must share one latch) before slots change under a running guest.
+    /// A remade ``PciConfigPorts`` shares the machine's CONFIG_ADDRESS latch, so an address the guest
+    /// latched before a slot changed still selects the same function after the swap.
     private static func commit(_ state: inout State, functionsChanged: Bool) {
-        if functionsChanged { state.configPorts = PciConfigPorts(functions: state.functions) }
+        if functionsChanged { state.configPorts = PciConfigPorts(functions: state.functions, latch: state.configAddress) }
         let pio = (try? state.pio.inserting(name: pciRootID, base: PciConfigPorts.port, size: PciConfigPorts.size,
                                             .router(state.configPorts), counters: state.configPortsCounters)) ?? state.pio
         state.snapshot = IoBuses(pio: pio, mmio: state.mmio)
@@ -372,5 +376,14 @@ public final class DeviceManager: Sendable {
 
 /// Swaps the bus snapshot the vCPU threads dispatch on (see ``DeviceManager/publish(to:)``).
 public protocol BusPublisher: Sendable {
+    /// Makes `buses` what the vCPUs dispatch their next exits on. Must not block (called under a lock).
     func publish(_ buses: IoBuses)
+    /// Returns once no vCPU can still be dispatching on an earlier snapshot. Blocks the calling thread
+    /// briefly; never called on a device loop.
+    func waitForQuiescence()
+}
+
+extension VcpuManager: BusPublisher {
+    public nonisolated func publish(_ buses: IoBuses) { publishBuses(buses) }
+    public nonisolated func waitForQuiescence() { waitForBusQuiescence() }
 }

@@ -22,6 +22,9 @@ public enum RemoteCommand {
         Command(name: "reboot", endpoint: .vmReboot, summary: "stop the VM and boot it again from its config"),
         Command(name: "power-button", endpoint: .vmPowerButton, summary: "press the ACPI power button"),
         Command(name: "resize", endpoint: .vmResize, summary: "--cpus N and/or --memory SIZE: hot-add or remove vCPUs, add RAM"),
+        Command(name: "add-disk", endpoint: .vmAddDisk, summary: "hot-add a disk: the --disk list (path=FILE,readonly=on,id=ID,...)"),
+        Command(name: "add-net", endpoint: .vmAddNet, summary: "hot-add a NIC: the --net list (tap=NAME,mac=MAC,id=ID,...)"),
+        Command(name: "remove-device", endpoint: .vmRemoveDevice, summary: "ask the guest to eject device ID (a disk or NIC)"),
         Command(name: "delete", endpoint: .vmDelete, summary: "stop and forget the VM"),
         Command(name: "info", endpoint: .vmInfo, summary: "print the VM's config and state"),
         Command(name: "counters", endpoint: .vmCounters, summary: "print the per-device counters"),
@@ -44,6 +47,8 @@ public enum RemoteCommand {
             let name = switch command.name {
             case "create": "create [PATH]"
             case "resize": "resize ARGS"
+            case "add-disk", "add-net": command.name + " PARAMS"
+            case "remove-device": "remove-device ID"
             case "snapshot": "snapshot URL"
             case "restore": "restore ARGS"
             case "send-migration", "receive-migration": command.name + " URL"
@@ -89,6 +94,12 @@ public enum RemoteCommand {
             }
         } else if command.endpoint == .vmResize {
             switch Self.resizeBody(arguments) {
+            case .success(let bytes): body = bytes
+            case .failure(let error): return usageError(error.message)
+            }
+        } else if [.vmAddDisk, .vmAddNet, .vmRemoveDevice].contains(command.endpoint) {
+            guard arguments.count == 1 else { return usageError("\(name) takes one argument (see --help)") }
+            switch Self.deviceBody(command.endpoint, arguments[0]) {
             case .success(let bytes): body = bytes
             case .failure(let error): return usageError(error.message)
             }
@@ -147,6 +158,24 @@ public enum RemoteCommand {
             members.append(JsonMember(key: "destination_url", value: .string(argument)))
         }
         return .success(Array(JsonValue.object(members).serialized().utf8))
+    }
+
+    /// The body of add-disk and add-net (`PARAMS`: the key=value list of `--disk` / `--net`, as ch-remote
+    /// takes it) and of remove-device (`ID`).
+    static func deviceBody(_ endpoint: ApiEndpoint, _ argument: String) -> Result<[UInt8], ArgumentError> {
+        let json: JsonValue
+        do throws(CliError) {
+            switch endpoint {
+            case .vmAddDisk: json = try parseDisk(argument).json
+            case .vmAddNet: json = try parseNet(argument).json
+            default:
+                guard !argument.isEmpty else { return .failure(ArgumentError(message: "remove-device: expected a device id")) }
+                json = .object([JsonMember(key: "id", value: .string(argument))])
+            }
+        } catch {
+            return .failure(ArgumentError(message: "\(endpoint == .vmAddDisk ? "add-disk" : "add-net"): \(error)"))
+        }
+        return .success(Array(json.serialized().utf8))
     }
 
     /// `resize --cpus N --memory SIZE` (ch-remote's options; SIZE in bytes or with K/M/G) as a VmResize body.

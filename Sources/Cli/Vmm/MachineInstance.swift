@@ -18,6 +18,9 @@ final class MachineInstance: VmInstance {
 
     nonisolated(nonsending) func resume() async { await machine.snapshotter.resume() }
 
+    /// True once the machine is being torn down.
+    var isDown: Bool { state.withLock { $0.down } }
+
     nonisolated(nonsending) func powerButton() async {
         guard state.withLock({ !$0.down }) else { return }
         await machine.hotplug.pressPowerButton()

@@ -45,6 +45,13 @@ protocol VmInstance: AnyObject, Sendable {
     /// vm.resize: makes `request`'s vCPU count and RAM size present (docs/hotplug.md). A refusal (4xx)
     /// changes nothing.
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError)
+    /// The ids of the virtio devices in attachment order (boot devices first, in config order).
+    var virtioDeviceIDs: [String] { get }
+    /// vm.add-disk / vm.add-net (`device` already validated against the config): opens its host side,
+    /// attaches it in a free PCI slot and announces it to the guest. A refusal changes nothing.
+    nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo
+    /// vm.remove-device: asks the guest to eject device `id`; it goes when the guest has (docs/hotplug.md).
+    nonisolated(nonsending) func removeDevice(id: String) async throws(VmmError)
     /// Stops the vCPUs and releases everything: threads, descriptors, guest RAM. Idempotent.
     nonisolated(nonsending) func shutdown() async
     /// Per-device counters: for each device, `requests`, `bytes`, `errors`, `interrupts`, then its own.
@@ -56,6 +63,16 @@ protocol VmInstance: AnyObject, Sendable {
 }
 
 extension VmInstance {
+    var virtioDeviceIDs: [String] { [] }
+
+    nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
+        throw VmmError(.notSupported, device.failure, "this backend has no PCI hotplug")
+    }
+
+    nonisolated(nonsending) func removeDevice(id: String) async throws(VmmError) {
+        throw VmmError(.notSupported, VmAction.removeDevice.failure, "this backend has no PCI hotplug")
+    }
+
     nonisolated(nonsending) func snapshot(to directory: String, config: [UInt8]) async throws(VmmError) {
         throw VmmError(.notSupported, "cannot snapshot the VM", "this backend has no snapshots")
     }

@@ -11,12 +11,16 @@ enum VmState: String, Sendable, CaseIterable {
 /// What the API asks of the VM's lifecycle.
 enum VmAction: String, Sendable, CaseIterable {
     case create, boot, pause, resume, shutdown, reboot, powerButton = "power-button", resize, delete
+    /// vm.add-disk, vm.add-net and vm.remove-device: hotplug while running, a config change before boot.
+    case addDevice = "add-device", removeDevice = "remove-device"
 
     /// "cannot pause the VM": the first message of an error.
     var failure: String {
         switch self {
         case .create: "cannot create the VM"
         case .powerButton: "cannot press the power button"
+        case .addDevice: "cannot add the device"
+        case .removeDevice: "cannot remove the device"
         default: "cannot \(rawValue) the VM"
         }
     }
@@ -72,8 +76,10 @@ enum VmLifecycle {
             return .success(state)
         case (.resize, .running):
             return .success(.running)
-        case (.resize, .paused):
+        case (.resize, .paused), (.addDevice, .paused), (.removeDevice, .paused):
             return wrongState("the VM is paused (resume it first)")
+        case (.addDevice, _), (.removeDevice, _):
+            return .success(state)  // running: hotplug; created or shut down: the config only (a cold add)
         case (.pause, _), (.shutdown, _), (.reboot, _), (.powerButton, _), (.resize, _):
             return wrongState("the VM is not booted")
         }

@@ -137,6 +137,65 @@ actor VmmController: LoopBound {
         }
     }
 
+    /// vm.add-disk / vm.add-net: checks `device` as vm.create would check it in the config (a duplicate id
+    /// is 409) and adds it: hot-plugged into the running VM (answers its PCI address), or, before boot or
+    /// after a shutdown, to the config only (nil: Cloud Hypervisor's "cold add", 204). The config keeps it
+    /// either way, so a reboot has it. A refusal changes nothing.
+    func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo? {
+        try await exclusive { () throws(VmmError) -> PciDeviceInfo? in
+            _ = try transition(.addDevice)
+            guard let current = config else { throw VmmError(.noVm, device.failure, "no VM has been created") }
+            var next = current
+            if let id = device.id, next.deviceIDs.contains(id) || instance?.deviceTree().contains(id) == true {
+                throw VmmError(.conflict, device.failure, "id \(id) is already the id of another device")
+            }
+            let entry = device.append(to: &next)
+            do throws(ConfigError) {
+                try next.validate()
+            } catch {
+                // The new entry's problems are named by the body's own keys.
+                let field = error.field.hasPrefix(entry + ".") ? String(error.field.dropFirst(entry.count + 1)) : error.field
+                throw VmmError(.invalidConfig(error), device.failure, "\(field): \(error.message)")
+            }
+            guard let instance else {
+                do throws(PrepareError) {
+                    // Opens every backend, so a file that cannot open is refused now. Kept for the first boot
+                    // (as vm.create's); after a shutdown the next boot prepares again (no TAP held meanwhile).
+                    let fresh = try backend.prepare(next)
+                    prepared = state == .created ? fresh : nil
+                } catch {
+                    throw VmmError(.invalidConfig(error.config), device.failure, error.config.description)
+                }
+                config = next
+                return nil
+            }
+            let info = try await instance.addDevice(device)
+            var stored = current  // with the id the machine gave it, so vm.remove-device finds it there
+            _ = device.with(id: info.id).append(to: &stored)
+            config = stored
+            return info
+        }
+    }
+
+    /// vm.remove-device: asks the guest to eject device `id` (it goes when the guest has), or before boot
+    /// takes it out of the config. Either way the config no longer has it (a reboot does not bring it back).
+    func removeDevice(id: String) async throws(VmmError) {
+        try await exclusive { () throws(VmmError) in
+            _ = try transition(.removeDevice)
+            let failure = VmAction.removeDevice.failure
+            var next = config
+            let inConfig = next?.removeDevice(id: id) ?? false
+            if let instance {
+                try await instance.removeDevice(id: id)
+            } else if !inConfig {
+                throw VmmError(.notFound, failure, "no device with id \(id)")
+            } else {
+                prepared = nil  // the next boot prepares the config without it
+            }
+            config = next
+        }
+    }
+
     /// vm.delete: stops the VM if it runs and forgets it. Without a VM it does nothing (as Cloud Hypervisor).
     func delete() async throws(VmmError) {
         try await exclusive { () throws(VmmError) in
@@ -240,6 +299,9 @@ actor VmmController: LoopBound {
         } catch {
             throw VmmError(.hostFault, action.failure, error.message)
         }
+        // The ids the machine generated go into the config, as Cloud Hypervisor's: vm.info shows them,
+        // vm.remove-device finds the device there, and a reboot keeps them.
+        if let instance { self.config?.assignIDs(instance.virtioDeviceIDs) }
     }
 
     private func stopInstance() async {

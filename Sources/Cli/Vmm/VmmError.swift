@@ -22,6 +22,10 @@ struct VmmError: Error, Equatable, Sendable, CustomStringConvertible {
         case badRequest
         /// The VM is busy with an earlier request of this kind (a vCPU removal the guest has not finished).
         case busy
+        /// The request names something the VM does not have (vm.remove-device with an unknown id).
+        case notFound
+        /// The request would give a second device an id in use.
+        case conflict
     }
 
     let kind: Kind

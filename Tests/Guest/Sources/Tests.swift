@@ -37,6 +37,7 @@ let allTests: [GuestTest] = [
     GuestTest(name: "serialin", run: serialInputTest, byNameOnly: true),
     GuestTest(name: "serialflood", run: serialFloodTest, byNameOnly: true),
     GuestTest(name: "snapcount", run: snapshotCountTest, byNameOnly: true),
+    GuestTest(name: "hotplug", run: hotplugTest, byNameOnly: true),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.
