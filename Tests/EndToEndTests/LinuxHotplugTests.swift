@@ -67,16 +67,21 @@ struct LinuxHotplugTests {
         #expect(run.status == 0, "\(context)")
     }
 
-    /// RAM added with vm.resize: Linux (the microVM kernel with Tests/Linux/hotplug.config: memory hotplug,
-    /// blocks onlined by the kernel) reads the memory device's _CRS, adds and onlines the block, and reports
-    /// success through _OST. Bad sizes are refused and change nothing.
+    /// RAM and a PCI disk added at run time, in one boot of the microVM kernel with Tests/Linux/hotplug.config
+    /// (memory hotplug with blocks onlined by the kernel, CONFIG_HOTPLUG_PCI_ACPI):
+    /// - vm.resize: Linux reads the memory device's _CRS, adds and onlines the block, and reports success
+    ///   through _OST; bad sizes are refused and change nothing;
+    /// - vm.add-disk: acpiphp finds the disk in slot 1 and virtio_blk binds it (its size in dmesg); then
+    ///   vm.remove-device: the kernel unbinds it and runs `_EJ0`, after which the VMM detaches it.
     @Test(.timeLimit(.minutes(60)))
-    func ramAddedWithResizeIsOnlinedByLinux() async throws {
+    func ramAndADiskAddedAtRunTimeReachLinux() async throws {
         let kernel = try await Harness.offPool {
             try LinuxHarness.recipe("microvm-kernel.sh", [Harness.packageRoot + "/Tests/Linux/hotplug.config"])
         }
         let socket = NSTemporaryDirectory() + "actor-vmm-hotplug-ram-\(getpid()).sock"
-        defer { unlink(socket) }
+        let disk = NSTemporaryDirectory() + "actor-vmm-hotplug-pci-\(getpid()).raw"
+        defer { unlink(socket); unlink(disk) }
+        #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 4 << 20)))
         let results = Results()
         let remote: @Sendable ([String]) -> Harness.Result = { arguments in
             Harness.run(Harness.remotePath, ["--api-socket", socket] + arguments, timeout: 60)
@@ -94,7 +99,14 @@ struct LinuxHotplugTests {
             // The kernel rebuilds its zonelists (once at boot, again when it onlines the new block), then
             // reports through _OST.
             _ = session.waitForLine("Built 1 zonelists", count: 2, timeout: 120)
-            usleep(10_000_000)
+            let added = remote(["add-disk", "path=\(disk),id=hot0"])
+            results.set("add disk", added.stdout + added.stderr)
+            guard session.waitForLine("[vda]", timeout: 300) else { return }
+            results.set("info added", remote(["info"]).stdout)
+            results.set("remove", "\(remote(["remove-device", "hot0"]).status)")
+            let deadline = Date().addingTimeInterval(300)
+            while Date() < deadline, remote(["info"]).stdout.contains("_virtio-pci-hot0") { usleep(500_000) }
+            results.set("info removed", remote(["info"]).stdout)
         } } }
         let context = run.context
         #expect(results["odd"]?.contains("must grow RAM by a multiple of 128 MiB") == true, "\(results["odd"] ?? "")")
@@ -103,6 +115,12 @@ struct LinuxHotplugTests {
         #expect(results["info"]?.contains("\"memory_actual_size\":402653184") == true, "\(results["info"] ?? "")")
         #expect(run.stderr.contains("memory: 128 MiB added at 0x100000000 (now 384 MiB)"), "\(context)")
         #expect(run.stderr.contains("memory hotplug: the guest reports success for event 0x1 on slot 0"), "_OST: \(context)")
+        #expect(results["add disk"] == #"{"id":"hot0","bdf":"0000:00:01.0"}"# + "\n", "\(context)")
+        #expect(run.first(containing: "virtio_blk virtio0: [vda] 8192 512-byte logical blocks") != nil, "\(context)")
+        #expect(results["info added"]?.contains("\"_virtio-pci-hot0\"") == true, "\(results["info added"] ?? "")")
+        #expect(results["remove"] == "0", "\(context)")
+        #expect(run.stderr.contains("'hot0' removed (the guest ejected it)"), "\(context)")
+        #expect(results["info removed"]?.contains("hot0") == false, "\(results["info removed"] ?? "")")
         #expect(run.status == 0, "\(context)")
     }
 }
