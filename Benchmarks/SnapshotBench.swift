@@ -154,14 +154,28 @@ struct SnapshotBench {
             _ = ApiCall.send(socketPath: destinationApi, method: "PUT", endpoint: "vm.receive-migration",
                              body: "{\"receiver_url\":\"unix:\(socket)\"}", timeout: 120)
         }
-        defer { try? receiver.join() }
+        defer {
+            destination.stop()  // a receive that never got its source ends with the process
+            try? receiver.join()
+        }
         let listening = monotonicNanoseconds()
         while access(socket, F_OK) != 0 {
             guard monotonicNanoseconds() - listening < 30_000_000_000 else { throw BenchError("the destination never listened on \(socket)") }
             usleep(1_000)
         }
         let serial = source.serialPath
-        let sent = try source.call("PUT", "vm.send-migration", "{\"destination_url\":\"unix:\(socket)\"}", timeout: 300)
+        // The socket's file exists from bind(), a moment before listen(): retry while the connection is refused.
+        var attempt = 0
+        var sent: (status: Int, milliseconds: Double)
+        while true {
+            do {
+                sent = try source.call("PUT", "vm.send-migration", "{\"destination_url\":\"unix:\(socket)\"}", timeout: 300)
+                break
+            } catch where error.description.contains("cannot connect") && attempt < 100 {
+                attempt += 1
+                usleep(10_000)
+            }
+        }
         let answered = monotonicNanoseconds()
         let again = try destination.waitForGrowth(of: serial, beyond: fileSize(serial), since: answered, seconds: 30)
         _ = try? source.call("PUT", "vmm.shutdown")
