@@ -16,6 +16,7 @@ import ActorVmm
 import Cli
 import EpollLoop
 import Glibc
+import Synchronization
 
 /// One guest set-up: RAM size and how much of it the guest keeps writing (0: idle).
 struct SnapshotCase: Sendable {
@@ -150,9 +151,14 @@ struct SnapshotBench {
         defer { destination.stop() }
         let socket = directory + "/migration.sock"
         let destinationApi = destination.apiSocket
+        let received = Mutex<String?>(nil)
         let receiver = try HostThread(cpu: nil) {
-            _ = ApiCall.send(socketPath: destinationApi, method: "PUT", endpoint: "vm.receive-migration",
-                             body: "{\"receiver_url\":\"unix:\(socket)\"}", timeout: 120)
+            let answer = ApiCall.send(socketPath: destinationApi, method: "PUT", endpoint: "vm.receive-migration",
+                                      body: "{\"receiver_url\":\"unix:\(socket)\"}", timeout: 120)
+            received.withLock { $0 = switch answer {
+            case .success(let answer): "HTTP \(answer.status) \(answer.body)"
+            case .failure(let error): error.description
+            } }
         }
         defer {
             destination.stop()  // a receive that never got its source ends with the process
@@ -160,7 +166,9 @@ struct SnapshotBench {
         }
         let listening = monotonicNanoseconds()
         while access(socket, F_OK) != 0 {
-            guard monotonicNanoseconds() - listening < 30_000_000_000 else { throw BenchError("the destination never listened on \(socket)") }
+            guard monotonicNanoseconds() - listening < 30_000_000_000 else {
+                throw BenchError("the destination never listened on \(socket): \(received.withLock { $0 } ?? "no answer")")
+            }
             usleep(1_000)
         }
         let serial = source.serialPath
@@ -247,6 +255,11 @@ final class VmmUnderTest {
                 throw BenchError("actor-vmm (\(name)) exited: \(readTextFile(logPath) ?? "")\(readAll(child.errorFD))")
             }
             guard monotonicNanoseconds() - start < 30_000_000_000 else { throw BenchError("actor-vmm (\(name)) has no API socket after 30 s") }
+            usleep(200)
+        }
+        // The file exists from bind(), a moment before listen(): ready once it answers.
+        while case .failure(let error) = ApiCall.send(socketPath: apiSocket, method: "GET", endpoint: "vmm.ping", timeout: 10) {
+            guard monotonicNanoseconds() - start < 30_000_000_000 else { throw BenchError("actor-vmm (\(name)): \(error)") }
             usleep(200)
         }
     }
