@@ -27,3 +27,24 @@ import Testing
         #expect(throws: BenchError.self) { try BenchOptions.parse(["--snapshot-runs", "0"], cpuCount: 2) }
     }
 }
+
+@Suite struct SnapshotRowsTests {
+    @Test func rowsPerSetUpAndFigure() {
+        let idle = SnapshotCase(memoryMiB: 128, dirtyMiB: 0), writing = SnapshotCase(memoryMiB: 1024, dirtyMiB: 64)
+        let sample = SnapshotSample(pauseMs: 1, snapshotMs: 5, stateBytes: 8192, memoryBytes: 134_217_728,
+                                    memoryAllocatedBytes: 1_048_576, restoreMs: 15)
+        var results = SnapshotResults()
+        results.snapshots = [(idle, .success([sample, sample]))]
+        results.migrations = [(writing, .failure(BenchError("the destination never listened")))]
+        let rows = Sections.snapshotRows(.success(results))
+        #expect(rows.count == 12)
+        #expect(rows[0].id == "128m-idle-pause" && rows[0].label == "128 MiB, idle guest: pause (vm.pause)")
+        #expect(rows.first { $0.id == "128m-idle-state" }?.median == 8)
+        #expect(rows.first { $0.id == "128m-idle-memory-size" }?.median == 128)
+        #expect(rows[6].id == "1024m-dirty64m-migration-request" && rows[6].label.hasPrefix("1 GiB, guest writing 64 MiB: "))
+        #expect(rows[6].unavailable == "failed: the destination never listened")
+        #expect(rows[7...].allSatisfy { $0.unavailable == "-" && $0.values.isEmpty })
+        let skipped = Sections.snapshotRows(.failure(BenchError("not run (--only)")))
+        #expect(skipped.count == 1 && skipped[0].unavailable == "not run (--only)")
+    }
+}
