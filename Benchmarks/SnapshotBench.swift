@@ -318,14 +318,14 @@ extension SnapshotBench {
 
     /// Snapshot/restore set-ups: 128 MiB and 1 GiB, idle and with part of the RAM written.
     static func snapshotCases(quick: Bool) -> [SnapshotCase] {
-        quick ? [SnapshotCase(memoryMiB: 128, dirtyMiB: 0), SnapshotCase(memoryMiB: 128, dirtyMiB: 16)]
+        quick ? [SnapshotCase(memoryMiB: 128, dirtyMiB: 0), SnapshotCase(memoryMiB: 128, dirtyMiB: 8)]
             : [SnapshotCase(memoryMiB: 128, dirtyMiB: 0), SnapshotCase(memoryMiB: 128, dirtyMiB: 32),
                SnapshotCase(memoryMiB: 1024, dirtyMiB: 0), SnapshotCase(memoryMiB: 1024, dirtyMiB: 128)]
     }
 
     /// Migration set-ups: idle and a guest that keeps writing.
     static func migrationCases(quick: Bool) -> [SnapshotCase] {
-        quick ? [SnapshotCase(memoryMiB: 128, dirtyMiB: 0), SnapshotCase(memoryMiB: 128, dirtyMiB: 16)]
+        quick ? [SnapshotCase(memoryMiB: 128, dirtyMiB: 0), SnapshotCase(memoryMiB: 128, dirtyMiB: 8)]
             : [SnapshotCase(memoryMiB: 128, dirtyMiB: 0), SnapshotCase(memoryMiB: 128, dirtyMiB: 32),
                SnapshotCase(memoryMiB: 1024, dirtyMiB: 0), SnapshotCase(memoryMiB: 1024, dirtyMiB: 64)]
     }
