@@ -133,7 +133,7 @@ struct SnapshotBench {
         }
         let restored = try VmmUnderTest(vmmPath: vmmPath, directory: directory, name: "restored", verbose: false,
                                         arguments: ["--restore", "source_url=file://\(snapshotDirectory),resume=on"],
-                                        serial: serial)
+                                        serial: serial, waitForApi: false)  // timed from the spawn to the guest's output alone
         defer { restored.stop() }
         let restoreNs = try restored.waitForGrowth(of: serial, beyond: before, since: restored.spawnTime, seconds: 60)
         return SnapshotSample(pauseMs: pauseMs, snapshotMs: snapshotMs, stateBytes: Double(state.st_size),
@@ -240,7 +240,9 @@ final class VmmUnderTest {
     let serialPath: String
     var spawnTime: UInt64 { child.spawnTime }
 
-    init(vmmPath: String, directory: String, name: String, verbose: Bool, arguments: [String], serial: String?) throws(BenchError) {
+    /// Starts it and, unless `waitForApi` is false, returns once its API answers.
+    init(vmmPath: String, directory: String, name: String, verbose: Bool, arguments: [String], serial: String?,
+         waitForApi: Bool = true) throws(BenchError) {
         apiSocket = directory + "/\(name).api"
         logPath = directory + "/\(name).log"
         serialPath = serial ?? directory + "/\(name).serial"
@@ -248,6 +250,7 @@ final class VmmUnderTest {
         var all = [vmmPath, "--api-socket", "path=\(apiSocket)", "--log-file", logPath] + (verbose ? ["-v"] : [])
         if serial != nil, !arguments.contains("--restore") { all += ["--serial", "file=\(serialPath)"] }
         child = try Child(arguments: all + arguments)
+        guard waitForApi else { return }
         let start = monotonicNanoseconds()
         while access(apiSocket, F_OK) != 0 {
             var status: Int32 = 0

@@ -2,7 +2,7 @@
 """The L1 side of Benchmarks/nested-migration-vs-qemu.sh, and its report.
 
   nested-migration-run.py run OUT      (in L1: OUT/env names VMM, KERNEL, INITRD, ROUNDS, MEMORY, DIRTY_MB)
-  nested-migration-run.py report OUT   (on the host: the table from OUT/results.json)
+  nested-migration-run.py report OUT...   (on the host: the table from OUT/results.json; several OUTs are pooled)
 
 In L1, for each round and each guest kind (idle, dirtying), interleaved (the VMM order alternates per
 round): one live migration of the same Linux guest (same bzImage and initramfs, 1 vCPU, same RAM) between
@@ -231,9 +231,9 @@ def run(out):
                     json.dump(results, f, indent=1)
 
 
-def report(out):
-    results = json.load(open(os.path.join(out, "results.json")))
-    env = read_env(out)
+def report(*outs):
+    results = [r for out in outs for r in json.load(open(os.path.join(out, "results.json")))]
+    env = read_env(outs[0])
     print(f"| guest ({env['MEMORY']} MiB) | VMM | runs | total (ms) | downtime (ms) | rounds | sent (MiB) | request (ms) | total vs actor-vmm | downtime vs actor-vmm |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in ("idle", "dirty"):
@@ -266,4 +266,4 @@ def report(out):
 
 
 if __name__ == "__main__":
-    {"run": run, "report": report}[sys.argv[1]](sys.argv[2])
+    {"run": run, "report": report}[sys.argv[1]](*sys.argv[2:])
