@@ -47,4 +47,20 @@ import Testing
         let skipped = Sections.snapshotRows(.failure(BenchError("not run (--only)")))
         #expect(skipped.count == 1 && skipped[0].unavailable == "not run (--only)")
     }
+
+    @Test func thePlotHasAPanelForTheTimes() {
+        let sample = MigrationSample(requestMs: 50, totalMs: 40, downtimeMs: 4, rounds: 2, bytesSent: 131_072,
+                                     pagesPerRound: [29, 1], runningAgainMs: 1)
+        var results = SnapshotResults()
+        results.migrations = [(SnapshotCase(memoryMiB: 1024, dirtyMiB: 64), .success([sample]))]
+        var section = Sections.snapshot(BenchOptions())
+        section.metrics = Sections.snapshotRows(.success(results))
+        var report = BenchReport(machine: MachineInfo(cpuModel: "X", cpuCount: 2, kernel: "K", kvmModules: [], hypervisorFlag: true),
+                                 options: BenchOptions(), tscHertz: 1e9, startedAt: "T")
+        report.sections = [section]
+        let svg = SvgPlot.render(report)
+        #expect(svg.contains(">1 GiB writing 64 MiB: migration downtime</text>"), "\(svg)")
+        #expect(svg.contains(">4.00 ms</text>") && svg.contains(">40 ms</text>"))
+        #expect(!svg.contains("rounds"), "only times are plotted")
+    }
 }
