@@ -61,8 +61,9 @@ let package = Package(
             // CAllocCount: row 3 reports the device loop's malloc calls per request (it interposes malloc).
             dependencies: ["Cli", "ActorVmm", "Devices", "Boot", "EpollLoop", "CKvm", "CAllocCount"],
             path: "Benchmarks",
-            // The comparisons with QEMU in the nested tier's L1: boot time, and block and network I/O.
-            exclude: ["nested-boot-vs-qemu.sh", "nested-io-vs-qemu.sh", "nested-io-guest.sh", "nested-io-report.py"],
+            // The comparisons with QEMU in the nested tier's L1: boot time, block and network I/O, live migration.
+            exclude: ["nested-boot-vs-qemu.sh", "nested-io-vs-qemu.sh", "nested-io-guest.sh", "nested-io-report.py",
+                      "nested-migration-vs-qemu.sh", "nested-migration-run.py"],
             swiftSettings: strict
         ),
         .testTarget(name: "EpollLoopTests", dependencies: ["EpollLoop"], swiftSettings: strict),

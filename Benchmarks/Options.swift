@@ -15,12 +15,14 @@ let benchUsage = """
       --blk-batches N      measured batches of 32 per virtio-blk QD 32 row, over all rounds (default 2000; quick 300)
       --placement-seconds S  measured seconds per placement run (default 1.5; quick 0.3)
       --start-runs N       actor-vmm processes started for the start/memory row (default 15; quick 5)
+      --snapshot-runs N    runs of each snapshot/restore and migration set-up (default 3; quick 1)
       --pin-vcpu CPU       host CPU for the vCPU thread in the exit rows (default 0)
       --pin-loop CPU       host CPU for the device loop in the cross-core rows (default 1)
       --no-pin             pin nothing (the same-core/cross-core rows become one unpinned row)
-      --only LIST          sections to run, comma-separated: exit,notify,blk,placement,start (default all)
+      --only LIST          sections to run, comma-separated: exit,notify,blk,placement,start,snapshot
+                           (default all)
       --out DIR            results folder (default results/ in the package)
-      --vmm PATH           the actor-vmm binary for the start row (default: swift build -c release
+      --vmm PATH           the actor-vmm binary for the start and snapshot rows (default: swift build -c release
                            --product actor-vmm, then .build/release/actor-vmm)
       --guest PATH         the test guest ELF (default: Tests/Guest/build.sh)
       -h, --help           this text
@@ -43,6 +45,7 @@ struct BenchOptions: Sendable {
     var placementWarmup = 0.2
     var placementDuration = 1.5
     var startRuns = 15
+    var snapshotRuns = 3
     var pinVcpu: Int? = 0
     var pinLoop: Int? = 1
     var sections: [String] = BenchOptions.allSections
@@ -51,7 +54,7 @@ struct BenchOptions: Sendable {
     var guestPath: String?
     var showHelp = false
 
-    static let allSections = ["exit", "notify", "blk", "placement", "start"]
+    static let allSections = ["exit", "notify", "blk", "placement", "start", "snapshot"]
 
     /// Applies the `--quick` sizes.
     mutating func makeQuick() {
@@ -68,6 +71,7 @@ struct BenchOptions: Sendable {
         placementWarmup = 0.05
         placementDuration = 0.3
         startRuns = 5
+        snapshotRuns = 1
     }
 
     /// Whether the same-core and cross-core rows can be told apart (pinning on, two different CPUs).
@@ -112,6 +116,7 @@ struct BenchOptions: Sendable {
                 }
                 options.placementDuration = seconds
             case "--start-runs": options.startRuns = try integer(argument)
+            case "--snapshot-runs": options.snapshotRuns = try integer(argument)
             case "--pin-vcpu": options.pinVcpu = try cpu(argument)
             case "--pin-loop": options.pinLoop = try cpu(argument)
             case "--no-pin": options.pinVcpu = nil; options.pinLoop = nil

@@ -176,6 +176,7 @@ enum Sections {
         }
         parts.append(notifySummary(report))
         parts.append(blkSummary(report))
+        if let snapshot = snapshotSummary(report) { parts.append(snapshot) }
         return "summary: " + parts.joined(separator: "; ") + "; " + files
     }
 }

@@ -1,5 +1,5 @@
 // The plot: latency distributions per row (host view), one panel per measured latency section, on a
-// log time axis. Each row: min–max as a thin line, p10–p90 as a bar, p50 as a tick, p99 as a dot, and
+// log time axis (and row 6's times below them: SvgMetrics.swift). Each row: min–max as a thin line, p10–p90 as a bar, p50 as a tick, p99 as a dot, and
 // the p50 ratio to the floor at the right. Plain SVG 1.1 text, no scripts, no external fonts.
 import Glibc
 
@@ -25,6 +25,12 @@ enum SvgPlot {
         }
         body += legend(top: y)
         y += 40
+        for section in report.sections where metricPanelSections.contains(section.id)
+            && section.metrics.contains(where: { $0.unit == "ms" && !$0.values.isEmpty }) {
+            let drawn = metricsPanel(section, top: y)
+            body += drawn.svg
+            y = drawn.bottom + 16
+        }
         body += text(x: 10, y: y - 8, report.machine.oneLine, size: 10, color: "#555")
         return """
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(y))" viewBox="0 0 \(Int(width)) \(Int(y))" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">

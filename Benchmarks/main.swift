@@ -5,6 +5,7 @@
 // 3. virtio-blk service time per 4 KiB request, QD 1 and 32, vs pread/pwrite      -> BlkBench.swift
 // 4. placement: one shared loop vs a loop per device, 1/2/4 busy devices          -> PlacementBench.swift
 // 5. VMM start (CPU ms, wall) and RSS overhead of the real actor-vmm binary       -> StartBench.swift
+// 6. snapshot, restore and live migration of the real actor-vmm binary             -> SnapshotBench.swift
 // Output: a table on stdout, JSON + SVG + text under results/, and a one-line summary as the last line.
 import ActorVmm
 import EpollLoop
@@ -46,7 +47,7 @@ do {
 
 // Build what the run needs before measuring anything (a build during a measurement would be noise).
 var vmmPath = options.vmmPath
-if options.sections.contains("start") && vmmPath == nil {
+if (options.sections.contains("start") || options.sections.contains("snapshot")) && vmmPath == nil {
     note("building actor-vmm (swift build -c release --product actor-vmm)")
     let build = runProcess(["swift", "build", "-c", "release", "--product", "actor-vmm", "--package-path", root])
     if build.status == 0 { vmmPath = root + "/.build/release/actor-vmm" } else { note("building actor-vmm failed") }
@@ -128,6 +129,22 @@ if options.sections.contains("start") {
     startSection.metrics = Sections.startRows(.failure(BenchError("not run (--only)")))
 }
 report.sections.append(startSection)
+
+// 6. Snapshot, restore and live migration.
+var snapshotSection = Sections.snapshot(options)
+if options.sections.contains("snapshot") {
+    if let vmmPath {
+        let bench = SnapshotBench(vmmPath: vmmPath, guestPath: guestPath, runs: options.snapshotRuns,
+                                  snapshotCases: SnapshotBench.snapshotCases(quick: options.quick),
+                                  migrationCases: SnapshotBench.migrationCases(quick: options.quick))
+        snapshotSection.metrics = Sections.snapshotRows(.success(bench.run(progress: note)))
+    } else {
+        snapshotSection.metrics = Sections.snapshotRows(.failure(BenchError("actor-vmm could not be built")))
+    }
+} else {
+    snapshotSection.metrics = Sections.snapshotRows(.failure(BenchError("not run (--only)")))
+}
+report.sections.append(snapshotSection)
 
 report.compareWithFloors()
 report.targets = Sections.targets(report)

@@ -35,6 +35,20 @@ struct TestGuestTests {
         #expect(result.lines.contains("TESTGUEST DONE pass=1 fail=1"))
     }
 
+    /// `dirty` (actor-vmm-bench's memory-dirtying guest): its passes leave every page of the stretch holding
+    /// the last pass, it beats, and a stretch outside RAM is refused.
+    @Test func dirtyRewritesItsStretchAndRefusesOneOutsideRam() {
+        let result = Harness.runGuest(tests: "dirty dirty_mb=1 dirty_passes=2 dirty_beat=1000000")
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.lines.contains("DIRTY FILLED"), "stdout: \(result.stdout)")
+        #expect(result.lines.contains { $0.hasPrefix("TEST dirty PASS mb=1 passes=2 beats=") }, "stdout: \(result.stdout)")
+        #expect(result.lines.contains("BEAT 1"))
+        let idle = Harness.runGuest(tests: "dirty dirty_mb=0 dirty_passes=3 dirty_beat=1000000")
+        #expect(idle.lines.contains("TEST dirty PASS mb=0 passes=0 beats=3"), "stdout: \(idle.stdout)")
+        let outside = Harness.runGuest(tests: "dirty dirty_mb=64")  // 16 MiB + 64 MiB > 64 MiB of RAM
+        #expect(outside.lines.contains("TEST dirty FAIL mb=64 not-ram"), "stdout: \(outside.stdout)")
+    }
+
     @Test func withoutTheTestDeviceTheGuestSeesAllOnes() {
         let result = Harness.runGuest(tests: "pio", ["--test-device", "off"])
         #expect(result.status == 0)

@@ -38,9 +38,18 @@ public struct MigrationReport: Sendable, CustomStringConvertible {
     public var downtimeNanoseconds: UInt64 = 0
     public var totalNanoseconds: UInt64 = 0
 
+    /// The line `vm.send-migration` logs at info (`-v`), which `actor-vmm-bench` parses: "3 rounds (pages
+    /// 29/4/1), 139264 bytes sent, downtime 16.042 ms, total 78.310 ms" (the last round is stop-and-copy).
     public var description: String {
-        "\(pagesPerRound.count) rounds (pages \(pagesPerRound.map(String.init).joined(separator: "/"))), \(bytesSent >> 10) KiB sent, "
-            + "downtime \(downtimeNanoseconds / 1_000_000) ms, total \(totalNanoseconds / 1_000_000) ms"
+        "\(pagesPerRound.count) rounds (pages \(pagesPerRound.map(String.init).joined(separator: "/"))), \(bytesSent) bytes sent, "
+            + "downtime \(Self.milliseconds(downtimeNanoseconds)) ms, total \(Self.milliseconds(totalNanoseconds)) ms"
+    }
+
+    /// Nanoseconds as milliseconds with three decimals ("16.042").
+    static func milliseconds(_ nanoseconds: UInt64) -> String {
+        let micros = nanoseconds / 1_000
+        let fraction = String(micros % 1_000)
+        return "\(micros / 1_000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }
 }
 

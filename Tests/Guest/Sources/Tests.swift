@@ -38,6 +38,7 @@ let allTests: [GuestTest] = [
     GuestTest(name: "serialflood", run: serialFloodTest, byNameOnly: true),
     GuestTest(name: "snapcount", run: snapshotCountTest, byNameOnly: true),
     GuestTest(name: "hotplug", run: hotplugTest, byNameOnly: true),
+    GuestTest(name: "dirty", run: dirtyTest, byNameOnly: true),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.
