@@ -121,3 +121,26 @@ public struct SnapshotDecoder: Sendable {
         return bytes[offset..<(offset + count)]
     }
 }
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), for section checksums.
+public enum Crc32 {
+    static let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    /// The checksum of `bytes`, continuing from `crc` (0 to start).
+    public static func checksum(_ bytes: some Sequence<UInt8>, continuing crc: UInt32 = 0) -> UInt32 {
+        var c = ~crc
+        for byte in bytes { c = table[Int((c ^ UInt32(byte)) & 0xFF)] ^ (c >> 8) }
+        return ~c
+    }
+
+    /// The checksum of `count` bytes at `pointer`.
+    public static func checksum(_ buffer: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        var c = ~crc
+        for byte in buffer { c = table[Int((c ^ UInt32(byte)) & 0xFF)] ^ (c >> 8) }
+        return ~c
+    }
+}
