@@ -24,7 +24,7 @@ waitfor() {  # SECONDS COMMAND...: poll every 0.2 s
 r() { "$remote" --api-socket "$socket" "$@"; }
 # The guest's state lines; `mark` remembers how many there are, `since` greps only the newer ones, so each
 # step waits for a change that came after its own request.
-text() { tr -d '\r' < "$serial" 2>/dev/null; }  # the guest's tty writes \r\n
+text() { tr -d '\r' 2>/dev/null < "$serial"; }  # the guest's tty writes \r\n
 lines() { text | grep -a "^ACTORVMM-HOTPLUG "; }
 mark() { seen=$(lines | wc -l); }
 since() { lines | tail -n +$((seen + 1)) | grep -q -- "$1"; }
