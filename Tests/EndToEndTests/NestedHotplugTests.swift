@@ -49,8 +49,9 @@ extension NestedKvmTests {
                 "written and read back: \(disk)")
         // The VMM's side: the guest ejected the disk, vm.info no longer has it but has the NIC added.
         #expect(check.first(containing: "'hotdisk' removed (the guest ejected it)") != nil, "\(check.context)")
-        let info = try #require(check.first(containing: "HOTPLUG INFO ")?.text, "\(check.context)")
-        #expect(!info.contains("hotdisk") && info.contains("hotnet"), "vm.info after the removal: \(info)")
+        // "HOTPLUG INFO ids: …": every id in vm.info (config and device tree) after the removal.
+        let info = try #require(check.first(containing: "HOTPLUG INFO ids: ")?.text, "\(check.context)")
+        #expect(!info.contains("hotdisk") && info.contains(#""id":"hotnet""#), "vm.info after the removal: \(info)")
         #expect(check.first(containing: "ACTORVMM-POWER-BUTTON") != nil, "\(check.context)")
         check.report("Linux hotplug (CPUs, RAM, disk, NIC, power button)", marker: "HOTPLUG STEP vmm-exit-0")
     }

@@ -63,7 +63,7 @@ expect "eth1" waitfor 60 since "nets=eth0,eth1,"
 mark; expect "remove-device" r remove-device hotdisk
 expect "disk-gone-in-guest" waitfor 60 since "disks= "
 expect "disk-gone-from-info" waitfor 30 info_lacks hotdisk
-echo "HOTPLUG INFO $(r info)"
+echo "HOTPLUG INFO ids: $(r info | grep -o '"id":"[^"]*"' | sort -u | tr '\n' ' ')"  # config and device tree
 wrote=$(text | grep -ao "wrote=ACTORVMM-GUEST-WROTE-[^ ]*" | head -n 1 | cut -d= -f2)
 expect "disk-file-has-guest-write" test -n "$wrote" -a "$(dd if="$disk" bs=512 skip=8 count=1 2>/dev/null | tr -d '\000' | head -n 1)" = "$wrote"
 expect "power-button" r power-button
