@@ -46,10 +46,11 @@ enum NestedHarness {
         guard disk.status == 0 else {
             return .failure(.init(message: "Tests/Nested/disk-image.sh failed: \(disk.stderr.suffix(3000))"))
         }
-        let debian: String, microvm: String
+        let debian: String, microvm: String, hotplug: String
         do {
             debian = try LinuxHarness.recipe("debian-guest.sh")
             microvm = try LinuxHarness.recipe("microvm-kernel.sh", [nested + "microvm-disk.config"])
+            hotplug = try LinuxHarness.recipe("hotplug-guest.sh")  // the hotplug check's guest (hotplug-flow.sh)
         } catch let error as LinuxHarness.RecipeError {
             return .failure(error)
         } catch {
@@ -61,12 +62,16 @@ enum NestedHarness {
         var env = [
             "VMM": Harness.vmmPath, "REMOTE": Harness.remotePath, "GUEST": Harness.guestPath, "DEBIAN": debian,
             "MICROVM": microvm, "DISK": disk.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
-            "ROOT": Harness.packageRoot,
+            "ROOT": Harness.packageRoot, "HOTPLUG": hotplug,
         ]
+        // L1's init starts the batch with an empty environment: OUT/env is how NESTED_ONLY reaches checks.sh.
+        if let only = environment["NESTED_ONLY"] { env["NESTED_ONLY"] = only }
         if environment["ACTOR_VMM_NESTED_SUITES"] != "0" {
             env["XCTEST"] = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         }
-        let text = env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined()
+        // checks.sh sources the file: each value single-quoted (NESTED_ONLY may hold `|`, `(`…).
+        let text = env.sorted { $0.key < $1.key }
+            .map { "\($0.key)='\($0.value.replacingOccurrences(of: "'", with: "'\\''"))'\n" }.joined()
         _ = FileManager.default.createFile(atPath: out + "/env", contents: Data(text.utf8))
         let run = LinuxHarness.oneAtATime {
             Harness.run("/bin/bash", [nested + "run-l1.sh", nested + "checks.sh", out], timeout: 1800)

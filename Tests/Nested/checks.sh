@@ -3,7 +3,8 @@
 # a KVM over (emulated) SVM, and leaves each check's record in OUT/checks for the host's Swift tests
 # (Tests/EndToEndTests/NestedKvmTests.swift), which assert on them one by one:
 #   NAME.log (stamped output, Tests/Nested/stamp.py), NAME.status, NAME.seconds, NAME/ (artifacts).
-# OUT/env (written by the host) names the inputs: VMM REMOTE GUEST DEBIAN MICROVM DISK [XCTEST].
+# OUT/env (written by the host) names the inputs: VMM REMOTE GUEST DEBIAN MICROVM DISK HOTPLUG [XCTEST]
+# [NESTED_ONLY].
 # NESTED_ONLY (a regular expression on check names) runs a subset.
 set -u
 out=$1
@@ -94,6 +95,16 @@ if selected api; then
   NET="$(disk_net 3)" stamp "$checks/api" 180 bash "$here/api-flow.sh" "$VMM" "$REMOTE" "$MICROVM/vmlinux" \
     "$work/api.raw" "$checks/api"
   cp --sparse=always "$work/api.raw" "$checks/api/disk.raw"
+fi
+
+# 4b. Hotplug with Linux (docs/hotplug.md): the hotplug guest (Tests/Linux/hotplug-guest.sh) driven through
+#     actor-vmm-remote: CPUs 2 -> 4 -> 2, RAM grown, a disk added, used and removed, a NIC added, the
+#     power button (Tests/Nested/hotplug-flow.sh).
+if [ -n "${HOTPLUG:-}" ] && selected hotplug; then
+  mkdir -p "$checks/hotplug"
+  rm -f "$work/hotplug.raw"
+  stamp "$checks/hotplug" 180 bash "$here/hotplug-flow.sh" "$VMM" "$REMOTE" "$HOTPLUG" "$work/hotplug.raw" \
+    "$checks/hotplug"
 fi
 
 # 5. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+
+/// Hotplug with Linux user space in the nested tier (docs/hotplug.md): the hotplug guest
+/// (Tests/Linux/hotplug-guest.sh) driven through actor-vmm-remote by Tests/Nested/hotplug-flow.sh.
+extension NestedKvmTests {
+    /// The guest's state lines ("ACTORVMM-HOTPLUG cpus=… mem_kb=… disks=… nets=…", one per change) as field
+    /// dictionaries, in order.
+    static func hotplugStates(_ check: NestedHarness.Check) -> [[String: String]] {
+        check.lines.map(\.text).filter { $0.hasPrefix("ACTORVMM-HOTPLUG ") }.map { line in
+            var fields: [String: String] = [:]
+            for word in line.split(separator: " ").dropFirst() {
+                let parts = word.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+            }
+            return fields
+        }
+    }
+
+    /// CPUs 2 → 4 → 2 online, MemTotal grown by the 128 MiB of `resize --memory 384M`, a disk added (the guest
+    /// reads L1's pattern, writes its own, reads it back; L1 finds it in the file), removed and gone from
+    /// vm.info, a NIC added as eth1, and the power button: busybox acpid powers the guest off, the VMM exits 0.
+    @Test func linuxHotplugWithActorVmmRemote() async throws {
+        let check = try await NestedHarness.check("hotplug")
+        Self.expectCleanExit(check)
+        for step in ["socket", "ready", "resize-cpus-4", "cpus-0-3", "resize-cpus-2", "cpus-0-1",
+                     "resize-memory-384M", "memtotal-grew", "add-disk", "disk-appeared", "disk-io", "add-net", "eth1",
+                     "remove-device", "disk-gone-in-guest", "disk-gone-from-info", "disk-file-has-guest-write",
+                     "power-button", "guest-saw-power-button", "vmm-exit-0"] {
+            #expect(check.first(containing: "HOTPLUG STEP \(step) ok") != nil, "step \(step): \(check.context)")
+        }
+        // The guest's own record, in order: 4 CPUs online, then 2 again; RAM; the disk; eth1.
+        let states = Self.hotplugStates(check)
+        let four = try #require(states.firstIndex { $0["cpus"] == "0-3" }, "CPUs 0-3 online: \(check.context)")
+        #expect(states[(four + 1)...].contains { $0["cpus"] == "0-1" }, "back to CPUs 0-1: \(check.context)")
+        let memory = states.compactMap { $0["mem_kb"].flatMap { Int($0) } }
+        let grown = (memory.last ?? 0) - (memory.first ?? 0)
+        #expect((120 << 10)...(128 << 10) ~= grown, "MemTotal grew by 128 MiB, not \(grown) KiB: \(check.context)")
+        #expect(states.contains { $0["disks"]?.hasPrefix("vd") == true }, "\(check.context)")
+        #expect(states.last?["disks"] == "", "the disk is gone: \(check.context)")
+        #expect(states.contains { $0["nets"]?.hasPrefix("eth0,eth1,") == true }, "eth1: \(check.context)")
+        let disk = try #require(check.first(containing: "ACTORVMM-HOTPLUG-DISK ")?.text, "\(check.context)")
+        let fields = Dictionary(disk.split(separator: " ").compactMap { word -> (String, String)? in
+            let parts = word.split(separator: "=", maxSplits: 1)
+            return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+        }, uniquingKeysWith: { first, _ in first })
+        #expect(fields["read"]?.hasPrefix("ACTORVMM-L1-DISK-PATTERN-") == true, "L1's pattern: \(disk)")
+        #expect(fields["wrote"]?.hasPrefix("ACTORVMM-GUEST-WROTE-vd") == true && fields["readback"] == fields["wrote"],
+                "written and read back: \(disk)")
+        // The VMM's side: the guest ejected the disk, vm.info no longer has it but has the NIC added.
+        #expect(check.first(containing: "'hotdisk' removed (the guest ejected it)") != nil, "\(check.context)")
+        // "HOTPLUG INFO ids: …": every id in vm.info (config and device tree) after the removal.
+        let info = try #require(check.first(containing: "HOTPLUG INFO ids: ")?.text, "\(check.context)")
+        #expect(!info.contains("hotdisk") && info.contains(#""id":"hotnet""#), "vm.info after the removal: \(info)")
+        #expect(check.first(containing: "ACTORVMM-POWER-BUTTON") != nil, "\(check.context)")
+        check.report("Linux hotplug (CPUs, RAM, disk, NIC, power button)", marker: "HOTPLUG STEP vmm-exit-0")
+    }
+}
