@@ -96,7 +96,23 @@ if selected api; then
   cp --sparse=always "$work/api.raw" "$checks/api/disk.raw"
 fi
 
-# 5. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).
+# 5. Linux across a snapshot restored in a new VMM process, and across a live migration over unix: between
+#    two VMM processes, while it appends fsynced records to its ext4 root and acknowledges each on its
+#    console (Tests/Nested/snapshot-flow.sh); afterwards the image goes to the share for the host's e2fsck.
+#    The switch comes after ACK 10; a live migration takes as long as the guest needs for 70-110 records,
+#    so that guest writes 250 (the restored one 60).
+for mode in snapshot migration; do
+  name=linux-$mode
+  selected "$name" || continue
+  mkdir -p "$checks/$name"
+  cp --sparse=always "$DISK" "$work/$name.raw"
+  records=60; [ "$mode" = migration ] && records=250
+  AFTER=10 RECORDS=$records stamp "$checks/$name" 300 bash "$here/snapshot-flow.sh" "$mode" "$VMM" "$REMOTE" \
+    "$MICROVM/vmlinux" "$work/$name.raw" "$checks/$name"
+  cp --sparse=always "$work/$name.raw" "$checks/$name/disk.raw"
+done
+
+# 6. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).
 #    If their output stops for two minutes, every thread of the test bundle and its VMMs is recorded (state,
 #    kernel wait channel and stack) in checks/suites/stalls.txt, which the host's test prints on failure.
 stall_watch() {  # LOG DUMP: while LOG does not grow for 120 s, append a dump of the stuck processes to DUMP
