@@ -100,13 +100,13 @@ fi
 #    two VMM processes, while it appends fsynced records to its ext4 root and acknowledges each on its
 #    console (Tests/Nested/snapshot-flow.sh); afterwards the image goes to the share for the host's e2fsck.
 #    The switch comes after ACK 10; a live migration takes as long as the guest needs for 70-110 records,
-#    so that guest writes 250 (the restored one 60).
+#    so that guest writes 250; the pause comes some 25 records after ACK 10, so the restored one writes 80.
 for mode in snapshot migration; do
   name=linux-$mode
   selected "$name" || continue
   mkdir -p "$checks/$name"
   cp --sparse=always "$DISK" "$work/$name.raw"
-  records=60; [ "$mode" = migration ] && records=250
+  records=80; [ "$mode" = migration ] && records=250
   AFTER=10 RECORDS=$records stamp "$checks/$name" 300 bash "$here/snapshot-flow.sh" "$mode" "$VMM" "$REMOTE" \
     "$MICROVM/vmlinux" "$work/$name.raw" "$checks/$name"
   cp --sparse=always "$work/$name.raw" "$checks/$name/disk.raw"

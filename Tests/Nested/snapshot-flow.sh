@@ -14,11 +14,11 @@
 # Every VMM runs at -v (their stderr is in DIR and printed at the end); "FLOW PROGRESS" every 5 s, and the
 # second VMM's device counters if the guest never finishes, show where a stuck guest stopped.
 #   snapshot-flow.sh snapshot|migration VMM REMOTE KERNEL DISK DIR
-#   env: RECORDS (60), AFTER (10), CPUS (2), RESTORED_TIMEOUT (seconds for the second VMM, 120),
+#   env: RECORDS (80), AFTER (10), CPUS (2), RESTORED_TIMEOUT (seconds for the second VMM, 120),
 #        DIAG (set: the guest prints /proc/interrupts every 5 s too), WORK (scratch, /run/actor-vmm-nested)
 set -u
 mode=$1 vmm=$2 remote=$3 kernel=$4 disk=$5 dir=$6
-records=${RECORDS:-60} after=${AFTER:-10} work=${WORK:-/run/actor-vmm-nested}/$mode cpus=${CPUS:-2}
+records=${RECORDS:-80} after=${AFTER:-10} work=${WORK:-/run/actor-vmm-nested}/$mode cpus=${CPUS:-2}
 console=$dir/console.txt
 rm -rf "$work" && mkdir -p "$work"
 rm -f "$console"
