@@ -11,6 +11,12 @@ final class FakeSource: MigrationSource, @unchecked Sendable {
     var round = 0
     /// Pages the guest writes in each round while it runs (it keeps dirtying the same few).
     let dirtyPerRound: Int
+    /// The round in which the guest powers off (nil: never; `Int.max`: just before the source pauses it).
+    var powersOffInRound: Int?
+    var stopReason: String? {
+        guard let at = powersOffInRound, round >= at || (paused && at == .max) else { return nil }
+        return "guest powered off"
+    }
 
     init(dirtyPerRound: Int = 3) throws {
         memory = try GuestMemory(layout: [(GuestAddress(0), 1 << 20), (GuestAddress(0x100000), 256 << 10)])
@@ -137,6 +143,20 @@ final class FakeDestination: MigrationDestination, @unchecked Sendable {
         }
         #expect(source.resumed && !source.paused && !source.logging, "the source carries on")
         #expect(destination.abandoned)
+    }
+
+    /// The guest powers off while its memory is being copied: nothing is migrated (the destination would
+    /// go on from a machine that is gone), the destination abandons what it built.
+    @Test(arguments: [1, 3, Int.max]) func aGuestThatStopsDuringTheMigrationIsNotSent(round: Int) throws {
+        let source = try FakeSource(), destination = FakeDestination()
+        source.powersOffInRound = round
+        let (sent, received) = Self.migrate(source, destination) { channel throws(SnapshotError) in
+            try MigrationSender.send(source: source, over: channel, options: MigrationOptions(downtimeTarget: .zero, maxIterations: 2))
+        }
+        #expect(throws: SnapshotError.io("the VM stopped during the migration (guest powered off)")) { try sent.get() }
+        #expect(throws: SnapshotError.self) { try received.get() }
+        #expect(destination.abandoned && destination.restored == nil, "the destination keeps nothing")
+        #expect(!source.logging)
     }
 
     @Test func aConnectionClosedMidwayFailsBothSidesCleanly() throws {

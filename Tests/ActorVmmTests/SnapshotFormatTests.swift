@@ -22,6 +22,25 @@ import Testing
     @Test func crc32MatchesZlib() {
         #expect(Crc32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
         #expect(Crc32.checksum([UInt8]()) == 0)
+        // The C shim's slice-by-8 against the bit-at-a-time definition: every length up to 40 (the 8-byte
+        // steps and the tail), every alignment, a continued checksum, and a slice.
+        func bitwise(_ bytes: [UInt8]) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                c ^= UInt32(byte)
+                for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            }
+            return ~c
+        }
+        let data = (0..<48).map { UInt8(truncatingIfNeeded: $0 &* 167 &+ 13) }
+        for start in 0..<8 {
+            for length in 0...40 {
+                let piece = Array(data[start..<(start + length)])
+                #expect(Crc32.checksum(piece) == bitwise(piece), "\(length) bytes from \(start)")
+                #expect(Crc32.checksum(data[start..<(start + length)]) == bitwise(piece))
+            }
+        }
+        #expect(Crc32.checksum(data[20...], continuing: Crc32.checksum(data[..<20])) == bitwise(data))
     }
 
     @Test func codecRoundTripsEveryFieldKind() throws {

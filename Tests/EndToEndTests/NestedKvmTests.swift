@@ -99,11 +99,7 @@ struct NestedKvmTests {
     @discardableResult
     static func expectDiskGuestResult(_ line: String, check: NestedHarness.Check, rng: Bool, cpus: String = "0-3",
                                       mac: String?, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
-        var fields: [String: String] = [:]
-        for word in line.split(separator: " ") {
-            let parts = word.split(separator: "=", maxSplits: 1)
-            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
-        }
+        let fields = Self.fields(line)
         #expect(fields["cpus"] == cpus, "\(line)", sourceLocation: sourceLocation)
         let guestMac = fields["mac"] ?? ""
         if let mac {

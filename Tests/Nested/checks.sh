@@ -107,7 +107,23 @@ if [ -n "${HOTPLUG:-}" ] && selected hotplug; then
     "$checks/hotplug"
 fi
 
-# 5. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).
+# 5. Linux across a snapshot restored in a new VMM process, and across a live migration over unix: between
+#    two VMM processes, while it appends fsynced records to its ext4 root and acknowledges each on its
+#    console (Tests/Nested/snapshot-flow.sh); afterwards the image goes to the share for the host's e2fsck.
+#    The switch comes after ACK 10; a live migration takes as long as the guest needs for 70-110 records,
+#    so that guest writes 250; the pause comes some 25 records after ACK 10, so the restored one writes 80.
+for mode in snapshot migration; do
+  name=linux-$mode
+  selected "$name" || continue
+  mkdir -p "$checks/$name"
+  cp --sparse=always "$DISK" "$work/$name.raw"
+  records=80; [ "$mode" = migration ] && records=250
+  AFTER=10 RECORDS=$records stamp "$checks/$name" 300 bash "$here/snapshot-flow.sh" "$mode" "$VMM" "$REMOTE" \
+    "$MICROVM/vmlinux" "$work/$name.raw" "$checks/$name"
+  cp --sparse=always "$work/$name.raw" "$checks/$name/disk.raw"
+done
+
+# 6. The project's own KVM suites, run by the test bundle the host built (its nested suite skips in L1).
 #    Left out: the Linux suites (kvm_pvm's compatibility-mode boots; Linux on this KVM is checks 2-4 above),
 #    TerminalTests (the host terminal's handling; its 100 KB serial flood alone outlasts a loaded L1's
 #    minute and a half) and the suites of bad command lines and API requests (refused before any KVM call). L1 has one CPU, so everything else shares it: 600 s is about twice an idle run.

@@ -5,7 +5,8 @@
 #   - configures eth0 as 192.168.249.2/24 and pings 192.168.249.1 (Cloud Hypervisor's default TAP address),
 #   - writes all of that to /avm-result.txt on the root file system, syncs and remounts it read-only,
 #   - prints "ACTORVMM-DISK-INIT ..." and, unless the command line says avm_wait (then it prints a tick
-#     every second until stopped from outside), waits 2 s (for the host's ping) and powers off.
+#     every second until stopped from outside), waits 2 s (for the host's ping) and powers off;
+#   - or, with avm_ack=N on the command line, runs the snapshot/migration workload instead (below).
 # Booted by the microVM kernel (Tests/Linux/microvm-kernel.sh: ext4 and virtio built in) with
 # `root=/dev/vda1 rw` and no initramfs. The host reads the result back with
 # `debugfs -R 'cat /avm-result.txt' 'IMAGE?offset=1048576'`.
@@ -30,6 +31,39 @@ B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev 2>/dev/null  # mounted already where the kernel has DEVTMPFS_MOUNT
+# avm_ack=N on the command line: the snapshot and migration workload (Tests/Nested/snapshot-flow.sh) instead
+# of the checks below. Appends "record n" to /avm-log.txt, fsyncs the file, and only then prints "ACK n"
+# on the console, for n = 1...N, then remounts / read-only and powers off: every ACK the console shows is a
+# record that must be on the disk. A second process prints a tick every second meanwhile.
+read -r cmdline < /proc/cmdline
+for word in $cmdline; do
+  case $word in avm_ack=*) records=${word#avm_ack=} ;; esac
+done
+if [ -n "${records:-}" ]; then
+  read -r up rest < /proc/uptime
+  echo "ACTORVMM-ACK-START records=$records cpus=$($B cat /sys/devices/system/cpu/online) uptime=$up"
+  # The console also gets a tick every second (with avm_diag, /proc/interrupts every 5 s too).
+  (
+    t=0
+    while :; do
+      $B sleep 1; t=$((t + 1))
+      read -r up rest < /proc/uptime
+      echo "TICK $up"
+      case "$cmdline" in *avm_diag*) [ $((t % 5)) = 0 ] && $B cat /proc/interrupts ;; esac
+    done
+  ) &
+  n=0
+  while [ "$n" -lt "$records" ]; do
+    n=$((n + 1))
+    echo "record $n" >> /avm-log.txt
+    $B sync /avm-log.txt || { echo "ACTORVMM-ACK-FAILED fsync of record $n"; break; }
+    read -r up rest < /proc/uptime
+    echo "ACK $n uptime=$up"
+  done
+  $B mount -o remount,ro /
+  echo "ACTORVMM-ACK-DONE n=$n"
+  $B poweroff -f
+fi
 cpus=$($B cat /sys/devices/system/cpu/online)
 mac=$($B cat /sys/class/net/eth0/address 2>/dev/null || echo none)
 rng=$($B dd if=/dev/hwrng bs=16 count=1 2>/dev/null | $B od -An -tx1 | $B tr -d ' \n')

@@ -15,6 +15,10 @@ public protocol MigrationSource: AnyObject, Sendable {
     func resumeAfterMigration()
     /// vCPU, VM and device state (no memory); called while paused.
     func captureForMigration() throws(SnapshotError) -> VmSnapshot
+    /// Why the VM has stopped (the guest powered off, asked for a reset, …), or nil while it runs. A VM
+    /// that stopped during the migration is not sent: its destination would go on from a machine that is
+    /// gone (a powered-off guest spinning in its power-off path).
+    var stopReason: String? { get }
 }
 
 /// Limits of the pre-copy phase.
@@ -86,6 +90,7 @@ public enum MigrationSender {
                 let elapsed = max(monotonicNanoseconds() - roundStart, 1)
                 let bytesPerSecond = Double(channel.bytesSent - before) / (Double(elapsed) / 1e9)
                 dirty = try kvm { () throws(KvmError) in try source.fetchDirtyPages() }
+                try checkRunning(source)
                 let estimate = Double(dirty.count) * Double(DirtyPages.pageSize) / max(bytesPerSecond, 1)
                 let target = Double(options.downtimeTarget.components.seconds) + Double(options.downtimeTarget.components.attoseconds) / 1e18
                 if estimate <= target || report.pagesPerRound.count >= options.maxIterations { break }
@@ -94,6 +99,7 @@ public enum MigrationSender {
             let pauseStart = monotonicNanoseconds()
             source.pauseForMigration()
             paused = true
+            try checkRunning(source)  // every exit before the pause has been handled: a power-off shows now
             // What the last running round left, plus what was written until the vCPUs stopped.
             dirty.formUnion(try kvm { () throws(KvmError) in try source.fetchDirtyPages() })
             report.pagesPerRound.append(try sendPages(dirty, of: source.memory, over: channel, skipZero: false))
@@ -156,6 +162,11 @@ public enum MigrationSender {
             try flush()
         }
         return sent
+    }
+
+    /// Throws if the source's VM has stopped since the migration began.
+    static func checkRunning(_ source: MigrationSource) throws(SnapshotError) {
+        if let reason = source.stopReason { throw .io("the VM stopped during the migration (\(reason))") }
     }
 
     static let zeroPage = [UInt8](repeating: 0, count: Int(DirtyPages.pageSize))

@@ -1,3 +1,5 @@
+import CKvm
+
 /// Why a snapshot (or a migration stream) cannot be read or written: one line naming what is wrong.
 public enum SnapshotError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The input does not start with the snapshot magic.
@@ -122,25 +124,17 @@ public struct SnapshotDecoder: Sendable {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), for section checksums.
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), for section and migration frame checksums; computed
+/// by the C shim (`ckvm_crc32`, slice-by-8), which a debug build runs about 100 times faster than Swift.
 public enum Crc32 {
-    static let table: [UInt32] = (0..<256).map { n in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
     /// The checksum of `bytes`, continuing from `crc` (0 to start).
     public static func checksum(_ bytes: some Sequence<UInt8>, continuing crc: UInt32 = 0) -> UInt32 {
-        var c = ~crc
-        for byte in bytes { c = table[Int((c ^ UInt32(byte)) & 0xFF)] ^ (c >> 8) }
-        return ~c
+        bytes.withContiguousStorageIfAvailable { checksum(UnsafeRawBufferPointer($0), continuing: crc) }
+            ?? Array(bytes).withUnsafeBytes { checksum($0, continuing: crc) }
     }
 
-    /// The checksum of `count` bytes at `pointer`.
+    /// The checksum of the bytes of `buffer`.
     public static func checksum(_ buffer: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
-        var c = ~crc
-        for byte in buffer { c = table[Int((c ^ UInt32(byte)) & 0xFF)] ^ (c >> 8) }
-        return ~c
+        ckvm_crc32(crc, buffer.baseAddress, buffer.count)
     }
 }

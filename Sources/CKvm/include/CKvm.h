@@ -211,6 +211,11 @@ static inline size_t ckvm_boot_params_acpi_rsdp_addr_offset(void) { return offse
 static inline size_t ckvm_boot_params_size(void) { return sizeof(struct boot_params); }
 
 
+// MARK: CRC-32 (crc32.c)
+
+/// zlib's CRC-32 of `length` bytes at `buffer`, continuing from `crc` (0 to start).
+uint32_t ckvm_crc32(uint32_t crc, const void *buffer, size_t length);
+
 // MARK: io_uring (uring.c): a ring locked to one file (fixed file 0) and READV/WRITEV/FSYNC
 #include <sys/uio.h>
 /// One ring; the pointers point into its two mappings. Only uring.c touches the fields.

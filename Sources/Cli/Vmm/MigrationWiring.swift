@@ -52,6 +52,7 @@ final class MachineMigrationSource: MigrationSource {
     }
 
     func migrationConfig() -> [UInt8] { config }
+    var stopReason: String? { machine.stopLatch.stopReason?.description }
     func setDirtyLogging(_ on: Bool) throws(KvmError) { try machine.vm.setDirtyLogging(on) }
     func fetchDirtyPages() throws(KvmError) -> DirtyPages { try machine.vm.fetchDirtyPages() }
 

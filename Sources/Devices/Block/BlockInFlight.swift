@@ -138,8 +138,9 @@ extension VirtioBlock {
         reapCompletions(device: device)
     }
 
-    /// Completes every request the kernel has finished; one interrupt decision per queue touched.
-    func reapCompletions(device: isolated VirtioPciDevice) {
+    /// Completes every request the kernel has finished; one interrupt decision per queue touched (none with
+    /// `interrupt` false: the interrupts stay owed, for ``VirtioPciDevice/resume()`` to send).
+    func reapCompletions(device: isolated VirtioPciDevice, interrupt: Bool = true) {
         guard let ring else { return }
         var touched: UInt64 = 0
         while let (tag, result) = ring.reap() {
@@ -167,7 +168,7 @@ extension VirtioBlock {
                 device.countError()  // bus mastering went off meanwhile: the device must not write guest memory
             }
         }
-        var queues = touched
+        var queues = interrupt ? touched : 0
         while queues != 0 {
             let queue = queues.trailingZeroBitCount
             queues &= queues - 1
