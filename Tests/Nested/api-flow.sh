@@ -7,12 +7,9 @@
 set -u
 vmm=$1 remote=$2 kernel=$3 disk=$4 dir=$5
 socket=/tmp/actor-vmm-nested-api.sock serial=$dir/serial.txt
-failed=0
-step() { echo "API STEP $*"; }
-expect() {  # WHAT CONDITION...
-  local what=$1; shift
-  if "$@"; then step "$what ok"; else step "$what FAILED"; failed=1; fi
-}
+FLOW_PREFIX=API
+# shellcheck source=Tests/Nested/flow-steps.sh
+. "$(dirname "$0")/flow-steps.sh"
 net_json=$(echo "$NET" | awk -F, '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); printf "%s\"%s\": \"%s\"", (i > 1 ? ", " : ""), kv[1], kv[2] } }')
 cat > "$dir/config.json" <<JSON
 {"payload": {"kernel": "$kernel", "cmdline": "console=ttyS0 root=/dev/vda1 rw avm_wait"},
@@ -25,10 +22,6 @@ rm -f "$socket"
 pid=$!
 r() { "$remote" --api-socket "$socket" "$@"; }
 state() { r info | grep -o '"state":"[A-Za-z]*"' | head -n 1 | cut -d'"' -f4; }
-waitfor() {  # SECONDS COMMAND...: poll every 0.2 s
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.2; done
-}
 ticks() { local n; n=$(grep -c ACTORVMM-DISK-TICK "$serial" 2>/dev/null); echo "${n:-0}"; }
 more_ticks_than() { [ "$(ticks)" -gt "$1" ]; }
 expect "socket" waitfor 30 test -S "$socket"

@@ -11,16 +11,9 @@
 set -u
 vmm=$1 remote=$2 guest=$3 disk=$4 dir=$5
 socket=/tmp/actor-vmm-nested-hotplug.sock serial=$dir/serial.txt
-failed=0
-step() { echo "HOTPLUG STEP $*"; }
-expect() {  # WHAT CONDITION...
-  local what=$1; shift
-  if "$@"; then step "$what ok"; else step "$what FAILED"; failed=1; fi
-}
-waitfor() {  # SECONDS COMMAND...: poll every 0.2 s
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.2; done
-}
+FLOW_PREFIX=HOTPLUG
+# shellcheck source=Tests/Nested/flow-steps.sh
+. "$(dirname "$0")/flow-steps.sh"
 r() { "$remote" --api-socket "$socket" "$@"; }
 # The guest's state lines; `mark` remembers how many there are, `since` greps only the newer ones, so each
 # step waits for a change that came after its own request.

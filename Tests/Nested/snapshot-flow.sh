@@ -22,16 +22,9 @@ records=${RECORDS:-80} after=${AFTER:-10} work=${WORK:-/run/actor-vmm-nested}/$m
 console=$dir/console.txt
 rm -rf "$work" && mkdir -p "$work"
 rm -f "$console"
-failed=0
-step() { echo "FLOW STEP $*"; }
-expect() {  # WHAT COMMAND...
-  local what=$1; shift
-  if "$@"; then step "$what ok"; else step "$what FAILED"; failed=1; fi
-}
-waitfor() {  # SECONDS COMMAND...: poll every 0.1 s
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.1; done
-}
+FLOW_PREFIX=FLOW POLL=0.1
+# shellcheck source=Tests/Nested/flow-steps.sh
+. "$(dirname "$0")/flow-steps.sh"
 last_tick() { local t; t=$(grep -o '^TICK [0-9.]*' "$console" 2>/dev/null | tail -n 1 | cut -d' ' -f2); echo "${t:-none}"; }
 last_ack() { local n; n=$(grep -o '^ACK [0-9]*' "$console" 2>/dev/null | tail -n 1 | cut -d' ' -f2); echo "${n:-0}"; }
 acks_in_first() {  # BYTES: the last ACK within the console's first BYTES
