@@ -105,6 +105,28 @@ import Testing
         #expect(try api.request("GET", "vm.info").json?["config"]?["disks"]?.arrayCount == 1, "a reboot will not have it")
     }
 
+    /// A device the guest ejects by itself (`_EJ0` with no vm.remove-device: Linux's
+    /// `echo 0 > /sys/bus/pci/slots/N/power`) leaves the config too, as in Cloud Hypervisor: vm.info stops
+    /// showing it and a reboot does not bring it back.
+    @Test func aDeviceTheGuestEjectsLeavesTheConfig() async throws {
+        let api = try await ApiFixture.start()
+        defer { Task { await api.stop() } }
+        #expect(try api.request("PUT", "vm.create", body: #"{"payload": {"kernel": "/k"}, "disks": [{"path": "/d0"}, {"path": "/d1", "id": "data"}]}"#).status == 204)
+        #expect(try api.request("PUT", "vm.boot").status == 204)
+        #expect(try api.request("PUT", "vm.add-net", body: #"{"tap": "tap9", "id": "hot"}"#).status == 200)
+        // The guest ejects "data" (the machine detached it); the hot-added NIC stays.
+        api.backend.lastInstance?.virtioIDs.withLock { $0.removeAll { $0 == "data" } }
+        func ids(_ list: JsonValue?) -> [JsonValue?] {
+            guard case .array(let items)? = list else { return [] }
+            return items.map { $0["id"] }
+        }
+        let config = try api.request("GET", "vm.info").json?["config"]
+        #expect(ids(config?["disks"]) == [.string("_disk0")], "\(String(describing: config))")
+        #expect(ids(config?["net"]) == [.string("hot")], "\(String(describing: config))")
+        #expect(try api.request("PUT", "vm.reboot").status == 204)
+        #expect(api.backend.lastInstance?.virtioDeviceIDs == ["_disk0", "hot"], "the reboot has the devices the guest kept")
+    }
+
     @Test func remoteBuildsCloudHypervisorsBodies() {
         func body(_ endpoint: ApiEndpoint, _ argument: String) -> String? {
             try? RemoteCommand.deviceBody(endpoint, argument).map { String(decoding: $0, as: UTF8.self) }.get()

@@ -89,6 +89,7 @@ final class FakeInstance: VmInstance {
             slots[id] = 5 + slots.count
             return slots[id]!
         }
+        virtioIDs.withLock { $0.append(id) }  // as the real machine's: boot and hot-added devices alike
         backend.record("add-device \(id)")
         return PciDeviceInfo(id: id, bdf: PciBdf(device: UInt8(slot)))
     }

@@ -78,6 +78,19 @@ extension VmConfig {
         for index in net.indices where net[index].id == nil { net[index].id = ids[disks.count + index] }
     }
 
+    /// Drops the disks and net devices whose ids the running machine no longer has (`live`: its virtio
+    /// devices): those the guest ejected by itself (`_EJ0` without a vm.remove-device), as Cloud
+    /// Hypervisor's config forgets them; a reboot does not bring them back. Devices without an id (not
+    /// booted yet) stay. Returns the ids dropped.
+    @discardableResult
+    mutating func dropDevices(notIn live: [String]) -> [String] {
+        let present = Set(live)
+        let gone = (disks.compactMap(\.id) + net.compactMap(\.id)).filter { !present.contains($0) }
+        disks.removeAll { $0.id.map { !present.contains($0) } ?? false }
+        net.removeAll { $0.id.map { !present.contains($0) } ?? false }
+        return gone
+    }
+
     /// Takes device `id` out of the config (vm.remove-device: a reboot does not bring it back); false if no
     /// disk or net device has that id.
     mutating func removeDevice(id: String) -> Bool {

@@ -207,6 +207,7 @@ actor VmmController: LoopBound {
 
     /// vm.info: the config, the state and (when booted) the device tree.
     func info() throws(VmmError) -> VmInfo {
+        forgetEjectedDevices()
         guard let config, let state else { throw VmmError(.noVm, "no VM information", "no VM has been created") }
         return VmInfo(config: config, state: state, memoryActualSize: memoryActual ?? config.memorySize, deviceTree: instance?.deviceTree())
     }
@@ -306,9 +307,20 @@ actor VmmController: LoopBound {
 
     private func stopInstance() async {
         guard let instance else { return }
+        forgetEjectedDevices()
         self.instance = nil
         memoryActual = nil
         await instance.shutdown()
+    }
+
+    /// The config forgets the devices the guest ejected by itself (docs/hotplug.md): before it is shown,
+    /// snapshotted or booted again.
+    private func forgetEjectedDevices() {
+        guard let instance, var current = config else { return }
+        let gone = current.dropDevices(notIn: instance.virtioDeviceIDs)
+        guard !gone.isEmpty else { return }
+        config = current
+        Log.info("the guest ejected \(gone.joined(separator: ", ")): removed from the VM's config")
     }
 
     /// Runs `body` when no other lifecycle operation is running; operations take turns in arrival order.
@@ -350,7 +362,9 @@ extension VmmController {
             } catch {
                 throw error.vmmError(failure, field: "destination_url")
             }
-            try await instance.snapshot(to: directory, config: Array(config.json.serialized().utf8))
+            forgetEjectedDevices()
+            let saved = self.config ?? config
+            try await instance.snapshot(to: directory, config: Array(saved.json.serialized().utf8))
             Log.info("snapshot written to \(directory)")
         }
     }
