@@ -100,6 +100,12 @@ enum BpfInterpreter {
         #expect(try BpfInterpreter.run(program, nr: SYS_getppid) == CKVM_SECCOMP_RET_LOG, "log mode returns LOG")
     }
 
+    /// A signal that interrupts a sleep makes the kernel restart it through `restart_syscall`, on any thread.
+    @Test(arguments: ThreadKind.allCases)
+    func anInterruptedSleepMayRestart(kind: ThreadKind) throws {
+        #expect(try verdict(kind, SYS_restart_syscall) == Self.allow, "\(kind)")
+    }
+
     /// The process filter stays on every thread, so it must allow whatever a narrower kind allows.
     @Test func theProcessFilterAllowsEveryKindsCalls() throws {
         for kind in ThreadKind.allCases {

@@ -145,10 +145,13 @@ enum SeccompRules {
     /// What the Swift runtime, glibc and `Log` need on any thread: memory, locks and parking, signal
     /// returns, time, logging, thread exit; closing a descriptor (an object's deinit may run anywhere);
     /// the SIGSYS report (`prctl(PR_GET_NAME)`) and a thread ending the process with a fatal signal to itself;
-    /// `alarm` from the stop-signal handler (any thread may take the signal: SignalWatcher.swift).
+    /// `alarm` from the stop-signal handler (any thread may take the signal: SignalWatcher.swift);
+    /// `restart_syscall`, which the kernel makes a thread call when a signal interrupted its sleep
+    /// (`nanosleep`, `clock_nanosleep`, `poll` with a timeout) and the handler returned — seen on `vmm-main`,
+    /// interrupted in the output flush's sleep at exit, in the nested tier.
     static func runtime(pid: Int32) -> [SyscallRule] {
         [
-            .allow(SYS_futex), .allow(SYS_write), .allow(SYS_close),
+            .allow(SYS_futex), .allow(SYS_write), .allow(SYS_close), .allow(SYS_restart_syscall),
             .allow(SYS_mmap), .allow(SYS_munmap), .allow(SYS_mprotect), .allow(SYS_madvise), .allow(SYS_brk),
             .allow(SYS_mremap), .allow(SYS_sched_yield), .allow(SYS_rt_sigprocmask), .allow(SYS_rt_sigreturn),
             .allow(SYS_clock_gettime), .allow(SYS_clock_nanosleep), .allow(SYS_nanosleep), .allow(SYS_gettimeofday),
