@@ -24,7 +24,6 @@ trap 'rm -rf "$work"' EXIT
 
 # valgrind cannot read the DWARF 5 debug information: record a copy without it (same code, same symbols).
 cp "$binary" "$work/actor-vmm" && strip --strip-debug "$work/actor-vmm"
-ln -s actor-vmm "$work/actor-vmm-remote"
 record() {  # NAME ARGS...: one callgrind run of actor-vmm
   local name=$1; shift
   nice valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/$name.cg" \
@@ -44,14 +43,15 @@ done
 # The API: actor-vmm under callgrind, driven by a native actor-vmm-remote.
 socket=$work/api.sock
 cat > "$work/vm.json" <<EOF
-{"payload": {"kernel": "$guest", "cmdline": "tests=serial,pio"}, "memory": {"size": 67108864},
+{"payload": {"kernel": "$guest", "cmdline": "tests=serial,pio,snapcount snap_ticks=1000000"}, "memory": {"size": 67108864},
  "serial": {"mode": "Null"}, "console": {"mode": "Off"}}
 EOF
 nice valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/api.cg" \
   "$work/actor-vmm" --seccomp false --api-socket "$socket" > "$work/api.log" 2>&1 &
 vmm=$!
 remote() { "$binary-remote" --api-socket "$socket" "$@" > /dev/null; }
-for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+# Ready once it answers (the socket's file exists a moment before the VMM listens on it).
+for _ in $(seq 300); do "$binary-remote" --api-socket "$socket" ping > /dev/null 2>&1 && break; sleep 0.1; done
 remote create "$work/vm.json"
 remote boot
 remote info
