@@ -72,11 +72,9 @@ import Testing
     @Test func badReceiveBuffersDoNotStopNetReceive() async throws {
         let loop = try EventLoop(name: "t-net-rx")
         defer { loop.shutdown() }
-        let (backend, peer) = try fakeTapNet()
+        let (peer, device, memory, driver0) = try fakeTapNetDriver(loop: loop)
         defer { close(peer) }
-        let memory = testMemory()
-        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
-        var driver = VirtioDriver(device: device, memory: memory, msi: msi)
+        var driver = driver0
         #expect(await driver.initialize(queueCount: 2) == 0xF)
         func inject(_ marker: UInt8) {
             let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: 60)
@@ -172,11 +170,9 @@ extension VirtioPciDevice {
     @Test func dryReceiveQueueAsksForANotification() async throws {
         let loop = try EventLoop(name: "t-net-evidx")
         defer { loop.shutdown() }
-        let (backend, peer) = try fakeTapNet()
+        let (peer, _, memory, driver0) = try fakeTapNetDriver(loop: loop)
         defer { close(peer) }
-        let memory = testMemory()
-        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
-        var driver = VirtioDriver(device: device, memory: memory, msi: msi)
+        var driver = driver0
         #expect(await driver.initialize(features: 1 << 29, queueCount: 2) == 0xF)  // EVENT_IDX
         for _ in 0..<3 { driver.queues[0].post([(driver.queues[0].allocate(1526), 1526, true)]) }
         for marker: UInt8 in [1, 2, 3, 4] {
@@ -188,6 +184,20 @@ extension VirtioPciDevice {
         let q = driver.queues[0]
         let availEvent: UInt16 = try memory.read(at: GuestAddress(q.used.rawValue + 4 + 8 * UInt64(q.size)))
         #expect(availEvent == 3)
+    }
+}
+
+/// A virtio-net device over ``fakeTapNet()`` on `loop` in 16 MiB of test memory, and a driver for it that
+/// has not initialised it yet: where the net tests of hostile guests start. The caller closes `peer`.
+func fakeTapNetDriver(loop: EventLoop) throws -> (peer: Int32, device: VirtioPciDevice, memory: GuestMemory, driver: VirtioDriver) {
+    let (backend, peer) = try fakeTapNet()
+    let memory = testMemory()
+    do {
+        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
+        return (peer, device, memory, VirtioDriver(device: device, memory: memory, msi: msi))
+    } catch {
+        close(peer)
+        throw error
     }
 }
 

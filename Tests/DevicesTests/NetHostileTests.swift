@@ -44,11 +44,9 @@ import Testing
     @Test func mergeableReceiveSurvivesBadBuffersAndOversizedFrames() async throws {
         let loop = try EventLoop(name: "t-net-mrgbad")
         defer { loop.shutdown() }
-        let (backend, peer) = try fakeTapNet()
+        let (peer, device, memory, driver0) = try fakeTapNetDriver(loop: loop)
         defer { close(peer) }
-        let memory = testMemory()
-        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
-        var driver = VirtioDriver(device: device, memory: memory, msi: msi)
+        var driver = driver0
         #expect(await driver.initialize(features: NetFeature.mergeableRxBuffers, queueCount: 2) == 0xF)
         func inject(_ length: Int, _ marker: UInt8) {
             let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: length - 12)
@@ -99,11 +97,9 @@ import Testing
     @Test func badControlRequestsAreRefusedAndCounted() async throws {
         let loop = try EventLoop(name: "t-net-ctrl")
         defer { loop.shutdown() }
-        let (backend, peer) = try fakeTapNet()
+        let (peer, device, _, driver0) = try fakeTapNetDriver(loop: loop)
         defer { close(peer) }
-        let memory = testMemory()
-        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
-        var driver = VirtioDriver(device: device, memory: memory, msi: msi)
+        var driver = driver0
         #expect(await driver.initialize(features: NetFeature.ctrlVq, queueCount: 3) == 0xF)
         #expect(await driver.control(2, class: 4, 0, data: [1, 0]) == 1)  // MQ not negotiated
         #expect(await driver.control(2, class: 5, 0, data: [UInt8](repeating: 0, count: 8)) == 1)  // nor CTRL_GUEST_OFFLOADS
