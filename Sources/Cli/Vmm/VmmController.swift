@@ -352,6 +352,7 @@ extension VmmController {
     func snapshot(destinationURL: String) async throws(VmmError) {
         try await exclusive { () throws(VmmError) in
             let failure = "cannot snapshot the VM"
+            forgetEjectedDevices()
             guard let config, let state else { throw VmmError(.noVm, failure, "no VM has been created") }
             guard state == .paused, let instance else {
                 throw VmmError(.invalidTransition, failure, "the VM must be paused first (state: \(state.rawValue))")
@@ -362,9 +363,7 @@ extension VmmController {
             } catch {
                 throw error.vmmError(failure, field: "destination_url")
             }
-            forgetEjectedDevices()
-            let saved = self.config ?? config
-            try await instance.snapshot(to: directory, config: Array(saved.json.serialized().utf8))
+            try await instance.snapshot(to: directory, config: Array(config.json.serialized().utf8))
             Log.info("snapshot written to \(directory)")
         }
     }
