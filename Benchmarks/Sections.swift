@@ -146,6 +146,7 @@ enum Sections {
             checks.append(TargetCheck(name: "\(name) inline-if-idle / raw, p99", measured: row?.ratioP99, limit: 1.5, unit: "x"))
         }
         checks += notifyTargets(report)
+        checks += blkTargets(report)
         checks.append(TargetCheck(name: "VMM start, CPU", measured: report.metric("start-cpu")?.median, limit: 5, unit: " ms"))
         checks.append(TargetCheck(name: "RSS overhead", measured: report.metric("overhead-steady")?.median, limit: 5, unit: " MiB"))
         return checks

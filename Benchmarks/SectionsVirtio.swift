@@ -86,12 +86,14 @@ extension Sections {
     }
 
     static func blkRow(_ config: BlkConfig, _ result: Result<[BlkSamples], BenchError>) -> LatencyRow {
-        var row = LatencyRow(id: config.id, label: config.label, floorID: config.floor ? nil : config.floorID)
+        let floorID = config.notification ? "blk-pread-qd1" : config.floor ? nil : config.floorID
+        var row = LatencyRow(id: config.id, label: config.label, floorID: floorID)
         row.mainKey = "per_request"
         row.handlerKey = "per_request_to_used_ring"
         row.rateKey = "requests_per_second"
         row.attributes = [("operation", config.operation), ("queue_depth", String(config.depth)),
-                          ("path", config.floor ? "p\(config.operation) on the loop thread" : "virtio-blk")]
+                          ("path", config.notification ? "eventfd read + eventfd write on the loop thread"
+                              : config.floor ? "p\(config.operation) on the loop thread" : "virtio-blk")]
         switch result {
         case .failure(let error):
             row.unavailable = "failed: \(error)"
@@ -113,6 +115,17 @@ extension Sections {
             row.rate = busy > 0 ? Double(rounds.reduce(0) { $0 + $1.requests }) / (busy / 1e9) : nil
         }
         return row
+    }
+
+    /// Issue 16's virtio-blk targets: per request p50 ≤ 1.2× pread/pwrite at QD 32, ≤ 2× at QD 1.
+    static func blkTargets(_ report: BenchReport) -> [TargetCheck] {
+        [(32, 1.2), (1, 2.0)].flatMap { (depth: Int, limit: Double) in
+            ["read", "write"].map { operation in
+                let row = report.row("blk-\(operation)-qd\(depth)")
+                return TargetCheck(name: "virtio-blk \(operation) QD \(depth) / p\(operation), p50", measured: row?.ratioP50,
+                                   limit: limit, unit: "x", note: row == nil ? "not run" : row?.unavailable)
+            }
+        }
     }
 
     static func blkSummary(_ report: BenchReport) -> String {

@@ -9,6 +9,11 @@ int ckvm_set_thread_name(const char *name) { return pthread_setname_np(pthread_s
 
 int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fallocate(fd, mode, offset, length); }
 
+#include <sys/uio.h>
+long ckvm_rw_nowait(int fd, const struct iovec *iov, int count, int64_t offset, int write) {
+    return write ? pwritev2(fd, iov, count, offset, RWF_NOWAIT) : preadv2(fd, iov, count, offset, RWF_NOWAIT);
+}
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -131,6 +131,10 @@ int ckvm_set_thread_name(const char *name);
 int ckvm_fallocate(int fd, int mode, int64_t offset, int64_t length);
 static const int CKVM_FALLOC_KEEP_SIZE = 0x01, CKVM_FALLOC_PUNCH_HOLE = 0x02, CKVM_FALLOC_ZERO_RANGE = 0x10;
 static const int CKVM_O_DIRECT = 040000;
+// preadv2/pwritev2 with RWF_NOWAIT (also _GNU_SOURCE; shim.c): the transfer if it can be done without
+// blocking (page-cache hits), else -1 with EAGAIN (or EOPNOTSUPP where the file system cannot tell).
+#include <sys/uio.h>
+long ckvm_rw_nowait(int fd, const struct iovec *iov, int count, int64_t offset, int write);
 
 // TAP and pty set-up (struct ifreq's unions are awkward from Swift); implemented in shim.c.
 /// Opens or creates TAP `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, 12-byte header, no offloads); returns the fd.

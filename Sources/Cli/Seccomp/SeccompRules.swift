@@ -66,6 +66,8 @@ enum SeccompRules {
     static let deviceIO: [SyscallRule] = [
         .allow(SYS_read), .allow(SYS_readv), .allow(SYS_writev),
         .allow(SYS_pread64), .allow(SYS_pwrite64), .allow(SYS_preadv), .allow(SYS_pwritev),
+        // virtio-blk's single requests with RWF_NOWAIT (BlockAlone.swift).
+        .allow(SYS_preadv2), .allow(SYS_pwritev2),
         .allow(SYS_fdatasync), .allow(SYS_fsync),
         // virtio-blk's io_uring: submitting and waiting only. The ring is set up (and locked to its image
         // and to READV/WRITEV/FSYNC) by the VMM's own threads when the device is built: see ``vmm``.

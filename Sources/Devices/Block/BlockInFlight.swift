@@ -60,6 +60,13 @@ struct BlockInFlight {
         var offset: UInt64 = 0
         var iovecCount = 0
         var iovecs = IovecStorage()
+
+        /// Fills in a request going on the ring (one mutation of the slot; its iovec storage stays).
+        mutating func start(head: UInt16, queue: Int, status: GuestAddress, write: Bool, flush: Bool, bytes: Int,
+                            offset: UInt64, iovecCount: Int) {
+            self.head = head; self.queue = queue; self.status = status; self.write = write; self.flush = flush
+            self.bytes = bytes; self.offset = offset; self.iovecCount = iovecCount
+        }
     }
 
     var slots: [Slot]
@@ -101,14 +108,8 @@ extension VirtioBlock {
                 return false
             }
         }
-        inFlight.slots[slot].head = head
-        inFlight.slots[slot].queue = queue
-        inFlight.slots[slot].status = status
-        inFlight.slots[slot].write = write
-        inFlight.slots[slot].flush = false
-        inFlight.slots[slot].bytes = iovecs.bytes
-        inFlight.slots[slot].offset = sector * Self.sectorSize
-        inFlight.slots[slot].iovecCount = iovecs.count
+        inFlight.slots[slot].start(head: head, queue: queue, status: status, write: write, flush: false,
+                                   bytes: iovecs.bytes, offset: sector * Self.sectorSize, iovecCount: iovecs.count)
         let offset = sector * Self.sectorSize, tag = UInt64(slot)
         if ring.queueTransfer(write: write, iovecs: base, count: iovecs.count, offset: offset, tag: tag) { return true }
         ring.submit()
@@ -118,11 +119,8 @@ extension VirtioBlock {
     /// Puts a FLUSH on the ring: an fdatasync that starts once every request submitted before it is done.
     func queueFlush(slot: Int, head: UInt16, queue: Int, status: GuestAddress) -> Bool {
         guard let ring else { return false }
-        inFlight.slots[slot].head = head
-        inFlight.slots[slot].queue = queue
-        inFlight.slots[slot].status = status
-        inFlight.slots[slot].flush = true
-        inFlight.slots[slot].bytes = 0
+        inFlight.slots[slot].start(head: head, queue: queue, status: status, write: false, flush: true,
+                                   bytes: 0, offset: 0, iovecCount: 0)
         if ring.queueFlushAfterAll(tag: UInt64(slot)) { return true }
         ring.submit()
         return ring.queueFlushAfterAll(tag: UInt64(slot))

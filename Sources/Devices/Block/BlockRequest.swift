@@ -26,15 +26,14 @@ extension VirtioBlock {
     private func serve(head: UInt16, _ request: borrowing ChainBuffers, queue: Int, statusAddress: GuestAddress,
                        device: isolated VirtioPciDevice) -> (UInt8?, Int) {
         let memory = device.memory
-        guard request.readableLength >= 16,
-              let type = Self.readLE(request.readable, offset: 0, width: 4, memory: memory),
-              let sector = Self.readLE(request.readable, offset: 8, width: 8, memory: memory) else {
-            return (Self.statusIOErr, 0)
-        }
-        switch UInt32(type) {
+        guard let (type, sector) = Self.readHeader(request, memory: memory) else { return (Self.statusIOErr, 0) }
+        switch type {
         case Self.typeIn, Self.typeOut:
-            let write = UInt32(type) == Self.typeOut
+            let write = type == Self.typeOut
             if write && options.readonly { return (Self.statusIOErr, 0) }
+            if ring != nil, let served = serveAlone(request, write: write, sector: sector, queue: queue, device: device) {
+                return served
+            }
             if ring != nil, let slot = inFlight.acquire() {
                 if let bytes = fillIovecs(request, write: write, into: &inFlight.slots[slot].iovecs, memory: memory),
                    bytes.bytes > 0, checkRange(sector: sector, bytes: bytes.bytes),
@@ -61,7 +60,7 @@ extension VirtioBlock {
             return (Self.statusOK, writeID(request, memory: memory))
         case Self.typeDiscard, Self.typeWriteZeroes:
             guard !options.readonly else { return (Self.statusIOErr, 0) }
-            return (discardOrZero(request, zero: UInt32(type) == Self.typeWriteZeroes, memory: memory), 0)
+            return (discardOrZero(request, zero: type == Self.typeWriteZeroes, memory: memory), 0)
         default:
             return (Self.statusUnsupported, 0)
         }
@@ -167,6 +166,22 @@ extension VirtioBlock {
             done += take
         }
         return done
+    }
+
+    /// The request header's type and sector (virtio 1.2 §5.2.6: type le32, reserved le32, sector le64), or
+    /// nil when the readable part is shorter than 16 bytes or outside guest RAM. Usually the header is the
+    /// first buffer: one look-up and two loads; otherwise it is gathered across buffers.
+    static func readHeader(_ request: borrowing ChainBuffers, memory: GuestMemory) -> (type: UInt32, sector: UInt64)? {
+        if let first = request.readable.first, first.length >= 16 {
+            guard let header = try? memory.hostPointer(first.address, 16) else { return nil }
+            // SAFETY: the 16 bytes at `header` lie in guest RAM (checked just above); each field is read once.
+            return (UInt32(littleEndian: header.loadUnaligned(as: UInt32.self)),
+                    UInt64(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+        guard request.readableLength >= 16,
+              let type = readLE(request.readable, offset: 0, width: 4, memory: memory),
+              let sector = readLE(request.readable, offset: 8, width: 8, memory: memory) else { return nil }
+        return (UInt32(type), sector)
     }
 
     /// A little-endian value of `width` bytes at byte `offset` of the concatenated `buffers`, or nil.

@@ -83,6 +83,8 @@ public final class VirtioBlock: VirtioDeviceModel {
     /// Scratch iovecs for a synchronous transfer and an aligned bounce buffer for `direct` (grown, kept).
     var scratch = IovecStorage()
     var bounce = BounceBuffer()
+    /// False once `pwritev2(RWF_NOWAIT)` said the image's file system cannot tell (``serveAlone``).
+    var nowaitWrites = true
     /// The ring's eventfd on the device's loop while the device is active.
     var completionWatch: Registration?
 

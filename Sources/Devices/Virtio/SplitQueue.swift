@@ -1,4 +1,5 @@
 import ActorVmm
+import CKvm
 
 /// The device side of a virtio split virtqueue (virtio 1.2 §2.7).
 ///
@@ -81,22 +82,22 @@ public struct SplitQueue: Sendable {
     /// ``pop(memory:)`` without building a chain: the request's buffers replace what `buffers` held (its
     /// storage is reused, so a steady stream of requests allocates nothing); returns the head, or nil.
     public mutating func pop(memory: GuestMemory, into buffers: inout ChainBuffers) throws(QueueError) -> UInt16? {
-        let published: UInt16
+        // One look-up for the whole ring (flags, idx, ring[size]) instead of one per field.
+        let ring: UnsafeMutableRawPointer
         do {
-            published = try memory.loadAcquire16(at: availableRing.adding(2))
+            ring = try memory.hostPointer(availableRing, 4 + 2 * Int(size))
         } catch {
             throw .memory(error)
         }
+        guard availableRing.rawValue & 1 == 0 else { throw .memory(.outOfRange(availableRing, count: 2)) }
+        // SAFETY: idx (offset 2, 2-byte aligned: the ring is) and ring[slot] (slot < size) lie in the range
+        // just checked; the guest writes them concurrently, so each is read once and validated below.
+        let published = UInt16(littleEndian: ckvm_load_acquire_u16(ring + 2))
         let pending = published &- nextAvailable
         if pending == 0 { return nil }
         guard pending <= size else { throw .availIndexJump(from: nextAvailable, to: published) }
-        let slot = UInt64(nextAvailable % size)
-        let head: UInt16
-        do {
-            head = try memory.read(at: availableRing.adding(4 + 2 * slot))
-        } catch {
-            throw .memory(error)
-        }
+        let slot = Int(nextAvailable % size)
+        let head = UInt16(littleEndian: ring.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
         nextAvailable &+= 1
         guard head < size else { throw .headOutOfRange(head) }
         do {
@@ -117,23 +118,27 @@ public struct SplitQueue: Sendable {
     /// Walks and validates the chain starting at `head` into `buffers` (emptied first, storage kept).
     func walkChain(head: UInt16, memory: GuestMemory, into buffers: inout ChainBuffers) throws(QueueError) {
         buffers.removeAll()
-        var table = descriptorTable, tableSize = size, index = head
+        var tableSize = size, index = head
+        // The table (tableSize × 16 bytes) is checked against guest RAM once, then each descriptor is read
+        // from it with two 8-byte loads (addr; len | flags << 32 | next << 48).
+        var table: UnsafeRawPointer
+        do {
+            table = UnsafeRawPointer(try memory.hostPointer(descriptorTable, Int(tableSize) * Int(Self.descriptorSize)))
+        } catch {
+            throw .memory(error)
+        }
         var budget = Int(size)  // descriptors left before we call it a loop
         var inIndirect = false
         while true {
             guard index < tableSize else { throw .descriptorIndexOutOfRange(index) }
             guard budget > 0 else { throw .chainTooLong }
             budget -= 1
-            let at = table.adding(UInt64(index) * Self.descriptorSize)
-            let address: UInt64, length: UInt32, flags: UInt16, next: UInt16
-            do {
-                address = try memory.read(at: at)
-                length = try memory.read(at: at.adding(8))
-                flags = try memory.read(at: at.adding(12))
-                next = try memory.read(at: at.adding(14))
-            } catch {
-                throw .memory(error)
-            }
+            // SAFETY: index < tableSize, and the table's tableSize × 16 bytes lie in guest RAM (checked above).
+            let entry = table + Int(index) * Int(Self.descriptorSize)
+            let address = UInt64(littleEndian: entry.loadUnaligned(as: UInt64.self))
+            let word = UInt64(littleEndian: entry.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            let length = UInt32(truncatingIfNeeded: word)
+            let flags = UInt16(truncatingIfNeeded: word >> 32), next = UInt16(truncatingIfNeeded: word >> 48)
             if flags & Self.flagIndirect != 0 {
                 guard indirectDescriptors else { throw .invalidIndirect("indirect descriptors were not negotiated") }
                 guard !inIndirect else { throw .invalidIndirect("an indirect table inside an indirect table") }
@@ -141,17 +146,17 @@ public struct SplitQueue: Sendable {
                 guard length > 0, length % 16 == 0, length / 16 <= UInt32(UInt16.max) else {
                     throw .invalidIndirect("table length \(length) is not a non-zero multiple of 16")
                 }
-                guard memory.contains(GuestAddress(address), count: Int(length)) else {
+                guard let indirect = try? memory.hostPointer(GuestAddress(address), Int(length)) else {
                     throw .bufferOutsideMemory(GuestAddress(address), length: length)
                 }
                 inIndirect = true
-                table = GuestAddress(address)
+                table = UnsafeRawPointer(indirect)
                 tableSize = UInt16(length / 16)
                 budget = Int(tableSize)
                 index = 0
                 continue
             }
-            guard memory.contains(GuestAddress(address), count: Int(length)) else {
+            guard (try? memory.hostPointer(GuestAddress(address), Int(length))) != nil else {
                 throw .bufferOutsideMemory(GuestAddress(address), length: length)
             }
             let buffer = GuestBuffer(address: GuestAddress(address), length: length)
@@ -186,9 +191,12 @@ public struct SplitQueue: Sendable {
         try pushUsed(head: head, written: written, memory: memory)
     }
 
+    /// ``addUsed(head:written:memory:)`` and ``publishUsed(memory:)`` with one look-up of the ring.
     private mutating func pushUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {
-        try addUsed(head: head, written: written, memory: memory)
-        try publishUsed(memory: memory)
+        let ring = try usedRingPointer(memory: memory)
+        storeUsed(head: head, written: written, ring: ring)
+        // SAFETY: as in publishUsed.
+        ckvm_store_release_u16(ring + 2, nextUsed.littleEndian)
     }
 
     /// Writes the used entry of request `head` without publishing it: the driver sees it at the next
@@ -196,21 +204,30 @@ public struct SplitQueue: Sendable {
     /// must appear at once: the driver reads them all when it sees the first). The caller completes each
     /// request it holds exactly once.
     public mutating func addUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(QueueError) {
-        let slot = UInt64(nextUsed % size)
-        let entry = usedRing.adding(4 + 8 * slot)
-        do {
-            try memory.write(UInt32(head), at: entry)
-            try memory.write(written, at: entry.adding(4))
-        } catch {
-            throw .memory(error)
-        }
+        storeUsed(head: head, written: written, ring: try usedRingPointer(memory: memory))
+    }
+
+    /// Writes the next used entry { id: u32, len: u32 } with one 8-byte store into `ring` (checked by
+    /// ``usedRingPointer(memory:)``).
+    private mutating func storeUsed(head: UInt16, written: UInt32, ring: UnsafeMutableRawPointer) {
+        // SAFETY: slot < size: the entry's 8 bytes at 4 + 8 × slot lie in the checked ring.
+        let slot = Int(nextUsed % size)
+        ring.storeBytes(of: (UInt64(written) << 32 | UInt64(head)).littleEndian, toByteOffset: 4 + 8 * slot, as: UInt64.self)
         nextUsed &+= 1
     }
 
     /// Publishes the used entries added so far (the used index, after the entries).
     public func publishUsed(memory: GuestMemory) throws(QueueError) {
+        let ring = try usedRingPointer(memory: memory)
+        // SAFETY: idx is at offset 2 of the ring just checked, 2-byte aligned (the ring is 4-byte aligned).
+        ckvm_store_release_u16(ring + 2, nextUsed.littleEndian)
+    }
+
+    /// The used ring's flags, idx and entries (4 + 8 × size bytes), checked against guest RAM in one look-up.
+    private func usedRingPointer(memory: GuestMemory) throws(QueueError) -> UnsafeMutableRawPointer {
+        guard usedRing.rawValue & 3 == 0 else { throw .memory(.outOfRange(usedRing, count: 4)) }
         do {
-            try memory.storeRelease16(nextUsed, at: usedRing.adding(2))
+            return try memory.hostPointer(usedRing, 4 + 8 * Int(size))
         } catch {
             throw .memory(error)
         }
