@@ -22,6 +22,7 @@ extension VirtioBlock {
             return nil  // partly done or not at all: the ring does the whole transfer again
         }
         if write { device.countRead(iovecs.bytes) }
+        servedAlone &+= 1
         return (Self.statusOK, write ? 0 : iovecs.bytes)
     }
 }
