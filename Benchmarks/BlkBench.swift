@@ -20,22 +20,33 @@ struct BlkConfig: Sendable, Equatable {
     let floor: Bool
     /// The notification floor: only the system calls every doorbell costs the device loop, no I/O.
     var notification = false
+    /// The device driven by a host thread instead of the guest (BlkHostDriver.swift): no KVM.
+    var host = false
+    /// The woken QD 1 floor (BlkWokenFloor.swift): doorbell read, pread, interrupt write after a wake-up.
+    var woken = false
 
     var operation: String { write ? "write" : "read" }
     var id: String {
-        notification ? "blk-notification-qd1" : floor ? "blk-p\(operation)-qd\(depth)" : "blk-\(operation)-qd\(depth)"
+        notification ? "blk-notification-qd1" : woken ? "blk-woken-pread-qd1" : floor ? "blk-p\(operation)-qd\(depth)"
+            : host ? "blk-host-\(operation)-qd\(depth)" : "blk-\(operation)-qd\(depth)"
     }
     /// The row a device row is compared with; the notification floor is compared with pread, QD 1.
     var floorID: String { "blk-p\(operation)-qd\(depth)" }
     var label: String {
         notification ? "doorbell eventfd read + irqfd-like write (floor)"
-            : floor ? "p\(operation) 4 KiB, same file, QD \(depth) (floor)" : "virtio-blk \(operation) 4 KiB, QD \(depth)"
+            : woken ? "woken: eventfd read + pread + irqfd-like write (floor)"
+            : floor ? "p\(operation) 4 KiB, same file, QD \(depth) (floor)"
+            : "virtio-blk \(operation) 4 KiB, QD \(depth)" + (host ? ", host driver, no KVM" : "")
     }
 
-    /// The notification floor, then per depth, per operation: floor, then the device.
-    static let all: [BlkConfig] = [BlkConfig(write: false, depth: 1, floor: true, notification: true)]
+    /// The notification floors, then per depth, per operation: floor, the device, the device without KVM.
+    static let all: [BlkConfig] = [BlkConfig(write: false, depth: 1, floor: true, notification: true),
+                                   BlkConfig(write: false, depth: 1, floor: true, woken: true)]
         + [1, 32].flatMap { depth in
-            [false, true].flatMap { write in [true, false].map { BlkConfig(write: write, depth: depth, floor: $0) } }
+            [false, true].flatMap { write in
+                [BlkConfig(write: write, depth: depth, floor: true), BlkConfig(write: write, depth: depth, floor: false),
+                 BlkConfig(write: write, depth: depth, floor: false, host: true)]
+            }
         }
 }
 
@@ -62,6 +73,21 @@ struct BlkSamples {
     var loopAllocations: UInt64 = 0
     var allRequests = 0
 
+    /// Adds one doorbell's service: the batch, per request, and the legs.
+    mutating func addService(_ service: DoorbellService, depth: Int, clock: TscClock) {
+        let batch = clock.nanoseconds(from: service.doorbell, to: service.interrupt)
+        self.batch.append(batch)
+        perRequest.append(batch / Double(depth))
+        busyNanoseconds += batch
+        let lastCompletion = service.completions[service.completions.count - 1]
+        perRequestToUsed.append(clock.nanoseconds(from: service.doorbell, to: lastCompletion) / Double(depth))
+        firstCompletion.append(clock.nanoseconds(from: service.doorbell, to: service.completions[0]))
+        for (earlier, later) in zip(service.completions, service.completions.dropFirst()) {
+            betweenCompletions.append(clock.nanoseconds(from: earlier, to: later))
+        }
+        lastCompletionToIrqfd.append(clock.nanoseconds(from: lastCompletion, to: service.interrupt))
+    }
+
     /// Requests per second of the serving thread's busy time.
     var rate: Double { busyNanoseconds > 0 ? Double(requests) / (busyNanoseconds / 1e9) : 0 }
 }
@@ -79,8 +105,9 @@ struct BlkBench {
     /// The loop's CPU: the cross-core CPU when there is one (the device works beside the vCPU), else the vCPU's.
     var loopCPU: Int? { options.crossCore ? options.pinLoop : options.pinVcpu }
 
-    func run(progress: (String) -> Void) async -> [(BlkConfig, Result<[BlkSamples], BenchError>)] {
-        let configs = BlkConfig.all
+    /// Runs every configuration, or (`guest` false: `--only blk-host`) those that need no guest.
+    func run(guest: Bool = true, progress: (String) -> Void) async -> [(BlkConfig, Result<[BlkSamples], BenchError>)] {
+        let configs = BlkConfig.all.filter { guest || $0.floor || $0.host }
         let image = scratchPath()
         defer { unlink(image) }
         do {
@@ -140,6 +167,7 @@ struct BlkBench {
     func runOnce(_ config: BlkConfig, image: String, count: Int) async throws -> BlkSamples {
         let warmup = options.blkWarmup
         if config.floor { return try floor(config, image: image, count: count, warmup: warmup) }
+        if config.host { return try await host(config, image: image, count: count, warmup: warmup) }
         let run = try await VirtioGuestRun(
             guestPath: guestPath, check: "bench-blk", parameters: "bench_qd=\(config.depth) bench_op=\(config.operation)",
             backend: .block(.init(path: image)), count: count, warmup: warmup, requestsPerDoorbell: config.depth,
@@ -152,18 +180,8 @@ struct BlkBench {
         }
         var samples = BlkSamples()
         for (service, cycles) in zip(run.services, run.guestCycles) {
-            let batch = clock.nanoseconds(from: service.doorbell, to: service.interrupt)
-            samples.batch.append(batch)
-            samples.perRequest.append(batch / Double(config.depth))
+            samples.addService(service, depth: config.depth, clock: clock)
             samples.guestPerRequest.append(clock.nanoseconds(cycles) / Double(config.depth))
-            samples.busyNanoseconds += batch
-            let lastCompletion = service.completions[service.completions.count - 1]
-            samples.perRequestToUsed.append(clock.nanoseconds(from: service.doorbell, to: lastCompletion) / Double(config.depth))
-            samples.firstCompletion.append(clock.nanoseconds(from: service.doorbell, to: service.completions[0]))
-            for (earlier, later) in zip(service.completions, service.completions.dropFirst()) {
-                samples.betweenCompletions.append(clock.nanoseconds(from: earlier, to: later))
-            }
-            samples.lastCompletionToIrqfd.append(clock.nanoseconds(from: lastCompletion, to: service.interrupt))
         }
         samples.requests = count * config.depth
         samples.loopAllocations = run.loopAllocations
@@ -171,9 +189,33 @@ struct BlkBench {
         return samples
     }
 
+    /// The device driven from a host thread (BlkHostDriver.swift): the same legs as a guest run, no guest.
+    func host(_ config: BlkConfig, image: String, count: Int, warmup: Int) async throws -> BlkSamples {
+        let run = try await BlkHostDriver(image: image, write: config.write, depth: config.depth, count: count, warmup: warmup,
+                                          driverCPU: options.pinVcpu, loopCPU: loopCPU).run()
+        var samples = BlkSamples()
+        for service in run.services { samples.addService(service, depth: config.depth, clock: clock) }
+        samples.requests = count * config.depth
+        samples.loopAllocations = run.loopAllocations
+        samples.allRequests = (count + warmup) * config.depth
+        return samples
+    }
+
     /// pread/pwrite of the same blocks on a loop thread pinned like the device's loop: per "doorbell",
     /// `depth` calls back to back, timed together.
     func floor(_ config: BlkConfig, image: String, count: Int, warmup: Int) throws -> BlkSamples {
+        if config.woken {
+            let all = try BlkWokenFloor.run(image: image, doorbells: warmup + count, driverCPU: options.pinVcpu, loopCPU: loopCPU)
+            var samples = BlkSamples()
+            for ticks in all.suffix(count) {
+                let nanoseconds = clock.nanoseconds(ticks)
+                samples.batch.append(nanoseconds)
+                samples.perRequest.append(nanoseconds)
+                samples.busyNanoseconds += nanoseconds
+            }
+            samples.requests = count
+            return samples
+        }
         let loop = try Loops.make("bench-floor-io", cpu: loopCPU)
         defer { loop.shutdown() }
         let ticks = Mutex<Result<[UInt64], BenchError>>(.success([]))

@@ -20,7 +20,7 @@ let benchUsage = """
       --pin-loop CPU       host CPU for the device loop in the cross-core rows (default 1)
       --no-pin             pin nothing (the same-core/cross-core rows become one unpinned row)
       --only LIST          sections to run, comma-separated: exit,notify,blk,placement,start,snapshot
-                           (default all)
+                           (default all; blk-host: row 3's floors and guest-less rows only)
       --out DIR            results folder (default results/ in the package)
       --vmm PATH           the actor-vmm binary for the start and snapshot rows (default: swift build -c release
                            --product actor-vmm, then .build/release/actor-vmm)
@@ -54,7 +54,8 @@ struct BenchOptions: Sendable {
     var guestPath: String?
     var showHelp = false
 
-    static let allSections = ["exit", "notify", "blk", "placement", "start", "snapshot"]
+    /// `blk-host`: row 3's floors and host-driver rows only (no guest: also runs under valgrind).
+    static let allSections = ["exit", "notify", "blk", "blk-host", "placement", "start", "snapshot"]
 
     /// Applies the `--quick` sizes.
     mutating func makeQuick() {

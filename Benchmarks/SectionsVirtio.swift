@@ -86,21 +86,23 @@ extension Sections {
     }
 
     static func blkRow(_ config: BlkConfig, _ result: Result<[BlkSamples], BenchError>) -> LatencyRow {
-        let floorID = config.notification ? "blk-pread-qd1" : config.floor ? nil : config.floorID
+        let floorID = config.notification || config.woken ? "blk-pread-qd1" : config.floor ? nil : config.floorID
         var row = LatencyRow(id: config.id, label: config.label, floorID: floorID)
         row.mainKey = "per_request"
         row.handlerKey = "per_request_to_used_ring"
         row.rateKey = "requests_per_second"
         row.attributes = [("operation", config.operation), ("queue_depth", String(config.depth)),
                           ("path", config.notification ? "eventfd read + eventfd write on the loop thread"
-                              : config.floor ? "p\(config.operation) on the loop thread" : "virtio-blk")]
+                              : config.woken ? "EventLoop handler: eventfd read + pread + eventfd write"
+                              : config.floor ? "p\(config.operation) on the loop thread"
+                              : config.host ? "virtio-blk, host-thread driver, no KVM" : "virtio-blk")]
         switch result {
         case .failure(let error):
             row.unavailable = "failed: \(error)"
         case .success(let rounds):
             row.main = Summary(rounds: rounds.map(\.perRequest))
             if !config.floor {
-                row.guest = Summary(rounds: rounds.map(\.guestPerRequest))
+                if !config.host { row.guest = Summary(rounds: rounds.map(\.guestPerRequest)) }
                 row.handler = Summary(rounds: rounds.map(\.perRequestToUsed))
             }
             if config.depth > 1, let batch = Summary(rounds: rounds.map(\.batch)) { row.details.append(("batch", batch)) }

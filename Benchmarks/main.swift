@@ -97,8 +97,9 @@ report.sections.append(notifySection)
 
 // 3. virtio-blk service time.
 var blkSection = Sections.blk(options)
-if options.sections.contains("blk") {
-    let results = await BlkBench(guestPath: guestPath, options: options, clock: clock).run(progress: note)
+if options.sections.contains("blk") || options.sections.contains("blk-host") {
+    let results = await BlkBench(guestPath: guestPath, options: options, clock: clock)
+        .run(guest: options.sections.contains("blk"), progress: note)
     blkSection.latency = results.map { Sections.blkRow($0.0, $0.1) }
 } else {
     blkSection.latency = [LatencyRow(id: "blk", label: "virtio-blk", floorID: nil, unavailable: "not run (--only)")]

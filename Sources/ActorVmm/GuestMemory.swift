@@ -243,6 +243,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Reads a 16-bit value with acquire ordering: later reads of guest memory are not reordered before it.
     /// For ring indices the guest publishes (virtio `avail.idx`).
+    @inlinable
     public func loadAcquire16(at address: GuestAddress) throws(GuestMemoryError) -> UInt16 {
         guard address.rawValue & 1 == 0 else { throw .outOfRange(address, count: 2) }
         return UInt16(littleEndian: ckvm_load_acquire_u16(try hostPointer(address, 2)))
@@ -250,6 +251,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Writes a 16-bit value with release ordering: earlier writes to guest memory are visible before it.
     /// For ring indices the device publishes (virtio `used.idx`).
+    @inlinable
     public func storeRelease16(_ value: UInt16, at address: GuestAddress) throws(GuestMemoryError) {
         guard address.rawValue & 1 == 0 else { throw .outOfRange(address, count: 2) }
         ckvm_store_release_u16(try hostPointer(address, 2), value.littleEndian)
@@ -275,6 +277,7 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// A full memory fence (between publishing used entries and reading the driver's event index).
+    @inlinable
     public func fence() { ckvm_fence_seq_cst() }
 
     /// Gives `body` a host view of [address, address+count) for one system call (pread/pwrite/readv).
