@@ -55,11 +55,24 @@ import Testing
 
     @Test func blkRowsComeInPairsWithTheirFloors() {
         let all = BlkConfig.all
-        #expect(all.count == 8 && Set(all.map(\.id)).count == 8)
+        #expect(all.count == 14 && Set(all.map(\.id)).count == 14)
         for config in all where !config.floor {
             #expect(all.contains { $0.floor && $0.id == config.floorID && $0.depth == config.depth && $0.write == config.write })
         }
-        #expect(all.map(\.id).prefix(2) == ["blk-pread-qd1", "blk-read-qd1"])
+        #expect(all.map(\.id).prefix(5)
+                == ["blk-notification-qd1", "blk-woken-pread-qd1", "blk-pread-qd1", "blk-read-qd1", "blk-host-read-qd1"])
+        // `--only blk-host` runs what needs no guest: the floors and the host-driver rows.
+        #expect(all.filter { $0.floor || $0.host }.count == 10)
+        #expect(all.filter(\.host).allSatisfy { $0.id.hasPrefix("blk-host-") && $0.floorID == "blk-p\($0.operation)-qd\($0.depth)" })
+    }
+
+    /// The notification floors are compared with pread at QD 1 (their `x p50` is "how many preads").
+    @Test func notificationFloorsCompareWithPread() {
+        for config in BlkConfig.all.prefix(2) {
+            let row = Sections.blkRow(config, .success([BlkSamples(perRequest: [700], batch: [700], requests: 1)]))
+            #expect(row.floorID == "blk-pread-qd1")
+        }
+        #expect(Sections.blkRow(BlkConfig(write: false, depth: 1, floor: true), .failure(BenchError("x"))).floorID == nil)
     }
 
     @Test func optionsForTheNewSections() throws {
@@ -115,6 +128,26 @@ import Testing
         let missed = report(pathRoundTrip: 30_000)
         #expect(missed.targets.first { $0.name.hasPrefix("notify path") }?.verdict == "MISSED")
         #expect(missed.summary.contains("(target <= 2.5x: MISSED)"))
+    }
+
+    /// Issue 16's virtio-blk targets: ≤ 1.2× at QD 32, ≤ 2× at QD 1, per operation; n/a when a row is missing.
+    @Test func blkTargetsPerDepthAndOperation() throws {
+        var report = report(pathRoundTrip: 20_000)
+        let floor = BlkConfig(write: false, depth: 32, floor: true), device = BlkConfig(write: false, depth: 32, floor: false)
+        for perRequest in [550.0, 700.0] {
+            var blk = Sections.blk(report.options)
+            blk.latency = [Sections.blkRow(floor, .success([BlkSamples(perRequest: [500], batch: [16_000], requests: 32)])),
+                           Sections.blkRow(device, .success([BlkSamples(perRequest: [perRequest], batch: [32 * perRequest], requests: 32)]))]
+            report.sections = [blk]
+            report.compareWithFloors()
+            let checks = Sections.blkTargets(report)
+            #expect(checks.map(\.name) == ["virtio-blk read QD 32 / pread, p50", "virtio-blk write QD 32 / pwrite, p50",
+                                            "virtio-blk read QD 1 / pread, p50", "virtio-blk write QD 1 / pwrite, p50"])
+            let read = try #require(checks.first)
+            #expect(read.verdict == (perRequest == 550 ? "met" : "MISSED"))
+            #expect(read.limit == 1.2 && checks[2].limit == 2.0)
+            #expect(checks[1].verdict == "n/a" && checks[1].note == "not run")
+        }
     }
 
     @Test func rowsCarryTheirOwnKeysAndColumns() {
