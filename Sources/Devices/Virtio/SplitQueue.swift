@@ -83,13 +83,13 @@ public struct SplitQueue: Sendable {
     /// storage is reused, so a steady stream of requests allocates nothing); returns the head, or nil.
     public mutating func pop(memory: GuestMemory, into buffers: inout ChainBuffers) throws(QueueError) -> UInt16? {
         // One look-up for the whole ring (flags, idx, ring[size]) instead of one per field.
+        guard availableRing.rawValue & 1 == 0 else { throw .memory(.outOfRange(availableRing, count: 2)) }
         let ring: UnsafeMutableRawPointer
         do {
             ring = try memory.hostPointer(availableRing, 4 + 2 * Int(size))
         } catch {
             throw .memory(error)
         }
-        guard availableRing.rawValue & 1 == 0 else { throw .memory(.outOfRange(availableRing, count: 2)) }
         // SAFETY: idx (offset 2, 2-byte aligned: the ring is) and ring[slot] (slot < size) lie in the range
         // just checked; the guest writes them concurrently, so each is read once and validated below.
         let published = UInt16(littleEndian: ckvm_load_acquire_u16(ring + 2))
