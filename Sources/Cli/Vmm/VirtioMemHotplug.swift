@@ -41,21 +41,27 @@ final class VirtioMemHotplug: Sendable {
 
     /// Asks the guest for `desired` bytes of RAM in all: boot RAM plus `desired − boot` from the region.
     nonisolated(nonsending) func resize(to desired: UInt64) async throws(MemoryHotplug.ResizeError) {
-        guard desired >= bootRam else {
-            throw .init(message: "desired_ram \(desired): below the boot RAM (memory.size, \(bootRam) bytes), which virtio-mem cannot take back", refused: true)
-        }
-        guard desired - bootRam <= regionSize else {
-            throw .init(message: "desired_ram \(desired): beyond memory.size + hotplug_size (\(bootRam + regionSize) bytes)", refused: true)
-        }
-        let requested = desired - bootRam
-        guard requested % VirtioMem.defaultBlockSize == 0 else {
-            throw .init(message: "desired_ram \(desired): must be memory.size plus a multiple of the virtio-mem block size, 2 MiB", refused: true)
-        }
+        let requested = try Self.requestedSize(for: desired, bootRam: bootRam, regionSize: regionSize)
         do {
             try await device.resizeMemory(requested: requested)
         } catch {
             throw .init(message: "virtio-mem: \(error)", refused: false)
         }
         Log.info("virtio-mem: \(requested >> 20) MiB requested (\(status.plugged.load(ordering: .relaxed) >> 20) MiB plugged)")
+    }
+
+    /// The `requested_size` for `desired_ram` bytes in all, or why that size cannot be asked for: below the
+    /// boot RAM, beyond it plus the region, or not a whole number of blocks above it.
+    static func requestedSize(for desired: UInt64, bootRam: UInt64, regionSize: UInt64) throws(MemoryHotplug.ResizeError) -> UInt64 {
+        guard desired >= bootRam else {
+            throw .init(message: "desired_ram \(desired): below the boot RAM (memory.size, \(bootRam) bytes), which virtio-mem cannot take back", refused: true)
+        }
+        guard desired - bootRam <= regionSize else {
+            throw .init(message: "desired_ram \(desired): beyond memory.size + hotplug_size (\(bootRam + regionSize) bytes)", refused: true)
+        }
+        guard (desired - bootRam) % VirtioMem.defaultBlockSize == 0 else {
+            throw .init(message: "desired_ram \(desired): must be memory.size plus a multiple of the virtio-mem block size, 2 MiB", refused: true)
+        }
+        return desired - bootRam
     }
 }
