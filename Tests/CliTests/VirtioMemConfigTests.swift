@@ -65,6 +65,11 @@ import Testing
             try json(#""size": 536870912, "hotplug_method": "virtio-mem""#)
         }
         #expect(throws: ConfigError.self) { try json(#""size": 536870912, "hotplugged_size": -1"#) }
+        let why = "the virtio-mem region ends at 0x140000000, beyond the 32 address bits of cpus.max_phys_bits"
+        #expect(throws: ConfigError(field: "memory.hotplug_size", why, cli: "--memory hotplug_size=1G: \(why)")) {
+            let config = try VmConfig(json: try JsonParser.parse(Array(#"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 32}, "memory": {"size": 536870912, "hotplug_method": "VirtioMem", "hotplug_size": 1073741824}}"#.utf8)))
+            try config.validate()
+        }
     }
 
     /// vm.resize's desired_ram with virtio-mem: boot RAM up to boot RAM + hotplug_size, in 2 MiB steps.

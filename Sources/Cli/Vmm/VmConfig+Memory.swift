@@ -1,3 +1,5 @@
+import ActorVmm
+import Boot
 import Devices
 
 extension VmConfig {
@@ -10,6 +12,13 @@ extension VmConfig {
         }
         if hotplugSize % Self.hotplugBlock != 0 {
             throw fail("hotplug_size", hotplugSize, "must be a multiple of 128 MiB (\(Self.hotplugBlock))")
+        }
+        if let bits = maxPhysBits, let size = virtioMemSize, bits < 64 {
+            let end = Layout.virtioMemStart(bootRam: memorySize, acpiHotplugSize: acpiHotplugSize) + size
+            if end > UInt64(1) << UInt64(bits) {
+                let why = "the virtio-mem region ends at \(hex(end)), beyond the \(bits) address bits of cpus.max_phys_bits"
+                throw ConfigError(field: "memory.hotplug_size", why, cli: "--memory hotplug_size=\(cliSize(size)): \(why)")
+            }
         }
         guard hotpluggedSize > 0 else { return }
         if hotplugMethod != .virtioMem {

@@ -41,7 +41,10 @@ public final class VirtioMem: VirtioDeviceModel {
     /// A region of `size` bytes at `start` (both multiples of ``regionAlignment``), asking the driver for
     /// `requested` bytes from the start (Cloud Hypervisor's `hotplugged_size`).
     public init(start: UInt64, size: UInt64, requested: UInt64 = 0, blockSize: UInt64 = VirtioMem.defaultBlockSize) throws(VirtioError) {
-        guard blockSize.nonzeroBitCount == 1, blockSize >= 4096 else { throw VirtioError("virtio-mem block size \(blockSize) is not a power of 2 of at least 4096") }
+        // At most the region alignment: 65535 blocks (a request's most) times the block size cannot overflow.
+        guard blockSize.nonzeroBitCount == 1, blockSize >= 4096, blockSize <= Self.regionAlignment else {
+            throw VirtioError("virtio-mem block size \(blockSize) is not a power of 2 from 4 KiB to 128 MiB")
+        }
         guard size > 0, start % Self.regionAlignment == 0, size % Self.regionAlignment == 0, start.addingReportingOverflow(size).overflow == false else {
             throw VirtioError("virtio-mem region at \(hex(start)) of \(size) bytes is empty or not \(Self.regionAlignment >> 20) MiB aligned")
         }
