@@ -110,6 +110,8 @@ struct VirtioMemEndToEndTests {
         #expect(vmm.remote(["info"]).stdout.contains(#""hotplugged_size":6291456"#))
         #expect(vmm.remote(["resize", "--memory", "64M"]).status == 0)
         #expect(!vmm.remote(["info"]).stdout.contains("hotplugged_size"), "0 is written as absent, as Cloud Hypervisor does")
+        let remove = vmm.remote(["remove-device", "mem0"])
+        #expect(remove.status == 1 && remove.stderr.contains("400") && remove.stderr.contains("virtio-mem"), "\(remove.stderr)")
         _ = vmm.remote(["shutdown-vmm"])
     }
 }
