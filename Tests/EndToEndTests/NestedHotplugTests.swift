@@ -56,3 +56,32 @@ extension NestedKvmTests {
         check.report("Linux hotplug (CPUs, RAM, disk, NIC, power button)", marker: "HOTPLUG STEP vmm-exit-0")
     }
 }
+
+extension NestedKvmTests {
+    /// virtio-mem (`--memory size=256M,hotplug_method=virtio-mem,hotplug_size=512M`, Tests/Nested/virtio-mem-flow.sh):
+    /// Linux's virtio_mem driver binds the device; `resize --memory 512M` → it plugs 256 MiB and the kernel
+    /// onlines them (MemTotal ≥ 250 MiB larger), vm.info's hotplugged_size is 256 MiB; `resize --memory 256M` →
+    /// it unplugs them (MemTotal back within 2 MiB), hotplugged_size 0; the power button ends the guest.
+    @Test func linuxVirtioMemWithActorVmmRemote() async throws {
+        let check = try await NestedHarness.check("hotplug-virtio-mem")
+        Self.expectCleanExit(check)
+        for step in ["socket", "ready", "nothing-plugged-at-boot", "resize-memory-512M", "memtotal-grew",
+                     "info-hotplugged-256M", "info-actual-512M", "resize-memory-256M", "memtotal-shrank",
+                     "info-hotplugged-0", "power-button", "vmm-exit-0"] {
+            #expect(check.first(containing: "VIRTIO-MEM STEP \(step) ok") != nil, "step \(step): \(check.context)")
+        }
+        // The driver's own lines: it found the region and plugged nothing before the resize.
+        #expect(check.first(containing: "ACTORVMM-DMESG virtio_mem virtio") != nil, "the driver probed: \(check.context)")
+        #expect(check.first(containing: "plugged size: 0x0") != nil, "\(check.context)")
+        // The guest's MemTotal, in order: boot, +256 MiB, back.
+        let memory = Self.hotplugStates(check).compactMap { $0["mem_kb"].flatMap { Int($0) } }
+        let boot = try #require(check.lines.lazy.compactMap { line -> Int? in
+            guard line.text.hasPrefix("ACTORVMM-HOTPLUG-READY ") else { return nil }
+            return line.text.split(separator: " ").first { $0.hasPrefix("mem_kb=") }.flatMap { Int($0.dropFirst(7)) }
+        }.first, "the ready line: \(check.context)")
+        let peak = memory.max() ?? 0
+        #expect((250 << 10)...(256 << 10) ~= peak - boot, "MemTotal grew by 256 MiB, not \(peak - boot) KiB: \(check.context)")
+        #expect(abs((memory.last ?? 0) - boot) <= 2 << 10, "MemTotal back to \(boot) KiB, not \(memory.last ?? 0): \(check.context)")
+        check.report("Linux virtio-mem (grow, shrink, power button)", marker: "VIRTIO-MEM STEP vmm-exit-0")
+    }
+}
