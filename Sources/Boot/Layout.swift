@@ -67,6 +67,14 @@ public enum Layout {
         return (start + hotplugRamAlignment - 1) / hotplugRamAlignment * hotplugRamAlignment
     }
 
+    /// Where the virtio-mem device's region starts (docs/hotplug.md): above all boot RAM, above 4 GiB and above
+    /// the ACPI memory hotplug area (`acpiHotplugSize` bytes from ``hotplugRamStart(bootRam:)``), 128 MiB
+    /// aligned — never overlapping RAM, the ACPI area or the PCI windows below 4 GiB.
+    public static func virtioMemStart(bootRam size: UInt64, acpiHotplugSize: UInt64) -> UInt64 {
+        let start = hotplugRamStart(bootRam: size) + acpiHotplugSize
+        return (start + hotplugRamAlignment - 1) / hotplugRamAlignment * hotplugRamAlignment
+    }
+
     /// The RAM regions for a guest of `size` bytes: one region below the device hole, a second above 4 GiB.
     public static func ramRegions(size: UInt64) -> [(start: GuestAddress, size: UInt64)] {
         if size <= lowRamEnd { return [(GuestAddress(0), size)] }

@@ -23,6 +23,8 @@ struct Machine {
     let vcpuHotplug: VcpuHotplug
     /// vm.resize's RAM part (nil without `hotplug_size`).
     let memoryHotplug: MemoryHotplug?
+    /// vm.resize's RAM part with virtio-mem (nil without it).
+    let virtioMem: VirtioMemHotplug?
     /// vm.add-disk, vm.add-net and vm.remove-device.
     let pciHotplug: PciHotplug
     /// The terminal is shared with the guest (serial or console on `tty`): raw mode while it runs.
@@ -70,7 +72,7 @@ struct Machine {
         try deviceManager.attachPlatformDevice(id: "debug-port", pio: [(DebugPort.port, DebugPort.size)], .device(DebugPort(loop: deviceLoop)))
         try deviceManager.attachPlatformDevice(id: "acpi-power", pio: [(AcpiPowerDevice.port, AcpiPowerDevice.size)],
                                          .device(AcpiPowerDevice(loop: deviceLoop, power: stopLatch)))
-        let hotplug = try AcpiHotplugDevices(vm: vm, loop: deviceLoop, config: AcpiHotplugDevices.acpi(hotplugSize: config.hotplugSize),
+        let hotplug = try AcpiHotplugDevices(vm: vm, loop: deviceLoop, config: AcpiHotplugDevices.acpi(hotplugSize: config.acpiHotplugSize),
                                              bootVcpus: config.bootVcpus, maxVcpus: config.maxVcpus)
         try hotplug.attach(to: deviceManager)
         if config.testDevice {
@@ -97,6 +99,8 @@ struct Machine {
             for node in deviceManager.tree.nodes {  // boot devices: ejectable by the guest, not announced
                 if let slot = node.pciBdf?.device { await hotplug.pci.slotAdded(Int(slot), announce: false) }
             }
+            // After them, and not ejectable: the region stays the guest's RAM whatever the guest asks.
+            let virtioMem = try await VirtioMemHotplug.attach(config: config, vm: vm, devices: deviceManager, loop: deviceLoop)
 
             let supportedCPUID = MemoryOptions.limitPhysicalAddressBits(prepared.compat.adjustedCPUID(try kvm.supportedCPUID()),
                                                                         to: config.maxPhysBits)
@@ -122,8 +126,9 @@ struct Machine {
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
                            extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, devices: deviceManager,
                            hotplug: hotplug, vcpuHotplug: vcpuHotplug,
-                           memoryHotplug: config.hotplugSize == 0 ? nil
-                               : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.hotplugSize),
+                           memoryHotplug: config.acpiHotplugSize == 0 ? nil
+                               : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.acpiHotplugSize),
+                           virtioMem: virtioMem,
                            pciHotplug: PciHotplug(devices: deviceManager, acpi: hotplug, loop: deviceLoop, controlLoop: controlLoop),
                            usesTerminal: devices.usesTerminal)
         } catch {

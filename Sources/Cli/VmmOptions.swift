@@ -112,7 +112,8 @@ struct VmmOptions: Equatable {
                 options.vm.maxVcpus = max
             case "--memory":
                 let text = try take()
-                let list = try KeyValueList(option: "--memory", text: text, allowedKeys: ["size", "hotplug_method", "hotplug_size"])
+                let list = try KeyValueList(option: "--memory", text: text,
+                                            allowedKeys: ["size", "hotplug_method", "hotplug_size", "hotplugged_size"])
                 guard let sizeText = list["size"] else { throw CliError("--memory \(text): expected size=SIZE (e.g. size=512M)") }
                 guard let size = parseByteSize(sizeText) else {
                     throw CliError("--memory size=\(sizeText): expected a size such as 512M or 1G")
@@ -120,14 +121,18 @@ struct VmmOptions: Equatable {
                 guard size >= VmConfig.minMemory else { throw CliError("--memory size=\(sizeText): must be at least 4M") }
                 guard size % 4096 == 0 else { throw CliError("--memory size=\(sizeText): must be a multiple of 4K") }
                 options.vm.memorySize = size
-                if let method = list["hotplug_method"], method != "acpi" {
-                    throw CliError("--memory hotplug_method=\(method): only acpi is supported (no virtio-mem)")
-                }
-                if let hotplugText = list["hotplug_size"] {
-                    guard let hotplug = parseByteSize(hotplugText), hotplug % VmConfig.hotplugBlock == 0 else {
-                        throw CliError("--memory hotplug_size=\(hotplugText): expected a multiple of 128M (e.g. 1G)")
+                if let method = list["hotplug_method"] {  // Cloud Hypervisor's spellings
+                    guard let parsed = MemoryHotplugMethod(option: method) else {
+                        throw CliError("--memory hotplug_method=\(method): expected acpi or virtio-mem")
                     }
-                    options.vm.hotplugSize = hotplug
+                    options.vm.hotplugMethod = parsed
+                }
+                for key in ["hotplug_size", "hotplugged_size"] {
+                    guard let valueText = list[key] else { continue }
+                    guard let value = parseByteSize(valueText) else {
+                        throw CliError("--memory \(key)=\(valueText): expected a size such as 512M or 1G")
+                    }
+                    if key == "hotplug_size" { options.vm.hotplugSize = value } else { options.vm.hotpluggedSize = value }
                 }
             case "--serial": options.vm.serial = try ConsoleMode.parse(option: "--serial", try take())
             case "--console": options.vm.console = try ConsoleMode.parse(option: "--console", try take())
@@ -198,9 +203,10 @@ let usage = """
       --cmdline STRING           kernel command line (at most 2047 bytes)
     Machine:
       --cpus boot=N[,max=M]      vCPUs at boot (1-254; default 1); max >= boot
-      --memory size=SIZE[,hotplug_method=acpi,hotplug_size=SIZE]
+      --memory size=SIZE[,hotplug_method=acpi|virtio-mem,hotplug_size=SIZE[,hotplugged_size=SIZE]]
                                  guest RAM, e.g. 512M or 1G (default 512M; at least 4M); hotplug_size:
-                                 how much vm.resize may add (multiples of 128M)
+                                 how much vm.resize may add (multiples of 128M); virtio-mem: a device
+                                 whose hotplugged_size (multiples of 2M) the guest plugs at boot
     Devices:
       --serial off|null|tty|file=PATH    8250 UART at 0x3f8, IRQ 4 (default null)
       --console off|null|tty|file=PATH|pty   virtio-console, hvc0 (default tty)

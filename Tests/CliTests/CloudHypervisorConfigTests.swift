@@ -64,7 +64,6 @@ import Testing
         ("cpus.kvm_hyperv", "true", "cpus.kvm_hyperv", "true is not supported by actor-vmm (no Hyper-V enlightenments)"),
         ("cpus.max_phys_bits", "20", "cpus.max_phys_bits", "expected an integer from 32 to 255"),
         ("memory.hugepages", "true", "memory.hugepages", "true is not supported by actor-vmm"),
-        ("memory.hotplug_method", #""VirtioMem""#, "memory.hotplug_method", #""VirtioMem" is not supported by actor-vmm"#),
         ("disks.0.num_queues", "100", "disks[0].num_queues", "100 is not supported by actor-vmm (at most 64 queues)"),
         ("disks.0.queue_size", "100", "disks[0].queue_size", "100 is not supported by actor-vmm (queues offer a power of 2"),
         ("disks.0.queue_size", "1024", "disks[0].queue_size", "1024 is not supported by actor-vmm"),

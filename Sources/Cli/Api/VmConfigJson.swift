@@ -36,19 +36,24 @@ extension VmConfig {
             guard let size = try memory.integer("size", in: UInt64(1)...UInt64.max) else { throw memory.missing("size") }
             guard size >= Self.minMemory else { throw ConfigError(field: "memory.size", "must be at least 4 MiB (\(Self.minMemory))") }
             guard size % 4096 == 0 else { throw ConfigError(field: "memory.size", "must be a multiple of 4096") }
+            // Sizes and their agreement are checked by VmConfig.validate(), as the command line's.
             let hotplug = try memory.integer("hotplug_size", in: UInt64(0)...UInt64(1) << 46) ?? 0
-            guard hotplug % Self.hotplugBlock == 0 else {
-                throw ConfigError(field: "memory.hotplug_size", "must be a multiple of 128 MiB (\(Self.hotplugBlock))")
-            }
-            for key in ["hotplugged_size", "hugepage_size", "zones"] { try memory.unsupported(key) }
+            let hotplugged = try memory.integer("hotplugged_size", in: UInt64(0)...UInt64(1) << 46) ?? 0
+            for key in ["hugepage_size", "zones"] { try memory.unsupported(key) }
             for key in ["mergeable", "shared", "hugepages", "prefault", "reserve"] {
                 try memory.unsupported(key, harmless: [.bool(false)])
             }
             transparentHugePages = try memory.bool("thp") ?? true
-            try memory.unsupported("hotplug_method", harmless: [.string("Acpi")], "only ACPI memory hotplug (no virtio-mem)")
+            if let method = try memory.string("hotplug_method") {
+                guard let parsed = MemoryHotplugMethod(rawValue: method) else {
+                    throw ConfigError(field: "memory.hotplug_method", "expected \"Acpi\" or \"VirtioMem\", not \"\(method)\"")
+                }
+                hotplugMethod = parsed
+            }
             try memory.finish()
             memorySize = size
             hotplugSize = hotplug
+            hotpluggedSize = hotplugged
         }
         if var serialReader = try root.object("serial") {
             serial = try Self.decodeConsole(&serialReader, allowed: ["Off", "Null", "Tty", "File"])
@@ -212,7 +217,9 @@ extension VmConfig {
                                                     JsonMember(key: "max_vcpus", value: .int(maxVcpus))]
                                                    + (maxPhysBits.map { [JsonMember(key: "max_phys_bits", value: .int($0))] } ?? []))),
             JsonMember(key: "memory", value: .object([JsonMember(key: "size", value: .int(memorySize))]
+                + (hotplugMethod != .acpi ? [JsonMember(key: "hotplug_method", value: .string(hotplugMethod.rawValue))] : [])
                 + (hotplugSize > 0 ? [JsonMember(key: "hotplug_size", value: .int(hotplugSize))] : [])
+                + (hotpluggedSize > 0 ? [JsonMember(key: "hotplugged_size", value: .int(hotpluggedSize))] : [])
                 + [JsonMember(key: "thp", value: .bool(transparentHugePages))])),
             JsonMember(key: "payload", value: .object(payloadMembers)),
             JsonMember(key: "serial", value: Self.json(serial)),

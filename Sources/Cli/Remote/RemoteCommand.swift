@@ -21,7 +21,7 @@ public enum RemoteCommand {
         Command(name: "shutdown", endpoint: .vmShutdown, summary: "stop the VM (it can be booted again)"),
         Command(name: "reboot", endpoint: .vmReboot, summary: "stop the VM and boot it again from its config"),
         Command(name: "power-button", endpoint: .vmPowerButton, summary: "press the ACPI power button"),
-        Command(name: "resize", endpoint: .vmResize, summary: "--cpus N and/or --memory SIZE: hot-add or remove vCPUs, add RAM"),
+        Command(name: "resize", endpoint: .vmResize, summary: "--cpus N and/or --memory SIZE: hot-add or remove vCPUs, add RAM (ACPI) or resize it (virtio-mem)"),
         Command(name: "add-disk", endpoint: .vmAddDisk, summary: "hot-add a disk: the --disk list (path=FILE,readonly=on,id=ID,...)"),
         Command(name: "add-net", endpoint: .vmAddNet, summary: "hot-add a NIC: the --net list (tap=NAME,mac=MAC,id=ID,...)"),
         Command(name: "remove-device", endpoint: .vmRemoveDevice, summary: "ask the guest to eject device ID (a disk or NIC)"),

@@ -28,7 +28,13 @@ final class MachineInstance: VmInstance {
 
     nonisolated(nonsending) func resize(_ request: ResizeRequest) async throws(VmmError) {
         guard state.withLock({ !$0.down }) else { throw VmmError(.invalidTransition, VmAction.resize.failure, "the VM is stopping") }
-        if let ram = request.ram, ram != machine.vm.memory.totalSize {
+        if let ram = request.ram, let virtioMem = machine.virtioMem {
+            do {
+                try await virtioMem.resize(to: ram)
+            } catch {
+                throw VmmError(error.refused ? .badRequest : .hostFault, VmAction.resize.failure, error.message)
+            }
+        } else if let ram = request.ram, ram != machine.vm.memory.totalSize {
             // RAM first: a refused RAM change leaves the vCPUs alone too.
             guard let memoryHotplug = machine.memoryHotplug else {
                 throw VmmError(.badRequest, VmAction.resize.failure, "desired_ram \(ram): memory hotplug is off (no memory.hotplug_size)")
@@ -96,6 +102,10 @@ final class MachineInstance: VmInstance {
                               "notifications": c.notifications, "bytes_read": c.bytesRead, "bytes_written": c.bytesWritten,
                               "dropped": c.dropped])
         }
+        if let virtioMem = machine.virtioMem {
+            add(VirtioMemHotplug.id, ["plugged_size": virtioMem.status.plugged.load(ordering: .relaxed),
+                                      "requested_size": virtioMem.status.requested.load(ordering: .relaxed)])
+        }
         let order = ["requests", "bytes", "errors", "interrupts"]
         return devices.map { device in
             let names = order + device.counters.keys.filter { !order.contains($0) }.sorted()
@@ -104,4 +114,6 @@ final class MachineInstance: VmInstance {
     }
 
     func deviceTree() -> DeviceTree { machine.devices.tree }
+
+    var virtioMemPluggedSize: UInt64? { machine.virtioMem?.status.plugged.load(ordering: .relaxed) }
 }

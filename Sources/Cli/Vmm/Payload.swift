@@ -59,7 +59,7 @@ enum Payload {
             boot = try KernelLoader.load(
                 .init(kernelPath: config.payload.kernel, initramfsPath: config.payload.initramfs, cmdline: config.payload.cmdline,
                       acpi: AcpiConfig(bootVcpus: config.bootVcpus, maxVcpus: config.maxVcpus,
-                                       com1: config.serial == .off ? nil : .com1, hotplug: AcpiHotplugDevices.acpi(hotplugSize: config.hotplugSize)),
+                                       com1: config.serial == .off ? nil : .com1, hotplug: AcpiHotplugDevices.acpi(hotplugSize: config.acpiHotplugSize)),
                       linuxParameters: compat.commandLineAdditions),
                 memory: memory)
         } catch {

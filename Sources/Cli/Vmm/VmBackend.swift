@@ -58,12 +58,15 @@ protocol VmInstance: AnyObject, Sendable {
     nonisolated(nonsending) func counters() async -> [DeviceCounterSet]
     /// The devices and what they occupy (`vm.info`'s `device_tree`).
     func deviceTree() -> DeviceTree
+    /// How much of the virtio-mem region the guest has plugged (nil without virtio-mem).
+    var virtioMemPluggedSize: UInt64? { get }
     /// Writes a snapshot of the paused VM into `directory` (docs/snapshot.md).
     nonisolated(nonsending) func snapshot(to directory: String, config: [UInt8]) async throws(VmmError)
 }
 
 extension VmInstance {
     var virtioDeviceIDs: [String] { [] }
+    var virtioMemPluggedSize: UInt64? { nil }
 
     nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
         throw VmmError(.notSupported, device.failure, "this backend has no PCI hotplug")

@@ -53,9 +53,15 @@ struct VmConfig: Equatable, Sendable {
     var bootVcpus = 1
     var maxVcpus = 1
     var memorySize: UInt64 = 512 << 20
-    /// `memory.hotplug_size` (with `hotplug_method` ACPI): how much RAM `vm.resize` may add, in 128 MiB
-    /// blocks (docs/hotplug.md); 0: none.
+    /// `memory.hotplug_method`: ACPI memory devices (the default) or a virtio-mem device (docs/hotplug.md).
+    var hotplugMethod = MemoryHotplugMethod.acpi
+    /// `memory.hotplug_size`: how much RAM `vm.resize` may add, in 128 MiB blocks (docs/hotplug.md); 0: none.
+    /// With virtio-mem, the size of the device's region.
     var hotplugSize: UInt64 = 0
+    /// `memory.hotplugged_size` (virtio-mem only): how much of the region the device asks the guest to plug
+    /// (`requested_size`); `vm.resize` updates it, so a reboot or a restore asks for the same, as in Cloud
+    /// Hypervisor.
+    var hotpluggedSize: UInt64 = 0
     /// `cpus.max_phys_bits`: the guest's physical address width is the host's or this, whichever is smaller
     /// (nil: the host's; Cloud Hypervisor's default, 46, is the host's on most machines).
     var maxPhysBits: Int?
@@ -74,6 +80,11 @@ struct VmConfig: Equatable, Sendable {
     var placement = Placement.shared
     var compat = CompatMode.auto
 
+    /// The virtio-mem device's region, if the config has one (virtio-mem with a hotplug_size).
+    var virtioMemSize: UInt64? { hotplugMethod == .virtioMem && hotplugSize > 0 ? hotplugSize : nil }
+    /// The ACPI memory hotplug area's size (0 with virtio-mem).
+    var acpiHotplugSize: UInt64 { hotplugMethod == .acpi ? hotplugSize : 0 }
+
     static let maxVcpuCount = 254
     static let minMemory: UInt64 = 4 << 20
     /// Hot-added RAM comes in blocks of this size (Linux's memory block size on x86-64).
@@ -86,5 +97,19 @@ struct VmConfig: Equatable, Sendable {
     init(commandLineDefaults: Void) {
         payload = Payload(kernel: "")
         console = .tty
+    }
+}
+
+/// `memory.hotplug_method`, in Cloud Hypervisor's spellings: `Acpi`/`VirtioMem` in JSON, `acpi`/`virtio-mem`
+/// on the command line.
+enum MemoryHotplugMethod: String, Equatable, Sendable {
+    case acpi = "Acpi", virtioMem = "VirtioMem"
+
+    init?(option: String) {
+        switch option {
+        case "acpi": self = .acpi
+        case "virtio-mem": self = .virtioMem
+        default: return nil
+        }
     }
 }

@@ -43,7 +43,8 @@ extension VmConfig {
             try checkID(net.id, field: "\(field).id", option: "--net")
             try checkQueues(net, field: field)
         }
-        let pciDevices = disks.count + net.count + (rng == nil ? 0 : 1) + (console == .off ? 0 : 1)
+        try validateMemoryHotplug()
+        let pciDevices = disks.count + net.count + (rng == nil ? 0 : 1) + (console == .off ? 0 : 1) + (virtioMemSize == nil ? 0 : 1)
         if pciDevices > Self.maxPciDevices {
             throw ConfigError(field: disks.isEmpty ? "net" : "disks", "too many PCI devices (\(pciDevices)); bus 0 holds at most \(Self.maxPciDevices)",
                               cli: "too many PCI devices (\(pciDevices)); bus 0 holds at most \(Self.maxPciDevices)")

@@ -133,7 +133,14 @@ actor VmmController: LoopBound {
             }
             try await instance?.resize(request)
             if let vcpus = request.vcpus { config?.bootVcpus = vcpus }
-            if let ram = request.ram { memoryActual = ram }
+            if let ram = request.ram, let current = config {
+                if current.virtioMemSize != nil {
+                    // Cloud Hypervisor keeps hotplugged_size up to date, so a reboot asks for the same size.
+                    config?.hotpluggedSize = ram - current.memorySize
+                } else {
+                    memoryActual = ram
+                }
+            }
         }
     }
 
@@ -209,7 +216,9 @@ actor VmmController: LoopBound {
     func info() throws(VmmError) -> VmInfo {
         forgetEjectedDevices()
         guard let config, let state else { throw VmmError(.noVm, "no VM information", "no VM has been created") }
-        return VmInfo(config: config, state: state, memoryActualSize: memoryActual ?? config.memorySize, deviceTree: instance?.deviceTree())
+        // With virtio-mem, boot RAM plus what the guest has plugged (Cloud Hypervisor's memory_actual_size).
+        let actual = config.virtioMemSize != nil ? config.memorySize + (instance?.virtioMemPluggedSize ?? 0) : memoryActual ?? config.memorySize
+        return VmInfo(config: config, state: state, memoryActualSize: actual, deviceTree: instance?.deviceTree())
     }
 
     /// vm.counters: per-device counters of the booted VM.

@@ -2,7 +2,7 @@ import ActorVmm
 
 /// Virtio device types (virtio 1.2 §5) that ActorVMM implements.
 public enum VirtioDeviceType: UInt16, Sendable {
-    case net = 1, block = 2, console = 3, entropy = 4
+    case net = 1, block = 2, console = 3, entropy = 4, memory = 24
 
     /// PCI class, subclass for the configuration header.
     var pciClass: (UInt8, UInt8) {
@@ -11,6 +11,7 @@ public enum VirtioDeviceType: UInt16, Sendable {
         case .block: (0x01, 0x80)
         case .console: (0x07, 0x80)
         case .entropy: (0x00, 0xFF)
+        case .memory: (0xFF, 0x00)  // "other", as Cloud Hypervisor's virtio-mem
         }
     }
 }

@@ -99,6 +99,12 @@ static inline uint64_t cpu_read_cr2(void) {
     return value;
 }
 
+/// Reloads CR3 with its own value: drops every cached translation (after a page-table change).
+static inline void cpu_reload_cr3(void) {
+    uint64_t value;
+    __asm__ volatile("mov %%cr3, %0\n\tmov %0, %%cr3" : "=r"(value) : : "memory");
+}
+
 // ---- Memory shared with devices -------------------------------------------------------------
 // Virtqueue rings and buffers live in ordinary guest RAM that a device reads and writes
 // concurrently. Ring fields are accessed with the one-mov `mmio_read*`/`mmio_write*` helpers

@@ -39,6 +39,7 @@ let allTests: [GuestTest] = [
     GuestTest(name: "snapcount", run: snapshotCountTest, byNameOnly: true),
     GuestTest(name: "hotplug", run: hotplugTest, byNameOnly: true),
     GuestTest(name: "dirty", run: dirtyTest, byNameOnly: true),
+    GuestTest(name: "virtiomem", run: virtioMemTest, byNameOnly: true),
 ]
 
 /// `serial`: programs the UART the way an OS driver does, checking what reads back.
