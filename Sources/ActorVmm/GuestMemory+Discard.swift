@@ -6,8 +6,8 @@ extension GuestMemory {
     /// it is written again. The range must lie within one region and be page-aligned; anything else is
     /// refused before any page is touched.
     public func discard(at address: GuestAddress, count: Int) throws(GuestMemoryError) {
+        guard count >= 0, address.rawValue & 0xFFF == 0, count & 0xFFF == 0 else { throw .outOfRange(address, count: count) }
         guard count > 0 else { return }
-        guard address.rawValue & 0xFFF == 0, count & 0xFFF == 0 else { throw .outOfRange(address, count: count) }
         let pointer = try hostPointer(address, count)
         // SAFETY: [pointer, pointer+count) lies inside one live anonymous mapping of guest RAM (checked by
         // hostPointer); MADV_DONTNEED only drops its pages, which then read as zero.

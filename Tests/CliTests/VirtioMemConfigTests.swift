@@ -61,6 +61,9 @@ import Testing
     @Test func badSpellings() {
         #expect(throws: CliError("--memory hotplug_method=virtio_mem: expected acpi or virtio-mem")) { try parse("size=512M,hotplug_method=virtio_mem") }
         #expect(throws: CliError("--memory hotplugged_size=lots: expected a size such as 512M or 1G")) { try parse("size=512M,hotplugged_size=lots") }
+        #expect(throws: CliError("--memory hotplug_size=65664G: must be at most 64 TiB (70368744177664)")) {
+            try parse("size=512M,hotplug_method=virtio-mem,hotplug_size=65664G")
+        }
         #expect(throws: ConfigError(field: "memory.hotplug_method", #"expected "Acpi" or "VirtioMem", not "virtio-mem""#)) {
             try json(#""size": 536870912, "hotplug_method": "virtio-mem""#)
         }

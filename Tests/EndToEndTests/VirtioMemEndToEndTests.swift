@@ -95,4 +95,23 @@ struct VirtioMemEndToEndTests {
         #expect(serial().components(separatedBy: "TESTGUEST START").count == 2, "the guest did not start over")
         #expect(destination.waitForExit(timeout: 60) == 0, "\(destination.stderr)")
     }
+
+    /// A reboot builds a new machine from the config, whose hotplugged_size the last resize set: the device
+    /// asks for the same size again and every block starts unplugged (the test guest has no driver running).
+    @Test func aRebootAsksForTheLastRequestedSize() throws {
+        let vmm = try VmmProcess(["--kernel", Harness.guestPath, "--cmdline", "tests=snapcount snap_ticks=100000",
+                                  "--memory", "size=64M,hotplug_method=virtio-mem,hotplug_size=128M,hotplugged_size=2M"])
+        func counters() -> String { vmm.remote(["counters"]).stdout }
+        #expect(Harness.eventually(20) { counters().contains(#""requested_size":2097152"#) }, "\(counters())")
+        #expect(vmm.remote(["resize", "--memory", "70M"]).status == 0)
+        #expect(counters().contains(#""requested_size":6291456"#) && counters().contains(#""plugged_size":0"#), "\(counters())")
+        #expect(vmm.remote(["reboot"]).status == 0)
+        #expect(Harness.eventually(20) { counters().contains(#""requested_size":6291456"#) }, "\(counters())")
+        #expect(vmm.remote(["info"]).stdout.contains(#""hotplugged_size":6291456"#))
+        #expect(vmm.remote(["resize", "--memory", "64M"]).status == 0)
+        #expect(!vmm.remote(["info"]).stdout.contains("hotplugged_size"), "0 is written as absent, as Cloud Hypervisor does")
+        let remove = vmm.remote(["remove-device", "mem0"])
+        #expect(remove.status == 1 && remove.stderr.contains("400") && remove.stderr.contains("virtio-mem"), "\(remove.stderr)")
+        _ = vmm.remote(["shutdown-vmm"])
+    }
 }

@@ -31,6 +31,9 @@ extension MachineInstance {
 
     nonisolated(nonsending) func removeDevice(id: String) async throws(VmmError) {
         guard !isDown else { throw VmmError(.invalidTransition, VmAction.removeDevice.failure, "the VM is stopping") }
+        if machine.virtioMem != nil, id == VirtioMemHotplug.id {
+            throw VmmError(.badRequest, VmAction.removeDevice.failure, "\(id) is the virtio-mem device, which stays: resize it with vm.resize")
+        }
         do {
             try await machine.pciHotplug.requestRemoval(id: id)
         } catch {

@@ -13,6 +13,9 @@ extension VmConfig {
         if hotplugSize % Self.hotplugBlock != 0 {
             throw fail("hotplug_size", hotplugSize, "must be a multiple of 128 MiB (\(Self.hotplugBlock))")
         }
+        if hotplugSize > Self.maxHotplugSize {
+            throw fail("hotplug_size", hotplugSize, "must be at most 64 TiB (\(Self.maxHotplugSize))")
+        }
         if let bits = maxPhysBits, let size = virtioMemSize, bits < 64 {
             let end = Layout.virtioMemStart(bootRam: memorySize, acpiHotplugSize: acpiHotplugSize) + size
             if end > UInt64(1) << UInt64(bits) {
@@ -31,6 +34,9 @@ extension VmConfig {
             throw fail("hotplugged_size", hotpluggedSize, "must be a multiple of the virtio-mem block size, 2 MiB (\(VirtioMem.defaultBlockSize))")
         }
     }
+
+    /// The most `hotplug_size` may be (the API's schema limit, 2⁴⁶ bytes).
+    static let maxHotplugSize: UInt64 = 1 << 46
 
     /// `bytes` as the command line would write it (`1G`, `384M`, or bytes).
     private func cliSize(_ bytes: UInt64) -> String {

@@ -135,7 +135,7 @@ public final class VirtioMem: VirtioDeviceModel {
     }
 
     /// The blocks [address, address + blocks × block_size) cover, if that is a valid request range:
-    /// block-aligned, at least one block, inside the usable region (§5.15.6.2.2).
+    /// block-aligned, at least one block, inside the usable region (§5.15.6: the device requirements of PLUG, UNPLUG and STATE).
     func blockRange(address: UInt64, blocks count: UInt64) -> Range<Int>? {
         let size = count * blockSize  // at most 65535 blocks: no overflow
         guard count > 0, address % blockSize == 0, address >= start else { return nil }

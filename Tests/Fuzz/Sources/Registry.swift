@@ -20,6 +20,7 @@ let allTargets: [FuzzTarget] = [
     FuzzTarget(name: "virtio_net", covers: "virtio-net transmit headers/frames and receive into guest buffers", run: virtioNetTarget),
     FuzzTarget(name: "virtio_console", covers: "virtio-console transmit and receive", run: virtioConsoleTarget),
     FuzzTarget(name: "virtio_rng", covers: "virtio-rng requests", run: virtioRngTarget),
+    FuzzTarget(name: "virtio_mem", covers: "virtio-mem requests (plug, unplug, unplug all, state) and their books", run: virtioMemTarget),
     FuzzTarget(name: "pci_config", covers: "PCI configuration space, 0xCF8/0xCFC ports, host bridge", run: pciConfigTarget),
     FuzzTarget(name: "msix", covers: "MSI-X table, PBA, control bits, signalling", run: msixTarget),
     FuzzTarget(name: "uart", covers: "8250 UART registers and host input", run: uartTarget),

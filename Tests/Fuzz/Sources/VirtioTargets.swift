@@ -3,15 +3,21 @@ import ActorVmm
 import Glibc
 
 /// Builds a device around `makeBackend()` on the fuzz loop, runs the script against it, and drops it.
-func runVirtioScript(_ bytes: [UInt8], host: HostInput = HostInput(),
+/// `memory` is the guest RAM (the scripts' rings and buffers live in its first MiB); `check` runs on the
+/// device after the script (an invariant that traps when broken).
+func runVirtioScript(_ bytes: [UInt8], host: HostInput = HostInput(), memory: GuestMemory = virtioMemory,
+                     check: (@Sendable (isolated VirtioPciDevice) -> Void)? = nil,
                      _ makeBackend: @escaping @Sendable () -> sending any VirtioDeviceModel) {
     runOnLoop(fuzzLoop) {
         let backend = makeBackend()
         let controller = NoopMsiController()
         let vectors = try! controller.allocate(count: backend.queueCount + 1)
-        let device = try! VirtioPciDevice(name: "fuzz", loop: fuzzLoop, memory: virtioMemory, backend: backend,
+        let device = try! VirtioPciDevice(name: "fuzz", loop: fuzzLoop, memory: memory, backend: backend,
                                           barAddress: 0xC000_0000, vectors: vectors, msiController: controller)
-        device.assumeIsolated { $0.runFuzzScript(bytes, host: host) }
+        device.assumeIsolated { device in
+            device.runFuzzScript(bytes, host: host)
+            check?(device)
+        }
     }
 }
 
@@ -78,6 +84,20 @@ let zeroFD: Int32 = open("/dev/zero", O_RDONLY | O_CLOEXEC)
 func virtioRngTarget(_ bytes: [UInt8]) {
     let fd = dup(zeroFD)
     runVirtioScript(bytes) { VirtioRng(.init(file: OwnedDescriptor(fd))) }
+}
+
+/// Guest RAM for virtio-mem: the scripts' MiB and the device's region (128 MiB at 128 MiB, 64 blocks of 2 MiB).
+let virtioMemMemory = guardedMemory([(GuestAddress(0), 0x100000), (GuestAddress(128 << 20), 128 << 20)])
+
+/// virtio-mem: any request against a region with 64 MiB requested; the device's books must balance (the
+/// bitmap's plugged blocks are plugged_size, within the region) whatever the guest sent.
+func virtioMemTarget(_ bytes: [UInt8]) {
+    runVirtioScript(bytes, memory: virtioMemMemory, check: { device in
+        guard let mem = device.backend as? VirtioMem else { finding("not a virtio-mem backend") }
+        guard UInt64(mem.blocks.pluggedCount) * mem.blockSize == mem.pluggedSize, mem.pluggedSize <= mem.requestedSize else {
+            finding("virtio-mem: \(mem.blocks.pluggedCount) blocks plugged, plugged_size \(mem.pluggedSize)")
+        }
+    }) { try! VirtioMem(start: 128 << 20, size: 128 << 20, requested: 64 << 20) }
 }
 
 /// The virtio-pci transport itself: the same scripts as the devices but biased to register accesses (the

@@ -15,6 +15,21 @@ enum VirtioMem {
     static let mappedStart: UInt64 = 4 << 30
 }
 
+extension VirtioMem {
+    /// Whether any E820 entry (of any type) overlaps [start, start + size): the region must be in none.
+    static func inE820(_ boot: BootParams, start: UInt64, size: UInt64) -> Bool {
+        guard let page = UnsafeRawPointer(bitPattern: boot.address) else { return true }
+        let entries = Int(page.load(fromByteOffset: DirtyRam.e820EntriesOffset, as: UInt8.self))
+        for index in 0..<min(entries, 128) {
+            let entry = page + DirtyRam.e820TableOffset + index * 20
+            let address = entry.loadUnaligned(as: UInt64.self)
+            let length = entry.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            if address < start + size && start < address &+ length { return true }
+        }
+        return false
+    }
+}
+
 /// The device's request queue with one request and one response buffer.
 struct VirtioMemQueue {
     var queue: Virtqueue
@@ -58,6 +73,7 @@ struct VirtioMemQueue {
 /// Detail: `block=2097152 region=134217728 plugged=4194304 unplugged`.
 func virtioMemTest(_ context: inout TestContext) -> Bool {
     let limit = context.boot.commandLine.commandLineValue(of: "vmem_wait").flatMap { $0.parsedUnsigned() } ?? 60_000_000_000
+    let boot = context.boot
     let ok = withVirtioDevice(VirtioMem.deviceID, &context.detail) { device, detail throws(DriverError) in
         try device.start(wanted: 0)
         var mem = VirtioMemQueue(queue: try device.setUpQueue(0))
@@ -73,6 +89,7 @@ func virtioMemTest(_ context: inout TestContext) -> Bool {
         guard read64(VirtioMem.usableRegionSize) == size else { throw DriverError("usable", read64(VirtioMem.usableRegionSize)) }
         guard read64(VirtioMem.pluggedSize) == 0, read64(VirtioMem.requestedSize) == 0 else { throw DriverError("requested-at-boot", read64(VirtioMem.requestedSize)) }
         guard start >= VirtioMem.mappedStart, start + size <= VirtioMem.mappedStart + (1 << 30) else { throw DriverError("region-not-in-5th-gib", start) }
+        guard !VirtioMem.inE820(boot, start: start, size: size) else { throw DriverError("region-in-e820", start) }
 
         // Refusals before anything is requested.
         func expect(_ answer: (type: UInt16, state: UInt16), _ type: UInt16, _ what: StaticString) throws(DriverError) {
