@@ -123,4 +123,68 @@ struct LinuxHotplugTests {
         #expect(results["info removed"]?.contains("hot0") == false, "\(results["info removed"] ?? "")")
         #expect(run.status == 0, "\(context)")
     }
+
+    /// virtio-mem with the same kernel (its virtio_mem driver built in; docs/hotplug.md), checked from the
+    /// kernel's side: the driver probes the device (its dmesg lines: the 512 MiB region at 4 GiB, nothing
+    /// plugged); after `resize --memory 384M` it plugs 128 MiB (vm.counters' mem0 plugged_size) and the kernel
+    /// onlines them into ZONE_MOVABLE (`memhp_default_state=online_movable`: it rebuilds its zonelists, with
+    /// 32768 more pages); after `resize --memory 256M` it unplugs them again (plugged_size 0).
+    @Test(.timeLimit(.minutes(60)))
+    func virtioMemBlocksArePluggedAndUnpluggedByLinux() async throws {
+        let kernel = try await Harness.offPool {
+            try LinuxHarness.recipe("microvm-kernel.sh", [Harness.packageRoot + "/Tests/Linux/hotplug.config"])
+        }
+        let socket = NSTemporaryDirectory() + "actor-vmm-hotplug-vmem-\(getpid()).sock"
+        defer { unlink(socket) }
+        let results = Results()
+        let remote: @Sendable ([String]) -> Harness.Result = { arguments in
+            Harness.run(Harness.remotePath, ["--api-socket", socket] + arguments, timeout: 60)
+        }
+        // vm.counters' mem0 plugged_size once it equals `size`, or nil after `seconds`.
+        let pluggedSize: @Sendable (UInt64, Double) -> String? = { size, seconds in
+            let deadline = Date().addingTimeInterval(seconds)
+            repeat {
+                if remote(["counters"]).stdout.contains("\"plugged_size\":\(size),") { return "\(size)" }
+                usleep(500_000)
+            } while Date() < deadline
+            return nil
+        }
+        let run = try await Harness.offPool { LinuxHarness.oneAtATime { LinuxHarness.run([
+            "--kernel", kernel + "/vmlinux", "--initramfs", kernel + "/initramfs.cpio",
+            "--memory", "size=256M,hotplug_method=virtio-mem,hotplug_size=512M", "--serial", "tty", "--console", "off",
+            "--cmdline", "console=ttyS0 memhp_default_state=online_movable", "--api-socket", "path=\(socket)", "-v",
+        ], until: "virtio_mem virtio0: requested size: 0x0", timeout: 1200) { session in
+            defer { kill(session.pid, SIGTERM) }
+            results.set("at boot", pluggedSize(0, 0) ?? "not 0")
+            results.set("grow", "\(remote(["resize", "--memory", "384M"]).status)")
+            results.set("plugged", pluggedSize(128 << 20, 300) ?? "not 128 MiB")
+            // The kernel onlines the new block into the empty ZONE_MOVABLE: it rebuilds its zonelists.
+            _ = session.waitForLine("Built 1 zonelists", count: 2, timeout: 120)
+            results.set("info grown", remote(["info"]).stdout)
+            results.set("shrink", "\(remote(["resize", "--memory", "256M"]).status)")
+            results.set("unplugged", pluggedSize(0, 300) ?? "not 0")
+            results.set("info shrunk", remote(["info"]).stdout)
+        } } }
+        let context = run.context
+        #expect(run.first(containing: "virtio_mem virtio0: start address: 0x100000000") != nil, "\(context)")
+        #expect(run.first(containing: "virtio_mem virtio0: region size: 0x20000000") != nil, "\(context)")
+        #expect(run.first(containing: "virtio_mem virtio0: plugged size: 0x0") != nil, "\(context)")
+        #expect(results["at boot"] == "0", "\(context)")
+        #expect(results["grow"] == "0", "\(context)")
+        #expect(results["plugged"] == "\(128 << 20)", "the driver plugged 128 MiB: \(context)")
+        #expect(run.first(containing: "virtio_mem virtio0: requested size: 0x8000000") != nil, "\(context)")
+        // "Built 1 zonelists, mobility grouping on.  Total pages: N": at boot, then with the new block.
+        let pages = run.lines.filter { $0.text.contains("Built 1 zonelists") }.compactMap { line in
+            line.text.components(separatedBy: "Total pages: ").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        }
+        // N counts the pages above the zones' high watermarks (nr_free_zone_pages), so less than the 32768 added
+        // (28678 on this host).
+        #expect(pages.count >= 2 && (24576...32768) ~= pages[1] - pages[0], "the kernel onlined 128 MiB: \(pages) \(context)")
+        #expect(results["info grown"]?.contains("\"memory_actual_size\":\(384 << 20)") == true, "\(results["info grown"] ?? "")")
+        #expect(results["info grown"]?.contains("\"hotplugged_size\":\(128 << 20)") == true, "\(results["info grown"] ?? "")")
+        #expect(results["shrink"] == "0", "\(context)")
+        #expect(results["unplugged"] == "0", "the driver unplugged the 128 MiB: \(context)")
+        #expect(results["info shrunk"]?.contains("\"memory_actual_size\":\(256 << 20)") == true, "\(results["info shrunk"] ?? "")")
+        #expect(run.status == 0, "\(context)")
+    }
 }

@@ -56,3 +56,36 @@ extension NestedKvmTests {
         check.report("Linux hotplug (CPUs, RAM, disk, NIC, power button)", marker: "HOTPLUG STEP vmm-exit-0")
     }
 }
+
+extension NestedKvmTests {
+    /// virtio-mem (`--memory size=256M,hotplug_method=virtio-mem,hotplug_size=512M`, Tests/Nested/virtio-mem-flow.sh):
+    /// Linux's virtio_mem driver binds the device; `resize --memory 512M` → it plugs 256 MiB and the kernel
+    /// onlines them (MemTotal ≥ 250 MiB larger), vm.info's hotplugged_size is 256 MiB, vm.counters' plugged_size
+    /// 256 MiB and memory_actual_size 512 MiB; `resize --memory 256M` → it unplugs them (MemTotal back within
+    /// 2 MiB), plugged_size 0, memory_actual_size 256 MiB; the power button ends the guest.
+    @Test func linuxVirtioMemWithActorVmmRemote() async throws {
+        let check = try await NestedHarness.check("hotplug-virtio-mem")
+        Self.expectCleanExit(check)
+        for step in ["socket", "ready", "nothing-plugged-at-boot", "info-actual-256M", "resize-memory-512M",
+                     "memtotal-grew", "info-hotplugged-256M", "counters-plugged-256M", "info-actual-512M",
+                     "resize-memory-256M", "memtotal-shrank", "counters-plugged-0", "info-no-hotplugged",
+                     "info-actual-256M-again", "power-button", "vmm-exit-0"] {
+            #expect(check.first(containing: "VIRTIO-MEM STEP \(step) ok") != nil, "step \(step): \(check.context)")
+        }
+        // The driver's own lines (dmesg, printed by the guest's init): it found the 512 MiB region and
+        // plugged nothing before the resize.
+        let driver = check.lines.map(\.text).filter { $0.hasPrefix("ACTORVMM-DMESG ") && $0.contains(" virtio_mem virtio") }
+        #expect(driver.contains { $0.hasSuffix("region size: 0x20000000") }, "the driver probed: \(check.context)")
+        #expect(driver.contains { $0.hasSuffix("plugged size: 0x0") }, "\(check.context)")
+        // The guest's MemTotal, in order: boot, +256 MiB, back.
+        let memory = Self.hotplugStates(check).compactMap { $0["mem_kb"].flatMap { Int($0) } }
+        let boot = try #require(check.lines.lazy.compactMap { line -> Int? in
+            guard line.text.hasPrefix("ACTORVMM-HOTPLUG-READY ") else { return nil }
+            return line.text.split(separator: " ").first { $0.hasPrefix("mem_kb=") }.flatMap { Int($0.dropFirst(7)) }
+        }.first, "the ready line: \(check.context)")
+        let peak = memory.max() ?? 0
+        #expect((250 << 10)...(256 << 10) ~= peak - boot, "MemTotal grew by 256 MiB, not \(peak - boot) KiB: \(check.context)")
+        #expect(abs((memory.last ?? 0) - boot) <= 2 << 10, "MemTotal back to \(boot) KiB, not \(memory.last ?? 0): \(check.context)")
+        check.report("Linux virtio-mem (grow, shrink, power button)", marker: "VIRTIO-MEM STEP vmm-exit-0")
+    }
+}

@@ -6,6 +6,8 @@
 #   - prints "ACTORVMM-HOTPLUG-READY …" once, then a line "ACTORVMM-HOTPLUG cpus=… mem_kb=… disks=… nets=…"
 #     whenever one of them changes, onlining every CPU that appears (CPU hotplug needs the guest to online
 #     the CPU; memory blocks are onlined by the kernel itself: MEMORY_HOTPLUG_DEFAULT_ONLINE);
+#   - prints the kernel's virtio_mem lines (dmesg) as "ACTORVMM-DMESG …" with the ready line and after each
+#     change (console=ttyS0 quiet hides them otherwise);
 #   - for each virtio disk that appears (the kernel has no file system for it): reads the first line of
 #     sector 0, writes "ACTORVMM-GUEST-WROTE-<disk>-<uptime>" to sector 8 (fsync), drops the block cache
 #     and reads it back, and prints "ACTORVMM-HOTPLUG-DISK <disk> read=… wrote=… readback=…".
@@ -50,12 +52,21 @@ state() {
   for c in /sys/devices/system/cpu/cpu[0-9]*; do [ -f $c/online ] && [ "$($b cat $c/online)" = 0 ] && echo 1 > $c/online 2>/dev/null; done
   echo "cpus=$($b cat /sys/devices/system/cpu/online) mem_kb=$($b awk '/MemTotal/ { print $2 }' /proc/meminfo) disks=$($b ls /sys/block | $b grep vd | $b tr '\n' ,) nets=$($b ls /sys/class/net | $b tr '\n' ,)"
 }
+shown=0
+driver_lines() {  # the virtio_mem driver's dmesg lines not printed yet
+  local all
+  all=$($b dmesg | $b grep -a virtio_mem)
+  [ -n "$all" ] || return 0
+  echo "$all" | $b tail -n +$((shown + 1)) | while read -r l; do echo "ACTORVMM-DMESG $l"; done
+  shown=$(echo "$all" | $b wc -l)
+}
 last=$(state)
+driver_lines
 $b echo "ACTORVMM-HOTPLUG-READY inputs=$($b ls /dev/input | $b tr '\n' ,) $last"
 while true; do
   $b sleep 1
   now=$(state)
-  [ "$now" != "$last" ] && $b echo "ACTORVMM-HOTPLUG $now"
+  [ "$now" != "$last" ] && { $b echo "ACTORVMM-HOTPLUG $now"; driver_lines; }
   disk_check
   last=$now
 done

@@ -106,6 +106,14 @@ if [ -n "${HOTPLUG:-}" ] && selected hotplug; then
   stamp "$checks/hotplug" 180 bash "$here/hotplug-flow.sh" "$VMM" "$REMOTE" "$HOTPLUG" "$work/hotplug.raw" \
     "$checks/hotplug"
 fi
+# 4c. virtio-mem with Linux: the same guest booted with hotplug_method=virtio-mem (one VM has one method):
+#     MemTotal up by 256 MiB after `resize --memory 512M`, down again after `resize --memory 256M`, vm.info's
+#     hotplugged_size following (Tests/Nested/virtio-mem-flow.sh).
+if [ -n "${HOTPLUG:-}" ] && selected hotplug-virtio-mem; then
+  mkdir -p "$checks/hotplug-virtio-mem"
+  stamp "$checks/hotplug-virtio-mem" 240 bash "$here/virtio-mem-flow.sh" "$VMM" "$REMOTE" "$HOTPLUG" \
+    "$checks/hotplug-virtio-mem"
+fi
 
 # 5. Linux across a snapshot restored in a new VMM process, and across a live migration over unix: between
 #    two VMM processes, while it appends fsynced records to its ext4 root and acknowledges each on its
