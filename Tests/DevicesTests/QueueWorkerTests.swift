@@ -1,0 +1,223 @@
+import ActorVmm
+@testable import Devices
+import EpollLoop
+import Glibc
+import Synchronization
+import Testing
+
+/// Per-queue placement (`--event-loops per-queue`, docs/devices.md "Queue workers"): a queue worker per
+/// virtio-blk queue or virtio-net queue pair, each on a loop of its own, the device keeping the registers.
+@Suite struct QueueWorkerTests {
+    /// Each queue's doorbell is served on its own worker's loop thread, none on the device's.
+    @Test func eachQueueIsServedOnItsOwnLoopThread() async throws {
+        let rig = try PerQueueRig(queues: 3) { _ in ThreadRecordingBackend(queueCount: 3) }
+        defer { rig.shutdown() }
+        try await rig.start()
+        var driver = rig.driver
+        #expect(await driver.initialize(queueCount: 3) == 0xF)
+        for q in [2, 0, 1] {
+            _ = driver.queues[q].post([(driver.queues[q].allocate(8), 8, true)])
+            await driver.kick(q)
+        }
+        for q in 0..<3 { #expect(await driver.awaitUsed(queue: q).count == 1, "queue \(q) was not served") }
+        for (number, worker) in rig.workers.enumerated() {
+            let threads = await worker.withBackend { ($0 as! ThreadRecordingBackend).threads }
+            #expect(threads == [number: ["t-pq-q\(number)"]], "worker \(number) served \(threads)")
+        }
+        let deviceThreads = await rig.device.withBackend { ($0 as! ThreadRecordingBackend).threads }
+        #expect(deviceThreads.isEmpty, "the device served queues itself: \(deviceThreads)")
+        await rig.device.stop()
+    }
+
+    /// A two-queue disk: a write on queue 1 and a read on queue 0 reach the image through the workers' own
+    /// backends (rings), and the counters are the workers'.
+    @Test func aTwoQueueDiskServesEachQueueOnItsWorker() async throws {
+        let file = TempFile(size: 1 << 20)
+        let opened = try VirtioBlock.open(.init(path: file.path, numQueues: 2))
+        let rig = try PerQueueRig(queues: 2, device: { VirtioBlock(opened.forDeviceWithQueueWorkers) }) { _ in VirtioBlock(opened) }
+        defer { rig.shutdown() }
+        try await rig.start()
+        var driver = rig.driver
+        #expect(await driver.initialize(queueCount: 2) == 0xF)
+        let data = [UInt8](repeating: 0x5C, count: 4096)
+        #expect(await driver.blockRequest(type: 1, sector: 8, data: data, queue: 1).status == 0)
+        let read = await driver.blockRequest(type: 0, sector: 8, readLength: 4096, queue: 0)
+        #expect(read.status == 0 && read.data == data)
+        #expect(Array(file.contents()[4096..<8192]) == data)
+        #expect(await rig.workers[0].counters.requests == 1)
+        #expect(await rig.workers[1].counters.requests == 1)
+        #expect(await rig.device.counters.requests == 0)
+        #expect(await rig.device.totalCounters().requests == 2)
+        await rig.device.stop()
+    }
+
+    /// A reset by the driver: the device's status reads back 0 only once every worker has stopped (a worker
+    /// still busy keeps it at the old value), and a worker serves nothing afterwards.
+    @Test func statusReadsZeroOnlyOnceTheWorkersHaveReset() async throws {
+        let rig = try PerQueueRig(queues: 2) { _ in ThreadRecordingBackend(queueCount: 2) }
+        defer { rig.shutdown() }
+        try await rig.start()
+        var driver = rig.driver
+        #expect(await driver.initialize(queueCount: 2) == 0xF)
+        rig.workerLoops[1].execute { usleep(200_000) }  // worker 1 is busy for a while
+        await driver.w(VirtioDriver.common + 0x14, 1, 0)
+        #expect(await driver.r(VirtioDriver.common + 0x14, 1) == 0xF, "status read 0 before the busy worker reset")
+        var status: UInt64 = 0xF
+        for _ in 0..<200 where status != 0 {
+            try await Task.sleep(for: .milliseconds(5))
+            status = await driver.r(VirtioDriver.common + 0x14, 1)
+        }
+        #expect(status == 0)
+        #expect(await rig.workers[1].holdsQueues == false)
+        #expect(await rig.workers[1].isActive == false)
+        _ = driver.queues[1].post([(driver.queues[1].allocate(8), 8, true)])
+        await driver.kick(1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(driver.queues[1].takeUsed().isEmpty, "a reset worker served a request")
+        await rig.device.stop()
+    }
+
+    /// Pause, snapshot and restore: quiesced, the workers have completed what was on their rings and handed
+    /// their queues back (the device's state has their indices); a request posted meanwhile waits for resume;
+    /// a device restored from the state, with workers of its own, serves the driver's next requests.
+    @Test func quiesceHandsTheQueuesBackAndARestoredDeviceServesThem() async throws {
+        let file = TempFile(size: 8 << 20)
+        let opened = try VirtioBlock.open(.init(path: file.path, numQueues: 2))
+        let memory = testMemory(mebibytes: 32)
+        let rig = try PerQueueRig(queues: 2, memory: memory, device: { VirtioBlock(opened.forDeviceWithQueueWorkers) }) { _ in
+            VirtioBlock(opened)
+        }
+        try await rig.start()
+        var driver = rig.driver
+        #expect(await driver.initialize(queueSize: 64, queueCount: 2) == 0xF)
+        let payload = GuestAddress(16 << 20)  // above both queues' rings and data
+        try memory.write(bytes: [UInt8](repeating: 0xA7, count: 1 << 20), at: payload)
+        for q in 0..<2 {
+            for index in 0..<4 { _ = driver.queues[q].postBlock(type: 1, sector: UInt64(q * 4 + index) * 2048, data: (payload, 1 << 20)) }
+            await driver.kick(q)
+        }
+        await rig.device.quiesce()
+        for q in 0..<2 {
+            #expect(driver.queues[q].takeUsed().count == 4, "queue \(q): not every request completed by the pause")
+            #expect(await rig.device.queues[q].nextUsed == 4, "queue \(q)'s indices were not handed back")
+            #expect(await rig.workers[q].blockRequestsInFlight() == 0)
+        }
+        #expect(file.contents().allSatisfy { $0 == 0xA7 })
+        _ = driver.queues[1].postBlock(type: 4, sector: 0)
+        await driver.kick(1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(driver.queues[1].takeUsed().isEmpty, "served while quiesced")
+        let state = await rig.device.captureState()
+        await rig.device.stop()
+        rig.shutdown()
+
+        let target = try PerQueueRig(queues: 2, memory: memory, msi: rig.msi, device: { VirtioBlock(opened.forDeviceWithQueueWorkers) }) { _ in
+            VirtioBlock(opened)
+        }
+        defer { target.shutdown() }
+        try await target.start()
+        try await target.device.restoreState(state)
+        await target.device.resume()
+        let rings = driver.queues
+        driver = target.driver
+        driver.queues = rings
+        #expect(await driver.awaitUsed(queue: 1).count == 1, "the flush posted while paused was not served after the restore")
+        _ = driver.queues[0].postBlock(type: 4, sector: 0)
+        await driver.kick(0)
+        #expect(await driver.awaitUsed(queue: 0).count == 1)
+        #expect(await target.workers[0].counters.requests == 1)
+        #expect(await target.workers[1].counters.requests == 1)
+        await target.device.stop()
+        #expect(await target.device.queueWorkers.isEmpty)
+    }
+}
+
+/// A device with a queue worker per queue (blk-like), on loops `t-pq` and `t-pq-q<N>`, driven by a
+/// ``VirtioDriver``: what DeviceManager.makeWorkers sets up, without KVM.
+struct PerQueueRig {
+    let device: VirtioPciDevice
+    let workers: [VirtioPciDevice]
+    let loop: EventLoop
+    let workerLoops: [EventLoop]
+    let memory: GuestMemory
+    let msi: FakeMsi
+
+    init(queues: Int, groups: [[Int]]? = nil, memory: GuestMemory = testMemory(), msi: FakeMsi = FakeMsi(),
+         device makeDeviceBackend: (() -> any VirtioDeviceModel)? = nil,
+         worker makeBackend: (Int) -> any VirtioDeviceModel) throws {
+        let groups = groups ?? (0..<queues).map { [$0] }
+        let backend = makeDeviceBackend?() ?? ThreadRecordingBackend(queueCount: queues)
+        self.memory = memory
+        self.msi = msi
+        loop = try EventLoop(name: "t-pq")
+        workerLoops = try groups.indices.map { try EventLoop(name: "t-pq-q\($0)") }
+        let vectors = try msi.allocate(count: backend.queueCount + 1)
+        device = try VirtioPciDevice(name: "pq", loop: loop, memory: memory, backend: backend, barAddress: 0xC000_0000,
+                                     vectors: vectors, msiController: msi)
+        var workers: [VirtioPciDevice] = []
+        for (number, group) in groups.enumerated() {
+            workers.append(try VirtioPciDevice(name: "pq-q\(number)", loop: workerLoops[number], memory: memory,
+                                               backend: makeBackend(number), barAddress: 0xC000_0000, vectors: vectors,
+                                               msiController: msi, coordinator: device, servedQueues: group))
+        }
+        self.workers = workers
+    }
+
+    var driver: VirtioDriver { VirtioDriver(device: device, memory: memory, msi: msi) }
+
+    func shutdown() {
+        loop.shutdown()
+        for loop in workerLoops { loop.shutdown() }
+    }
+}
+
+extension PerQueueRig {
+    /// Adopts the workers and watches every doorbell (call once, before driving).
+    func start() async throws {
+        await device.adopt(workers: workers)
+        try await device.watchDoorbells()
+        for worker in workers { try await worker.watchDoorbells() }
+    }
+}
+
+/// A backend that completes every request at once, noting the thread (by name) that served each queue.
+final class ThreadRecordingBackend: VirtioDeviceModel {
+    let deviceType = VirtioDeviceType.entropy
+    let queueCount: Int
+    let deviceFeatures: UInt64 = 0
+    let configSize = 0
+    var threads: [Int: Set<String>] = [:]
+
+    init(queueCount: Int) { self.queueCount = queueCount }
+
+    func readConfig(offset: Int, width: Int) -> UInt64 { 0 }
+    func activate(device: isolated VirtioPciDevice) throws(VirtioError) {}
+    func reset(device: isolated VirtioPciDevice) {}
+
+    func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
+        threads[index, default: []].insert(currentThreadName())
+        device.drain(queue: index) { chain in
+            device.complete(chain, queue: index, written: 0)
+            return true
+        }
+    }
+}
+
+/// The calling thread's name (/proc/thread-self/comm).
+func currentThreadName() -> String {
+    let fd = open("/proc/thread-self/comm", O_RDONLY)
+    guard fd >= 0 else { return "?" }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 32)
+    let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    return String(decoding: bytes.prefix(max(n, 0)), as: UTF8.self).trimmingSuffix("\n")
+}
+
+extension String {
+    func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+}
+
+extension VirtioPciDevice {
+    /// Runs `body` on the backend inside the actor.
+    func withBackend<R: Sendable>(_ body: (any VirtioDeviceModel) -> R) -> R { body(backend) }
+}
