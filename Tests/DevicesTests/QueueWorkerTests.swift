@@ -221,3 +221,64 @@ extension VirtioPciDevice {
     /// Runs `body` on the backend inside the actor.
     func withBackend<R: Sendable>(_ body: (any VirtioDeviceModel) -> R) -> R { body(backend) }
 }
+
+/// virtio-net with a queue worker per pair, over a fake two-queue TAP (datagram socketpairs).
+@Suite struct NetQueueWorkerTests {
+    /// Pair 1 is served by its worker, both ways, once the driver has asked for two pairs on the control
+    /// queue (which the device serves, and tells the workers of); a quiesce hands back the frame the worker
+    /// read and could not deliver yet, and the resumed worker delivers it.
+    @Test func pairOneIsServedByItsWorkerAfterVqPairsSet() async throws {
+        var tap0: [Int32] = [0, 0], tap1: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap0) == 0)
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap1) == 0)
+        defer { close(tap0[1]); close(tap1[1]) }
+        let opened = VirtioNet.Opened(tap: TapDevice(adopting: [tap0[0], tap1[0]], name: "fake"),
+                                      options: VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queuePairs: 2))
+        let rig = try PerQueueRig(queues: 5, groups: [[0, 1], [2, 3]], device: { VirtioNet(opened, serving: .controlQueue) }) {
+            VirtioNet(opened, serving: .pair($0))
+        }
+        defer { rig.shutdown() }
+        try await rig.start()
+        var driver = rig.driver
+        #expect(await driver.initialize(features: NetFeature.multiQueue | NetFeature.ctrlVq, queueCount: 5) == 0xF)
+        func inject(_ marker: UInt8) {
+            let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: 60)
+            _ = frame.withUnsafeBytes { send(tap1[1], $0.baseAddress, $0.count, 0) }
+        }
+        let buffers = driver.postReceive(2, count: 1, size: 1526)
+        await driver.kick(2)
+        inject(0xC1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(driver.queues[2].takeUsed().isEmpty, "pair 1 received before the driver asked for two pairs")
+        #expect(await driver.control(4, class: 4, 0, data: [2, 0]) == 0)  // VQ_PAIRS_SET 2, on the device
+        let used = try await driver.waitUsed(2)
+        #expect(used.map(\.length) == [72])
+        if let head = used.first?.head, let buffer = buffers[UInt16(head)] {
+            #expect(try driver.memory.readBytes(at: buffer, count: 72).last == 0xC1)
+        }
+
+        driver.transmit(3, header: [UInt8](repeating: 0, count: 12), frame: [UInt8](repeating: 0xD2, count: 60))
+        await driver.kick(3)
+        #expect(try await driver.waitUsed(3).count == 1)
+        var frame = [UInt8](repeating: 0, count: 128)
+        let n = frame.withUnsafeMutableBytes { recv(tap1[1], $0.baseAddress, $0.count, 0) }
+        #expect(n == 72 && frame[71] == 0xD2, "pair 1's frame did not leave through TAP queue 1")
+        let pair1 = await rig.workers[1].withBackend { ($0 as! VirtioNet).rxFrames + ($0 as! VirtioNet).txFrames }
+        #expect(pair1 == 2)
+        #expect(await rig.device.withNet { $0.rxFrames + $0.txFrames } == 0)
+
+        // A frame read by worker 1 and waiting for buffers (the one posted is too small: returned unused)
+        // moves to the device on quiesce and back on resume.
+        _ = driver.postReceive(2, count: 1, size: 40)
+        await driver.kick(2)
+        inject(0xE3)
+        #expect(try await driver.waitUsed(2).map(\.length) == [0])
+        await rig.device.quiesce()
+        #expect(await rig.device.withNet { $0.pairs[1].pendingLength } == 72, "the waiting frame was not handed back")
+        _ = driver.postReceive(2, count: 1, size: 1526)
+        await rig.device.resume()
+        await driver.kick(2)
+        #expect(try await driver.waitUsed(2).map(\.length) == [72])
+        await rig.device.stop()
+    }
+}
