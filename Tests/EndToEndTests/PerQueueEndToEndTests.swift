@@ -138,3 +138,35 @@ final class ThreadNames: Sendable {
 
     func stop() { state.withLock { $0.running = false } }
 }
+
+extension ApiGuestTests {
+    /// A per-queue VM with a two-queue disk and a two-pair NIC created through the API: its device and
+    /// queue loops run while it does, and a reboot, a shutdown and a delete leave no thread or descriptor of
+    /// them behind.
+    @Test func perQueueLoopsGoWithTheirMachine() throws {
+        let kernel = Harness.writeTinyKernel("api-perqueue", code: [0x66, 0xBA, 0x00, 0x0A, 0xEE, 0xEB, 0xFD])
+        let disk = "/tmp/actor-vmm-e2e-\(getpid())-perqueue.raw"
+        defer { unlink(kernel); unlink(disk) }
+        #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20)))
+        let vmm = try VmmProcess()
+        let idle = vmm.openDescriptors()
+        let config = Harness.vmConfig(kernel: kernel, memory: 16 << 20, extra: #"""
+            , "disks": [{"path": "\#(disk)", "num_queues": 2}], "net": [{"num_queues": 4}], "actor_vmm": {"event_loops": "per-queue"}
+            """#).replacingOccurrences(of: #""boot_vcpus": 1, "max_vcpus": 1"#, with: #""boot_vcpus": 2, "max_vcpus": 2"#)
+        let created = vmm.call("PUT", "vm.create", body: config)
+        #expect(created.status == 204, "\(created)")
+        #expect(vmm.call("PUT", "vm.boot").status == 204)
+        let queueLoops = ["vmm-_disk0-q0", "vmm-_disk0-q1", "vmm-_net1-q0", "vmm-_net1-q1"]
+        #expect(Harness.eventually { queueLoops.allSatisfy(vmm.threadNames().contains) }, "\(vmm.threadNames())")
+        let running = vmm.openDescriptors()
+        #expect(vmm.call("PUT", "vm.reboot").status == 204)
+        #expect(Harness.eventually(5) { vmm.openDescriptors() == running }, "old machine left open: \(vmm.openDescriptors())")
+        #expect(vmm.threadNames().filter { $0.hasPrefix("vmm-_") }.count == 6, "\(vmm.threadNames())")
+        #expect(vmm.remote(["shutdown"]).status == 0)
+        #expect(Harness.eventually(5) { vmm.openDescriptors() == idle }, "a shut-down VM holds: \(vmm.openDescriptors())")
+        #expect(!vmm.threadNames().contains { $0.hasPrefix("vmm-_") }, "\(vmm.threadNames())")
+        #expect(vmm.remote(["delete"]).status == 0)
+        #expect(vmm.remote(["shutdown-vmm"]).status == 0)
+        #expect(vmm.waitForExit() == 0, "\(vmm.stderr)")
+    }
+}
