@@ -41,11 +41,12 @@ extension VirtioPciDevice: Snapshottable {
 
     public var isQuiesced: Bool { quiesced }
 
-    /// Serves again; with queue workers, an active device hands them their queues first.
+    /// Serves again; with queue workers, an active device then hands them their queues (after its own backend
+    /// has resumed: a restored net backend works out the receive mode the workers follow there).
     public func resume() async {
         guard quiesced else { return }
-        await resumeWorkers()
         resumeServing()
+        await resumeWorkers()
     }
 
     /// Serves the queues this actor serves whose doorbells were noted, and sends the interrupts owed.
