@@ -281,4 +281,47 @@ extension VirtioPciDevice {
         #expect(try await driver.waitUsed(2).map(\.length) == [72])
         await rig.device.stop()
     }
+
+    /// A per-queue net device restored from a snapshot: its workers receive in the negotiated mode
+    /// (mergeable buffers: a frame larger than one buffer spans two) on the pairs the snapshot had active.
+    @Test func aRestoredDevicesWorkersReceiveInTheNegotiatedMode() async throws {
+        var tap0: [Int32] = [0, 0], tap1: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap0) == 0)
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap1) == 0)
+        defer { close(tap0[1]); close(tap1[1]) }
+        let opened = VirtioNet.Opened(tap: TapDevice(adopting: [tap0[0], tap1[0]], name: "fake"),
+                                      options: VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queuePairs: 2))
+        let memory = testMemory()
+        func rig() throws -> PerQueueRig {
+            try PerQueueRig(queues: 5, groups: [[0, 1], [2, 3]], memory: memory, device: { VirtioNet(opened, serving: .controlQueue) }) {
+                VirtioNet(opened, serving: .pair($0))
+            }
+        }
+        let source = try rig()
+        try await source.start()
+        var driver = source.driver
+        let features = NetFeature.multiQueue | NetFeature.ctrlVq | NetFeature.mergeableRxBuffers
+        #expect(await driver.initialize(features: features, queueCount: 5) == 0xF)
+        #expect(await driver.control(4, class: 4, 0, data: [2, 0]) == 0)
+        await source.device.quiesce()
+        let state = await source.device.captureState()
+        await source.device.stop()
+        source.shutdown()
+
+        let target = try rig()
+        defer { target.shutdown() }
+        try await target.start()
+        try await target.device.restoreState(state)
+        await target.device.resume()
+        let rings = driver.queues
+        driver = target.driver
+        driver.queues = rings
+        _ = driver.postReceive(2, count: 2, size: 64)
+        await driver.kick(2)
+        let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: 0xF4, count: 100)
+        _ = frame.withUnsafeBytes { send(tap1[1], $0.baseAddress, $0.count, 0) }
+        #expect(try await driver.waitUsed(2, count: 2).map(\.length) == [64, 48], "the frame did not span two mergeable buffers")
+        await target.device.stop()
+    }
 }
+
