@@ -24,10 +24,22 @@ struct QueueLoopsConfig: Sendable, Equatable {
     static let all = [QueueLoopsConfig(perQueue: false), QueueLoopsConfig(perQueue: true)]
 }
 
-/// One run of one configuration: per batch (32 requests, both queues), its time / 32, in nanoseconds.
+/// One run of one configuration: per batch (32 requests, both queues), its time / 32, in nanoseconds; and
+/// where a batch's time goes, from the serving loops' recorders: doorbells written → the first loop sees
+/// one (wake-up), → the last request on a used ring (service), → the driver back from poll() (interrupt back).
 struct QueueLoopsSamples {
     var perRequest: [Double] = []
     var requestsPerSecond = 0.0
+    var wakeup: [Double] = []
+    var service: [Double] = []
+    var interruptBack: [Double] = []
+}
+
+/// A batch as the driver saw it, in TSC ticks: posting started, doorbells written, all 32 back.
+struct DriverBatch: Sendable {
+    var start: UInt64
+    var rang: UInt64
+    var end: UInt64
 }
 
 /// An MSI vector that is an eventfd the driver thread polls.
@@ -77,7 +89,9 @@ struct QueueLoopsBench {
                     let samples = try await runOnce(config, image: image, batches: max(1, options.blkBatches / options.rounds))
                     results[config.id] = .success(((try? results[config.id]?.get()) ?? []) + [samples])
                     progress("queues round \(round + 1)/\(options.rounds): \(config.label): p50 "
-                             + "\(micros(Summary(samples.perRequest)?.p50 ?? 0)) us per request, \(fixed(samples.requestsPerSecond, 0)) requests/s")
+                             + "\(micros(Summary(samples.perRequest)?.p50 ?? 0)) us per request, \(fixed(samples.requestsPerSecond, 0)) requests/s; "
+                             + "per batch p50: wake-up \(micros(Summary(samples.wakeup)?.p50 ?? 0)) us, service "
+                             + "\(micros(Summary(samples.service)?.p50 ?? 0)) us, interrupt back \(micros(Summary(samples.interruptBack)?.p50 ?? 0)) us")
                 } catch {
                     let failure = error as? BenchError ?? BenchError("\(error)")
                     results[config.id] = .failure(failure)
@@ -118,11 +132,14 @@ struct QueueLoopsBench {
                                          barAddress: 0xC000_0000, vectors: vectors, msiController: msi)
         }
         try await device.watchDoorbells()
-        let outcome: Result<[UInt64], BenchError>
+        let serving = config.perQueue ? await device.queueWorkers : [device]
+        let recorders = serving.map { _ in VirtioEventRecorder(capacity: 48 * (batches + 20)) }
+        for (actor, recorder) in zip(serving, recorders) { await actor.attach(recorder: recorder) }
+        let outcome: Result<[DriverBatch], BenchError>
         do {
             try await Self.initialize(device, memory: memory)
             // The timed part on a thread of its own (the driver), never on the Swift pool.
-            let result = Mutex<Result<[UInt64], BenchError>>(.success([]))
+            let result = Mutex<Result<[DriverBatch], BenchError>>(.success([]))
             let fds = device.notifyFDs, vectorFDs = msi.vectors.map(\.fd)
             let thread = try HostThread(cpu: nil) {
                 result.withLock { $0 = Self.drive(memory: memory, doorbells: fds, vectors: Array(vectorFDs[1...2]), batches: batches + 20) }
@@ -134,12 +151,32 @@ struct QueueLoopsBench {
         }
         let counters = await device.totalCounters()
         await device.stop()
-        let ticks = try outcome.get().dropFirst(20)  // warm-up
+        let batchesRun = try outcome.get().dropFirst(20)  // warm-up
         guard counters.errors == 0 else { throw BenchError("\(counters.errors) device errors") }
         var samples = QueueLoopsSamples()
-        samples.perRequest = ticks.map { clock.nanoseconds($0) / Double(2 * Self.perQueue) }
-        let total = ticks.reduce(0.0) { $0 + clock.nanoseconds($1) }
-        samples.requestsPerSecond = total > 0 ? Double(ticks.count * 2 * Self.perQueue) / (total / 1e9) : 0
+        samples.perRequest = batchesRun.map { clock.nanoseconds($0.end &- $0.start) / Double(2 * Self.perQueue) }
+        let total = batchesRun.reduce(0.0) { $0 + clock.nanoseconds($1.end &- $1.start) }
+        samples.requestsPerSecond = total > 0 ? Double(batchesRun.count * 2 * Self.perQueue) / (total / 1e9) : 0
+        // Every serving loop's events, in time order, split by the driver's batches.
+        let events = recorders.flatMap { $0.events() }.sorted { $0.tsc < $1.tsc }
+        var next = events.startIndex
+        for batch in batchesRun {
+            while next < events.endIndex && events[next].tsc < batch.start { next += 1 }
+            var firstDoorbell: UInt64?, lastCompletion: UInt64?, lastInterrupt: UInt64?
+            while next < events.endIndex && events[next].tsc <= batch.end {
+                let event = events[next]
+                switch event.kind {
+                case .doorbell: firstDoorbell = firstDoorbell ?? event.tsc
+                case .completed: lastCompletion = event.tsc
+                case .interrupt: lastInterrupt = event.tsc
+                }
+                next += 1
+            }
+            guard let firstDoorbell, let lastCompletion, let lastInterrupt, firstDoorbell >= batch.rang else { continue }
+            samples.wakeup.append(clock.nanoseconds(firstDoorbell &- batch.rang))
+            samples.service.append(clock.nanoseconds(lastCompletion &- firstDoorbell))
+            samples.interruptBack.append(clock.nanoseconds(batch.end &- lastInterrupt))
+        }
         return samples
     }
 
@@ -186,9 +223,9 @@ struct QueueLoopsBench {
         guard await device.read(offset: 0x14, width: 1) == 0xF else { throw BenchError("the device refused DRIVER_OK") }
     }
 
-    /// `batches` times: 16 requests on each queue, both doorbells, wait for all 32 back; each batch's TSC ticks.
-    static func drive(memory: GuestMemory, doorbells: [Int32], vectors: [Int32], batches: Int) -> Result<[UInt64], BenchError> {
-        var ticks: [UInt64] = []
+    /// `batches` times: 16 requests on each queue, both doorbells, wait for all 32 back; each batch's TSC stamps.
+    static func drive(memory: GuestMemory, doorbells: [Int32], vectors: [Int32], batches: Int) -> Result<[DriverBatch], BenchError> {
+        var ticks: [DriverBatch] = []
         ticks.reserveCapacity(batches)
         var posted: UInt16 = 0
         var polls = vectors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
@@ -205,6 +242,7 @@ struct QueueLoopsBench {
                 }
                 posted &+= UInt16(perQueue)
                 for fd in doorbells.prefix(2) { EventFD.signalRaw(fd) }
+                let rang = ckvm_rdtsc()
                 while true {
                     var done = true
                     for queue in 0..<2 {
@@ -215,7 +253,7 @@ struct QueueLoopsBench {
                     guard poll(&polls, nfds_t(polls.count), 5000) > 0 else { return .failure(BenchError("no interrupt in 5 s")) }
                     for fd in vectors { EventFD.drainRaw(fd) }
                 }
-                ticks.append(ckvm_rdtsc() &- start)
+                ticks.append(DriverBatch(start: start, rang: rang, end: ckvm_rdtsc()))
             }
         } catch {
             return .failure(BenchError("guest memory: \(error)"))

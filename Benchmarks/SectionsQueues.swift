@@ -7,7 +7,9 @@ extension Sections {
                     + "per request = the batch / 32. The real VirtioBlock (io_uring when the host has it) on one loop "
                     + "(--event-loops per-device, the floor) or a queue worker per queue on a loop each (per-queue); threads "
                     + "unpinned; \(options.blkBatches) batches per row over \(options.rounds) interleaved rounds; "
-                    + "req/s = requests per second of batch time.",
+                    + "req/s = requests per second of batch time. JSON details per batch, from the serving loops' event "
+                    + "recorders: doorbells written -> first seen (wake-up), -> last request on a used ring (service), last "
+                    + "interrupt -> the driver back from poll().",
                 kind: .latency, rateHeader: "req/s")
     }
 
@@ -21,6 +23,10 @@ extension Sections {
             row.unavailable = "failed: \(error)"
         case .success(let rounds):
             row.main = Summary(rounds: rounds.map(\.perRequest))
+            for (key, leg) in [("wakeup_per_batch", \QueueLoopsSamples.wakeup), ("service_per_batch", \.service),
+                               ("interrupt_back_per_batch", \.interruptBack)] {
+                if let summary = Summary(rounds: rounds.map { $0[keyPath: leg] }) { row.details.append((key, summary)) }
+            }
             row.roundP50s = rounds.compactMap { Summary($0.perRequest)?.p50 }
             row.rate = medianValue(rounds.map(\.requestsPerSecond))
         }
