@@ -163,8 +163,8 @@ struct Machine {
         }
         stdin?.stop()
         for (_, device) in devices.virtioDevices {
+            let c = await device.totalCounters()  // before the stop, which lets its queue workers go
             await device.stop()
-            let c = await device.totalCounters()
             Log.info("\(device.name): \(c.requests) requests, \(c.bytesRead) bytes read, \(c.bytesWritten) written, \(c.errors) errors, \(c.interrupts) interrupts, \(c.dropped) dropped")
         }
         deviceLoop.shutdown()
