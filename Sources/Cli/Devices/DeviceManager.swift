@@ -205,17 +205,9 @@ public final class DeviceManager: Sendable {
         let queueCount = backend.queueCount, type = backend.deviceType
         // Reserve the id, the slot and the BAR first, so that a concurrent attach takes others.
         let slot: Int, bar: Range<UInt64>
-        do throws(DeviceManagerError) { (slot, bar) = try state.withLock { state throws(DeviceManagerError) -> (Int, Range<UInt64>) in
-            guard !state.frozen || state.publisher != nil else { throw .busesFrozen }
-            guard !state.tree.contains(id), state.attachments[id] == nil else { throw .idInUse(id) }
-            guard let slot = (1..<32).first(where: { state.functions[$0] == nil && !state.reservedSlots.contains($0) }) else {
-                throw .noFreeSlot
-            }
-            guard let bar = state.bars.allocate(size: VirtioPciDevice.barSize) else { throw .noBarSpace(size: VirtioPciDevice.barSize) }
-            state.reservedSlots.insert(slot)
-            state.attachments[id] = Attachment(slot: slot, bar: bar)
-            return (slot, bar)
-        } } catch {
+        do throws(DeviceManagerError) {
+            (slot, bar) = try reserveSlotAndBar(id: id)
+        } catch {
             for loop in ownedLoops { loop.shutdown() }
             throw error
         }
@@ -277,6 +269,21 @@ public final class DeviceManager: Sendable {
                 state.attachments[id] = nil
             }
             throw error
+        }
+    }
+
+    /// Reserves `id`, a free slot and a BAR for an attach in progress.
+    private func reserveSlotAndBar(id: String) throws(DeviceManagerError) -> (Int, Range<UInt64>) {
+        try state.withLock { state throws(DeviceManagerError) -> (Int, Range<UInt64>) in
+            guard !state.frozen || state.publisher != nil else { throw .busesFrozen }
+            guard !state.tree.contains(id), state.attachments[id] == nil else { throw .idInUse(id) }
+            guard let slot = (1..<32).first(where: { state.functions[$0] == nil && !state.reservedSlots.contains($0) }) else {
+                throw .noFreeSlot
+            }
+            guard let bar = state.bars.allocate(size: VirtioPciDevice.barSize) else { throw .noBarSpace(size: VirtioPciDevice.barSize) }
+            state.reservedSlots.insert(slot)
+            state.attachments[id] = Attachment(slot: slot, bar: bar)
+            return (slot, bar)
         }
     }
 
