@@ -33,6 +33,9 @@ struct QueueLoopsSamples {
     var wakeup: [Double] = []
     var service: [Double] = []
     var interruptBack: [Double] = []
+    /// Per batch, per serving loop: its own first doorbell → its last completion (per-device: the one loop;
+    /// per-queue: each worker's, so two per batch). Service ≈ this: the loops did not overlap.
+    var serviceEachLoop: [Double] = []
 }
 
 /// A batch as the driver saw it, in TSC ticks: posting started, doorbells written, all 32 back.
@@ -91,7 +94,8 @@ struct QueueLoopsBench {
                     progress("queues round \(round + 1)/\(options.rounds): \(config.label): p50 "
                              + "\(micros(Summary(samples.perRequest)?.p50 ?? 0)) us per request, \(fixed(samples.requestsPerSecond, 0)) requests/s; "
                              + "per batch p50: wake-up \(micros(Summary(samples.wakeup)?.p50 ?? 0)) us, service "
-                             + "\(micros(Summary(samples.service)?.p50 ?? 0)) us, interrupt back \(micros(Summary(samples.interruptBack)?.p50 ?? 0)) us")
+                             + "\(micros(Summary(samples.service)?.p50 ?? 0)) us (each loop's own \(micros(Summary(samples.serviceEachLoop)?.p50 ?? 0)) us), "
+                             + "interrupt back \(micros(Summary(samples.interruptBack)?.p50 ?? 0)) us")
                 } catch {
                     let failure = error as? BenchError ?? BenchError("\(error)")
                     results[config.id] = .failure(failure)
@@ -157,6 +161,20 @@ struct QueueLoopsBench {
         samples.perRequest = batchesRun.map { clock.nanoseconds($0.end &- $0.start) / Double(2 * Self.perQueue) }
         let total = batchesRun.reduce(0.0) { $0 + clock.nanoseconds($1.end &- $1.start) }
         samples.requestsPerSecond = total > 0 ? Double(batchesRun.count * 2 * Self.perQueue) / (total / 1e9) : 0
+        for recorder in recorders {
+            let own = recorder.events()
+            var index = own.startIndex
+            for batch in batchesRun {
+                while index < own.endIndex && own[index].tsc < batch.start { index += 1 }
+                var first: UInt64?, last: UInt64?
+                while index < own.endIndex && own[index].tsc <= batch.end {
+                    if own[index].kind == .doorbell { first = first ?? own[index].tsc }
+                    if own[index].kind == .completed { last = own[index].tsc }
+                    index += 1
+                }
+                if let first, let last, last >= first { samples.serviceEachLoop.append(clock.nanoseconds(last &- first)) }
+            }
+        }
         // Every serving loop's events, in time order, split by the driver's batches.
         let events = recorders.flatMap { $0.events() }.sorted { $0.tsc < $1.tsc }
         var next = events.startIndex

@@ -24,7 +24,8 @@ extension Sections {
         case .success(let rounds):
             row.main = Summary(rounds: rounds.map(\.perRequest))
             for (key, leg) in [("wakeup_per_batch", \QueueLoopsSamples.wakeup), ("service_per_batch", \.service),
-                               ("interrupt_back_per_batch", \.interruptBack)] {
+                               ("interrupt_back_per_batch", \.interruptBack),
+                               ("service_per_batch_each_loop", \.serviceEachLoop)] {
                 if let summary = Summary(rounds: rounds.map { $0[keyPath: leg] }) { row.details.append((key, summary)) }
             }
             row.roundP50s = rounds.compactMap { Summary($0.perRequest)?.p50 }
