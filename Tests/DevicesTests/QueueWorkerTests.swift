@@ -77,6 +77,37 @@ import Testing
         await rig.device.stop()
     }
 
+    /// What the device tells its workers: with Bus Master Enable clear a worker serves nothing, and serves
+    /// what waited once it is set again; a queue vector the driver masked is not triggered by the worker
+    /// but marked pending by the device, and delivered when the driver unmasks it.
+    @Test func workersFollowBusMasterEnableAndVectorMasks() async throws {
+        let rig = try PerQueueRig(queues: 2) { _ in ThreadRecordingBackend(queueCount: 2) }
+        defer { rig.shutdown() }
+        try await rig.start()
+        var driver = rig.driver
+        #expect(await driver.initialize(queueCount: 2) == 0xF)
+        await rig.device.configWrite(offset: 0x04, width: 2, value: 0x2)  // memory decoding, no bus mastering
+        _ = driver.queues[1].post([(driver.queues[1].allocate(8), 8, true)])
+        await driver.kick(1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(driver.queues[1].takeUsed().isEmpty, "a worker served a request with BME clear")
+        await rig.device.configWrite(offset: 0x04, width: 2, value: 0x6)
+        #expect(await driver.awaitUsed(queue: 1).count == 1, "the request that waited was not served once BME was back")
+
+        let vector = 2, entry = VirtioDriver.msixTable + UInt64(vector) * 16  // queue 1's vector
+        let before = driver.msi.triggers(vector)
+        await driver.w(entry + 12, 4, 1)  // mask
+        _ = driver.queues[1].post([(driver.queues[1].allocate(8), 8, true)])
+        await driver.kick(1)
+        #expect(await driver.awaitUsed(queue: 1).count == 1)
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(driver.msi.triggers(vector) == before, "the worker triggered a masked vector")
+        #expect(await driver.r(0x5000, 4) & (1 << UInt64(vector)) != 0, "the device did not mark it pending")
+        await driver.w(entry + 12, 4, 0)  // unmask
+        #expect(driver.msi.triggers(vector) == before + 1, "the pending interrupt was not delivered on unmask")
+        await rig.device.stop()
+    }
+
     /// Pause, snapshot and restore: quiesced, the workers have completed what was on their rings and handed
     /// their queues back (the device's state has their indices); a request posted meanwhile waits for resume;
     /// a device restored from the state, with workers of its own, serves the driver's next requests.
