@@ -19,7 +19,7 @@ let benchUsage = """
       --pin-vcpu CPU       host CPU for the vCPU thread in the exit rows (default 0)
       --pin-loop CPU       host CPU for the device loop in the cross-core rows (default 1)
       --no-pin             pin nothing (the same-core/cross-core rows become one unpinned row)
-      --only LIST          sections to run, comma-separated: exit,notify,blk,placement,start,snapshot
+      --only LIST          sections to run, comma-separated: exit,notify,blk,placement,start,snapshot,queues
                            (default all; blk-host: row 3's floors and guest-less rows only)
       --out DIR            results folder (default results/ in the package)
       --vmm PATH           the actor-vmm binary for the start and snapshot rows (default: swift build -c release
@@ -55,7 +55,7 @@ struct BenchOptions: Sendable {
     var showHelp = false
 
     /// `blk-host`: row 3's floors and host-driver rows only (no guest: also runs under valgrind).
-    static let allSections = ["exit", "notify", "blk", "blk-host", "placement", "start", "snapshot"]
+    static let allSections = ["exit", "notify", "blk", "blk-host", "placement", "start", "snapshot", "queues"]
 
     /// Applies the `--quick` sizes.
     mutating func makeQuick() {

@@ -6,6 +6,7 @@
 // 4. placement: one shared loop vs a loop per device, 1/2/4 busy devices          -> PlacementBench.swift
 // 5. VMM start (CPU ms, wall) and RSS overhead of the real actor-vmm binary       -> StartBench.swift
 // 6. snapshot, restore and live migration of the real actor-vmm binary             -> SnapshotBench.swift
+// 7. a 2-queue virtio-blk disk at QD 32: a loop per queue vs one loop per device   -> QueueLoopsBench.swift
 // Output: a table on stdout, JSON + SVG + text under results/, and a one-line summary as the last line.
 import ActorVmm
 import EpollLoop
@@ -146,6 +147,16 @@ if options.sections.contains("snapshot") {
     snapshotSection.metrics = Sections.snapshotRows(.failure(BenchError("not run (--only)")))
 }
 report.sections.append(snapshotSection)
+
+// 7. Queue placement.
+var queuesSection = Sections.queues(options)
+if options.sections.contains("queues") {
+    let results = await QueueLoopsBench(options: options, clock: clock).run(progress: note)
+    queuesSection.latency = results.map { Sections.queuesRow($0.0, $0.1) }
+} else {
+    queuesSection.latency = [LatencyRow(id: "queues", label: "queue placement", floorID: nil, unavailable: "not run (--only)")]
+}
+report.sections.append(queuesSection)
 
 report.compareWithFloors()
 report.targets = Sections.targets(report)

@@ -89,10 +89,12 @@ func parseRng(_ text: String?) throws(CliError) -> String {
     return path
 }
 
-/// Where device actors run: all on one loop, or one loop per virtio device.
-enum Placement: String, Equatable {
+/// Where device actors run: all on one loop, one loop per virtio device, or one per virtio device and one
+/// per virtio-blk queue and virtio-net queue pair (their queue workers).
+enum Placement: String, Equatable, Sendable {
     case shared
     case perDevice = "per-device"
+    case perQueue = "per-queue"
 }
 
 func parseMac(_ text: String) -> [UInt8]? {

@@ -11,8 +11,6 @@ struct Machine {
     let manager: VcpuManager
     let deviceLoop: EventLoop
     let controlLoop: EventLoop
-    /// Loops of their own for virtio devices (`--event-loops per-device`); empty when shared.
-    let extraLoops: [EventLoop]
     let stopLatch: StopLatch
     let serial: Uart8250?
     /// Every device, its addresses and the buses (each change is published to the vCPUs).
@@ -80,21 +78,13 @@ struct Machine {
                                              mmio: [(Layout.testDeviceMmio, TestDevice.mmioSize)], .device(TestDevice(loop: deviceLoop)))
         }
 
-        // Virtio devices from slot 1, in config order (docs/devices.md). Devices and loops made here are
-        // stopped again if a later step fails.
-        var extraLoops: [EventLoop] = []
+        // Virtio devices from slot 1, in config order (docs/devices.md), on the loops `--event-loops` gives
+        // them (DevicePlacement.swift). Devices and loops made here are stopped again if a later step fails.
         do {
             let givenIDs = Set(devices.virtio.compactMap(\.id))
             for prepared in devices.virtio {
                 let id = prepared.id ?? deviceManager.nextID(prefix: prepared.idPrefix, avoiding: givenIDs)
-                let loop: EventLoop
-                if config.placement == .perDevice {
-                    loop = try EventLoop(name: "vmm-\(id)", onStart: Seccomp.threadStart(.device))
-                    extraLoops.append(loop)
-                } else {
-                    loop = deviceLoop
-                }
-                _ = try await deviceManager.attachVirtio(id: id, backend: prepared.makeBackend(), loop: loop)
+                _ = try await deviceManager.attach(prepared, id: id, placement: config.placement, sharedLoop: deviceLoop)
             }
             for node in deviceManager.tree.nodes {  // boot devices: ejectable by the guest, not announced
                 if let slot = node.pciBdf?.device { await hotplug.pci.slotAdded(Int(slot), announce: false) }
@@ -124,16 +114,17 @@ struct Machine {
             let vcpuHotplug = VcpuHotplug(vm: vm, manager: manager, devices: hotplug, supportedCPUID: supportedCPUID,
                                           maxVcpus: config.maxVcpus, threadOptions: VcpuThreadOptions(onStart: vcpuStart))
             return Machine(vm: vm, manager: manager, deviceLoop: deviceLoop, controlLoop: controlLoop,
-                           extraLoops: extraLoops, stopLatch: stopLatch, serial: serial, devices: deviceManager,
+                           stopLatch: stopLatch, serial: serial, devices: deviceManager,
                            hotplug: hotplug, vcpuHotplug: vcpuHotplug,
                            memoryHotplug: config.acpiHotplugSize == 0 ? nil
                                : MemoryHotplug(vm: vm, devices: hotplug, bootRam: config.memorySize, hotplugSize: config.acpiHotplugSize),
                            virtioMem: virtioMem,
-                           pciHotplug: PciHotplug(devices: deviceManager, acpi: hotplug, loop: deviceLoop, controlLoop: controlLoop),
+                           pciHotplug: PciHotplug(devices: deviceManager, acpi: hotplug, loop: deviceLoop,
+                                                  placement: config.placement, controlLoop: controlLoop),
                            usesTerminal: devices.usesTerminal)
         } catch {
             await deviceManager.stopAll()
-            for loop in extraLoops { loop.shutdown() }
+            deviceManager.shutDownDeviceLoops()
             throw error
         }
     }
@@ -177,12 +168,12 @@ struct Machine {
         }
         stdin?.stop()
         for (_, device) in devices.virtioDevices {
+            let c = await device.totalCounters()  // before the stop, which lets its queue workers go
             await device.stop()
-            let c = await device.counters
             Log.info("\(device.name): \(c.requests) requests, \(c.bytesRead) bytes read, \(c.bytesWritten) written, \(c.errors) errors, \(c.interrupts) interrupts, \(c.dropped) dropped")
         }
         deviceLoop.shutdown()
-        for loop in extraLoops { loop.shutdown() }
+        devices.shutDownDeviceLoops()
         controlLoop.shutdown()
         Terminal.restore()
     }

@@ -148,7 +148,7 @@ struct VmmOptions: Equatable {
                 }
                 options.vm.rng = VmConfig.Rng(source: try parseRng(value))
             case "--compat": options.vm.compat = try choice(argument, try take(), expected: "auto, on or off")
-            case "--event-loops": options.vm.placement = try choice(argument, try take(), expected: "shared or per-device")
+            case "--event-loops": options.vm.placement = try choice(argument, try take(), expected: "shared, per-device or per-queue")
             case "--log-file":
                 let path = try take()
                 guard !path.isEmpty else { throw CliError("--log-file: expected a path") }
@@ -215,7 +215,8 @@ let usage = """
                                          no tap: the VMM creates vmtapN and removes it at exit; no mac: random;
                                          no ip/mask: 192.168.249.1/255.255.255.0 on a TAP the VMM creates
       --rng [src=PATH]                   virtio-rng from PATH (default /dev/urandom)
-      --event-loops shared|per-device    device actors on one event loop, or one per virtio device (default shared)
+      --event-loops shared|per-device|per-queue   device actors on one event loop, one per virtio device, or
+                                         also one per virtio-blk queue and virtio-net queue pair (default shared)
       --test-device on|off               ActorVMM test device at ports 0xa00-0xa0f and MMIO 0xfea00000 (default on)
     API:
       --api-socket path=PATH|fd=N        serve the REST API (Cloud Hypervisor's) on a unix socket; see

@@ -227,6 +227,10 @@ public final class EventLoop: SerialExecutor, TaskExecutor, Sendable {
             guard count > 0 else { continue }  // timeout, or EINTR
 
             claimForLoopThread()
+            // Work queued before these descriptors became ready runs before their handlers: a message sent
+            // to an actor, then an event it causes (a device's word to its queue worker, then the guest's
+            // doorbell), arrive in that order even when one epoll_wait reports the event with no wake-up.
+            runQueuedWork()
             for index in 0..<Int(count) {
                 let event = events[index]
                 if event.data.u64 == Self.wakeToken {

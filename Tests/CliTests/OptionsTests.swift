@@ -117,6 +117,7 @@ import Testing
         #expect(o.vm.net == [VmConfig.Net(tap: "tap0", mac: "52:54:00:12:34:56", ip: "192.168.249.1", mask: "255.255.255.0", id: nil)])
         #expect(o.vm.rng?.source == "/dev/urandom" && o.vm.console == .pty && o.vm.placement == .perDevice)
         #expect(try VmmOptions.parse(["--kernel", "k", "--rng", "src=/dev/random"]).vm.rng?.source == "/dev/random")
+        #expect(try VmmOptions.parse(["--kernel", "k", "--event-loops", "per-queue"]).vm.placement == .perQueue)
         let random = try VmmOptions.parse(["--kernel", "k", "--net", "tap=t"]).vm.net[0].backendOptions.mac
         #expect(random[0] & 0x03 == 0x02, "locally administered unicast")
     }
@@ -141,7 +142,8 @@ import Testing
         (["--kernel", "k", "--rng", "source=/dev/random"], "--rng: unknown key 'source' (expected one of: src)"),
         (["--kernel", "k", "--console", "socket"], "--console socket: expected off, null, tty, pty or file=PATH"),
         (["--kernel", "k", "--serial", "pty"], "--serial pty: expected off, null, tty or file=PATH"),
-        (["--kernel", "k", "--event-loops", "many"], "--event-loops many: expected shared or per-device"),
+        (["--kernel", "k", "--event-loops", "many"], "--event-loops many: expected shared, per-device or per-queue"),
+        (["--kernel", "k", "--event-loops", "per_queue"], "--event-loops per_queue: expected shared, per-device or per-queue"),
         (["--kernel", "k", "--disk", "path=a,id=123456789012345678901"], "--disk id=123456789012345678901: at most 20 bytes (it is the virtio-blk serial)"),
         (["--kernel", "k", "--disk", "path=a,id=x", "--net", "id=x"], "--net id=x: already the id of another device"),
         (["--kernel", "k", "--disk", "path=a,id=__rng"], "--disk id=__rng: ids starting with __ are reserved for the VMM's own devices"),

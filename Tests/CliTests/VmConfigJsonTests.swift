@@ -58,7 +58,9 @@ import Testing
         config.rng = .init(source: "/dev/urandom")
         config.handoff = .task
         config.testDevice = false
+        config.placement = .perQueue
         let text = config.json.serialized()
+        #expect(text.contains(#""event_loops":"per-queue""#), "a snapshot's config keeps the placement: \(text)")
         #expect(try VmConfig(json: try JsonParser.parse(Array(text.utf8))) == config, "\(text)")
     }
 
@@ -102,6 +104,8 @@ import Testing
         (#"{"payload": {"kernel": "/etc/passwd\u0000.elf"}}"#, "payload.kernel", "must not contain a NUL character"),
         (#"{"payload": {"kernel": "/k", "cmdline": "a\u0000b"}}"#, "payload.cmdline", "must not contain a NUL character"),
         (#"{"payload": {"kernel": "/k"}, "actor_vmm": {"handoff": "fast"}}"#, "actor_vmm.handoff", "\"fast\" is not one of inline, enqueue, task"),
+        (#"{"payload": {"kernel": "/k"}, "actor_vmm": {"event_loops": "per-cpu"}}"#, "actor_vmm.event_loops",
+         "\"per-cpu\" is not one of shared, per-device, per-queue"),
     ])
     func invalidConfigNamesTheField(text: String, field: String, fragment: String) {
         let error = error(text)

@@ -44,8 +44,9 @@ struct NestedKvmTests {
 
     /// Cloud Hypervisor's README command lines (only paths changed): the kernel mounts ext4 from partition 1
     /// of the raw disk, runs its init, which writes a file, reads virtio-rng, checks eth0 and pings the TAP;
-    /// L1 pings the guest back; the host reads the file from the image.
-    @Test(arguments: ["disk-hvc0", "disk-serial"])
+    /// L1 pings the guest back; the host reads the file from the image. `disk-perqueue`: the hvc0 line with four
+    /// disk queues and four queue pairs under `--event-loops per-queue` (Linux uses a queue per vCPU).
+    @Test(arguments: ["disk-hvc0", "disk-serial", "disk-perqueue"])
     func cloudHypervisorCommandLine(name: String) async throws {
         let check = try await NestedHarness.check(name)
         // Exit 0 without a signal: the guest powered off. On ttyS0 the kernel's last words show it too; on
@@ -53,6 +54,12 @@ struct NestedKvmTests {
         Self.expectCleanExit(check)
         if name == "disk-serial" {
             #expect(check.first(containing: "reboot: Power down") != nil, "the guest powered off: \(check.context)")
+        }
+        if name == "disk-perqueue" {
+            #expect(check.first(containing: "queues on vmm-_disk0-q0 vmm-_disk0-q1 vmm-_disk0-q2 vmm-_disk0-q3") != nil,
+                    "a loop per disk queue: \(check.context)")
+            #expect(check.first(containing: "queues on vmm-_net1-q0 vmm-_net1-q1 vmm-_net1-q2 vmm-_net1-q3") != nil,
+                    "a loop per queue pair: \(check.context)")
         }
         // console=hvc0: the kernel's own log reached virtio-console; console=ttyS0: the UART.
         #expect(check.first(containing: "EXT4-fs (vda1): mounted filesystem") != nil, "\(check.context)")

@@ -87,6 +87,11 @@ selected disk-hvc0 && disk disk-hvc0 --kernel "$MICROVM/vmlinux" --disk "path=$w
 selected disk-serial && disk disk-serial --kernel "$MICROVM/vmlinux" --console off --serial tty \
   --disk "path=$work/disk-serial.raw" --cmdline "console=ttyS0 root=/dev/vda1 rw" --cpus boot=4 \
   --memory size=1024M --net "$CH_NET" --rng
+# The hvc0 line with a queue per vCPU on the disk and the NIC, each queue (pair) on a loop of its own:
+# Linux's multi-queue virtio-blk and virtio-net drive the VMM's queue workers (docs/devices.md).
+selected disk-perqueue && disk disk-perqueue --kernel "$MICROVM/vmlinux" --disk "path=$work/disk-perqueue.raw,num_queues=4" \
+  --cmdline "console=hvc0 root=/dev/vda1 rw" --cpus boot=4 --memory size=1024M --net "$CH_NET,num_queues=8" \
+  --event-loops per-queue -v
 
 # 4. The same guest through the REST API with actor-vmm-remote: create, boot, pause, resume, shutdown.
 if selected api; then

@@ -9,10 +9,11 @@ public protocol Snapshottable: Actor {
     /// The id the device's state is filed under (unique in the VM).
     nonisolated var snapshotID: String { get }
     /// Stops all activity: no queue processing, no host input, no receive, no timers. Doorbells that ring
-    /// meanwhile are remembered and served by ``resume()``.
-    func quiesce()
+    /// meanwhile are remembered and served by ``resume()``. Async so that a device whose queues other actors
+    /// serve (per-queue placement) can wait for them to stop and hand their state back.
+    func quiesce() async
     /// Undoes ``quiesce()`` (or starts a restored device): serves what arrived meanwhile.
-    func resume()
+    func resume() async
     /// The device's state, for ``restoreState(_:)`` on a device built the same way. Call while quiesced.
     func captureState() -> [UInt8]
     /// Loads state captured by ``captureState()``; the device stays quiesced until ``resume()``. Refuses

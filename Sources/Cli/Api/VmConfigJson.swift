@@ -79,6 +79,9 @@ extension VmConfig {
                 handoff = HandoffStrategy(rawValue: text) ?? .inlineIfIdle
             }
             testDevice = try own.bool("test_device") ?? true
+            if let text = try own.choice("event_loops", [Placement.shared, .perDevice, .perQueue].map(\.rawValue)) {
+                placement = Placement(rawValue: text) ?? .shared
+            }
             try own.finish()
         }
         for key in ["rate_limit_groups", "balloon", "fs", "generic_vhost_user", "pmem", "devices", "user_devices",
@@ -232,9 +235,12 @@ extension VmConfig {
             members.append(JsonMember(key: "net", value: .array(net.map(\.json))))
         }
         if let rng { members.append(JsonMember(key: "rng", value: .object(["src": .string(rng.source)]))) }
-        members.append(JsonMember(key: "actor_vmm", value: .object([
-            "handoff": .string(handoff.rawValue), "test_device": .bool(testDevice),
-        ])))
+        var own = [JsonMember(key: "handoff", value: .string(handoff.rawValue)),
+                   JsonMember(key: "test_device", value: .bool(testDevice))]
+        if placement != .shared {  // a snapshot, a migration keep it
+            own.append(JsonMember(key: "event_loops", value: .string(placement.rawValue)))
+        }
+        members.append(JsonMember(key: "actor_vmm", value: .object(own)))
         return .object(members)
     }
 

@@ -80,6 +80,8 @@ public final class DeviceManager: Sendable {
         var ioeventfds: [(fd: Int32, address: UInt64, length: UInt32)] = []
         var vectors: [any MsiTarget] = []
         var virtio: VirtioPciDevice?
+        /// Loops made for this device alone (its own, its queue workers'): shut down when it goes.
+        var loops: [EventLoop] = []
         /// Tree nodes of this device (the device first).
         var nodes: [String] = []
     }
@@ -193,21 +195,23 @@ public final class DeviceManager: Sendable {
     /// a BAR from the PCI window, one MSI-X vector per queue plus one, a doorbell ioeventfd per queue, its
     /// configuration window and BAR on the buses, and the doorbells watched on `loop`. All or nothing: on
     /// failure whatever was set up is undone.
-    nonisolated(nonsending) public func attachVirtio(id: String, backend: sending any VirtioDeviceModel, loop: EventLoop) async throws(DeviceManagerError) -> VirtioPciDevice {
+    ///
+    /// `workers` (per-queue placement) puts each group of queues on a queue worker of its own loop, with a
+    /// backend of its own. `ownedLoops` (`loop` and the workers' loops when made for this device) are the
+    /// device manager's from here: shut down when the device is detached or the attach fails.
+    nonisolated(nonsending) public func attachVirtio(id: String, backend: sending any VirtioDeviceModel, loop: EventLoop,
+                                                     workers: [QueueWorkerPlan] = [],
+                                                     ownedLoops: [EventLoop] = []) async throws(DeviceManagerError) -> VirtioPciDevice {
         let queueCount = backend.queueCount, type = backend.deviceType
         // Reserve the id, the slot and the BAR first, so that a concurrent attach takes others.
-        let (slot, bar) = try state.withLock { state throws(DeviceManagerError) -> (Int, Range<UInt64>) in
-            guard !state.frozen || state.publisher != nil else { throw .busesFrozen }
-            guard !state.tree.contains(id), state.attachments[id] == nil else { throw .idInUse(id) }
-            guard let slot = (1..<32).first(where: { state.functions[$0] == nil && !state.reservedSlots.contains($0) }) else {
-                throw .noFreeSlot
-            }
-            guard let bar = state.bars.allocate(size: VirtioPciDevice.barSize) else { throw .noBarSpace(size: VirtioPciDevice.barSize) }
-            state.reservedSlots.insert(slot)
-            state.attachments[id] = Attachment(slot: slot, bar: bar)
-            return (slot, bar)
+        let slot: Int, bar: Range<UInt64>
+        do throws(DeviceManagerError) {
+            (slot, bar) = try reserveSlotAndBar(id: id)
+        } catch {
+            for loop in ownedLoops { loop.shutdown() }
+            throw error
         }
-        var attachment = Attachment(slot: slot, bar: bar)
+        var attachment = Attachment(slot: slot, bar: bar, loops: ownedLoops)
         do throws(DeviceManagerError) {
             do throws(KvmError) {
                 attachment.vectors = try msiRouter.allocate(count: queueCount + 1)
@@ -222,6 +226,7 @@ public final class DeviceManager: Sendable {
                 throw .host("cannot create the device's doorbells: \(error)")
             }
             attachment.virtio = device
+            try await makeWorkers(workers, for: device, vectors: attachment.vectors)
             for queue in 0..<queueCount {
                 try registerDoorbell(&attachment, fd: device.notifyFDs[queue], address: device.notifyAddress(queue: queue))
             }
@@ -253,7 +258,8 @@ public final class DeviceManager: Sendable {
                 Self.commit(&next, functionsChanged: true)
                 state = next
             }
-            Log.info("PCI 00:\(slot).0: virtio \(type) '\(id)', BAR0 \(hex(bar.lowerBound)), loop \(loop.name)")
+            let queueLoops = workers.isEmpty ? "" : ", queues on \(workers.map(\.loop.name).joined(separator: " "))"
+            Log.info("PCI 00:\(slot).0: virtio \(type) '\(id)', BAR0 \(hex(bar.lowerBound)), loop \(loop.name)\(queueLoops)")
             return device
         } catch {
             await undo(attachment)
@@ -263,6 +269,21 @@ public final class DeviceManager: Sendable {
                 state.attachments[id] = nil
             }
             throw error
+        }
+    }
+
+    /// Reserves `id`, a free slot and a BAR for an attach in progress.
+    private func reserveSlotAndBar(id: String) throws(DeviceManagerError) -> (Int, Range<UInt64>) {
+        try state.withLock { state throws(DeviceManagerError) -> (Int, Range<UInt64>) in
+            guard !state.frozen || state.publisher != nil else { throw .busesFrozen }
+            guard !state.tree.contains(id), state.attachments[id] == nil else { throw .idInUse(id) }
+            guard let slot = (1..<32).first(where: { state.functions[$0] == nil && !state.reservedSlots.contains($0) }) else {
+                throw .noFreeSlot
+            }
+            guard let bar = state.bars.allocate(size: VirtioPciDevice.barSize) else { throw .noBarSpace(size: VirtioPciDevice.barSize) }
+            state.reservedSlots.insert(slot)
+            state.attachments[id] = Attachment(slot: slot, bar: bar)
+            return (slot, bar)
         }
     }
 
@@ -298,6 +319,12 @@ public final class DeviceManager: Sendable {
     /// Stops every virtio device (before the VM is torn down).
     nonisolated(nonsending) public func stopAll() async {
         for (_, device) in virtioDevices { await device.stop() }
+    }
+
+    /// Shuts down the loops made for single devices (after ``stopAll()``, before the VM goes).
+    public func shutDownDeviceLoops() {
+        let loops = state.withLock { state in state.attachments.values.flatMap(\.loops) }
+        for loop in loops { loop.shutdown() }
     }
 
     // MARK: - Run-time changes
@@ -360,6 +387,7 @@ public final class DeviceManager: Sendable {
         }
         await attachment.virtio?.stop()
         msiRouter.release(attachment.vectors)
+        for loop in attachment.loops { loop.shutdown() }
     }
 
     private static func removing(_ bases: [UInt64], from bus: Bus) -> Bus {

@@ -8,11 +8,11 @@ extension MachineInstance {
     /// nothing changes), then attaches and announces it (``PciHotplug``).
     nonisolated(nonsending) func addDevice(_ device: HotplugDevice) async throws(VmmError) -> PciDeviceInfo {
         guard !isDown else { throw VmmError(.invalidTransition, device.failure, "the VM is stopping") }
-        let backend: any VirtioDeviceModel
+        let opened: PreparedDevices.Virtio.Opened
         do throws(VirtioError) {
             switch device {
-            case .disk(let disk): backend = VirtioBlock(try VirtioBlock.open(disk.backendOptions))
-            case .net(let net): backend = VirtioNet(try VirtioNet.open(net.backendOptions))
+            case .disk(let disk): opened = .block(try VirtioBlock.open(disk.backendOptions))
+            case .net(let net): opened = .net(try VirtioNet.open(net.backendOptions))
             }
         } catch {
             let field: String, value: String
@@ -23,7 +23,7 @@ extension MachineInstance {
             throw VmmError.invalidConfig(ConfigError(field: field, "\(value): \(error.message)"), device.failure)
         }
         do {
-            return try await machine.pciHotplug.add(id: device.id, idPrefix: device.idPrefix, backend: backend)
+            return try await machine.pciHotplug.add(PreparedDevices.Virtio(id: device.id, idPrefix: device.idPrefix, opened: opened))
         } catch {
             throw VmmError(error.vmmKind, device.failure, error.description)
         }

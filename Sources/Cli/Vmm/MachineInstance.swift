@@ -96,8 +96,9 @@ final class MachineInstance: VmInstance {
         }
         // A virtio device's own counts (its BAR accesses are above): virtqueue requests, bytes it read from and
         // wrote into the guest, notifications, frames or input dropped; its errors and MSI-X interrupts add in.
+        // With per-queue placement, its queue workers' counts too.
         for (id, device) in machine.devices.virtioDevices where state.withLock({ !$0.down }) {
-            let c = await device.counters
+            let c = await device.totalCounters()
             add(id, ["errors": c.errors, "interrupts": c.interrupts, "virtio_requests": c.requests,
                               "notifications": c.notifications, "bytes_read": c.bytesRead, "bytes_written": c.bytesWritten,
                               "dropped": c.dropped])

@@ -9,16 +9,18 @@ import EpollLoop
 final class PciHotplug: Sendable {
     let devices: DeviceManager
     let acpi: AcpiHotplugDevices
-    /// Where hot-added devices run (the shared device loop, whatever `--event-loops` says).
+    /// The shared device loop, and where `--event-loops` puts hot-added devices (as boot devices).
     let loop: EventLoop
+    let placement: Placement
     /// Detaches what the guest ejects, on the control loop (never a device loop: a detach waits for the
     /// vCPUs to leave the old buses, and an exit may be waiting for a device loop), until the stream ends.
     let ejectionWatcher: Task<Void, Never>
 
-    init(devices: DeviceManager, acpi: AcpiHotplugDevices, loop: EventLoop, controlLoop: EventLoop) {
+    init(devices: DeviceManager, acpi: AcpiHotplugDevices, loop: EventLoop, placement: Placement, controlLoop: EventLoop) {
         self.devices = devices
         self.acpi = acpi
         self.loop = loop
+        self.placement = placement
         let ejections = acpi.pci.ejections
         ejectionWatcher = Task(executorPreference: controlLoop) { [devices] in
             for await slot in ejections {
@@ -36,11 +38,12 @@ final class PciHotplug: Sendable {
         }
     }
 
-    /// Attaches a virtio device with `backend` as `id` (or the next `idPrefix` id) and announces it to the
-    /// guest. Runs on the caller's executor (the controller's `vmm-main`). On failure nothing is attached.
-    nonisolated(nonsending) func add(id: String?, idPrefix: String, backend: sending any VirtioDeviceModel) async throws(DeviceManagerError) -> PciDeviceInfo {
-        let id = id ?? devices.nextID(prefix: idPrefix)
-        _ = try await devices.attachVirtio(id: id, backend: backend, loop: loop)
+    /// Attaches the opened virtio device `prepared` as its id (or the next one of its prefix), where
+    /// `--event-loops` puts it, and announces it to the guest. Runs on the caller's executor (the
+    /// controller's `vmm-main`). On failure nothing is attached (and the loops made for it are gone).
+    nonisolated(nonsending) func add(_ prepared: PreparedDevices.Virtio) async throws(DeviceManagerError) -> PciDeviceInfo {
+        let id = prepared.id ?? devices.nextID(prefix: prepared.idPrefix)
+        _ = try await devices.attach(prepared, id: id, placement: placement, sharedLoop: loop)
         guard let slot = devices.slot(of: id) else { throw .unknownDevice(id) }
         await acpi.pci.slotAdded(slot)
         await acpi.ged.notify(.pci)

@@ -74,7 +74,8 @@ struct VmConfig: Equatable, Sendable {
     var disks: [Disk] = []
     var net: [Net] = []
     var rng: Rng?
-    /// ActorVMM's own settings (`actor_vmm` in the JSON; placement and compat only from the command line).
+    /// ActorVMM's own settings (`actor_vmm` in the JSON: handoff, test_device, event_loops; compat only from the
+    /// command line).
     var handoff = HandoffStrategy.inlineIfIdle
     var testDevice = true
     var placement = Placement.shared

@@ -55,6 +55,7 @@ extension VirtioNet {
             }
             guestChecksum = offloads & NetFeature.guestCsum != 0
             largeFrames = NetFeature.receivesLargeFrames(offloads)
+            device.queueWorkerSettingsChanged()
             return Self.controlOK
         case (0, 0...5), (2, 0...1):  // RX mode, VLAN filter: tolerated
             return Self.controlOK
@@ -66,12 +67,13 @@ extension VirtioNet {
     /// Serves pairs 0..<`count` from now on: their TAP queues attached and watched, the others detached.
     func usePairs(_ count: Int, device: isolated VirtioPciDevice) {
         setActivePairs(count)
-        for pair in pairs {
+        for pair in servedPairs {
             if pair.index < count {
                 watchTap(pair, device: device)
             } else {
                 pair.watch.stop(device: device)
             }
         }
+        device.queueWorkerSettingsChanged()
     }
 }

@@ -21,15 +21,17 @@ extension VirtioNet {
     /// runs on a TAP this process opened), then the active pairs' TAP queues are read again.
     public func resume(device: isolated VirtioPciDevice) {
         guard device.isActive else { return }
-        let features = device.negotiatedFeatures
-        mergeable = features & NetFeature.mergeableRxBuffers != 0
-        guestChecksum = features & NetFeature.guestCsum != 0
-        largeFrames = NetFeature.receivesLargeFrames(features)
+        if !isQueueWorker {  // a worker has these from its device (queueWorkerSettings)
+            let features = device.negotiatedFeatures
+            mergeable = features & NetFeature.mergeableRxBuffers != 0
+            guestChecksum = features & NetFeature.guestCsum != 0
+            largeFrames = NetFeature.receivesLargeFrames(features)
+        }
         if let flags = restoredOffloads {
             restoredOffloads = nil
             if let error = applyOffloads(flags) { Log.warning("\(device.name): cannot set the TAP's offloads: \(error)") }
         }
-        for pair in pairs where pair.index < activePairs {
+        for pair in servedPairs where pair.index < activePairs {
             watchTap(pair, device: device)
             receive(pair, device: device)
         }

@@ -57,6 +57,11 @@ public final class VirtioNet: VirtioDeviceModel {
     let tapDevice: TapDevice
     var tapFD: Int32 { tapDevice.fd }
     let pairs: [NetQueuePair]
+    /// The pairs this backend serves: all, or with per-queue placement none on the device (its queue
+    /// workers serve them) and one on each worker (VirtioNet+QueueWorkers.swift).
+    let servedPairs: [NetQueuePair]
+    /// A queue worker's backend: the TAP's offloads and queues are its device's to set, not its own.
+    let isQueueWorker: Bool
     var controlQueue: Int { 2 * pairs.count }
     /// Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET; 1 until the driver sets it).
     public internal(set) var activePairs = 1
@@ -97,15 +102,21 @@ public final class VirtioNet: VirtioDeviceModel {
         return Opened(tap: tap, options: options)
     }
 
-    public init(_ opened: Opened) {
+    public init(_ opened: Opened, serving service: PairService = .all) {
         tapDevice = opened.tap
         options = opened.options
         pairs = opened.tap.queueFDs.indices.map { NetQueuePair(index: $0, fd: opened.tap.queueFDs[$0]) }
+        switch service {
+        case .all: servedPairs = pairs
+        case .controlQueue: servedPairs = []
+        case .pair(let index): servedPairs = [pairs[index]]
+        }
+        isQueueWorker = service != .all && service != .controlQueue
         queueCount = 2 * pairs.count + 1
         let o = opened.options
         deviceFeatures = NetFeature.offered(tapOffloads: opened.tap.supportedOffloads, queuePairs: pairs.count,
                                             checksum: o.offloadChecksum, tso: o.offloadTso, ufo: o.offloadUfo)
-        setActivePairs(1)  // until the driver asks for more (§5.1.6.5.5)
+        if !isQueueWorker { setActivePairs(1) }  // until the driver asks for more (§5.1.6.5.5)
     }
 
     public convenience init(options: Options) throws(VirtioError) { self.init(try Self.open(options)) }
@@ -127,13 +138,13 @@ public final class VirtioNet: VirtioDeviceModel {
             throw VirtioError("cannot set the TAP's offloads: \(error)")
         }
         setActivePairs(1)
-        for pair in pairs where pair.index < activePairs { watchTap(pair, device: device) }
+        for pair in servedPairs where pair.index < activePairs { watchTap(pair, device: device) }
         Log.info("\(device.name): driver features 0x\(String(features, radix: 16)) (offered 0x\(String(device.offeredFeatures, radix: 16))), TAP offloads 0x\(String(tapOffloads, radix: 16)), \(mergeable ? "mergeable" : "single") receive buffers")
     }
 
     public func reset(device: isolated VirtioPciDevice) {
         for pair in pairs { pair.reset(device: device) }
-        _ = applyOffloads(0)  // a new driver has acked nothing yet
+        if !isQueueWorker { _ = applyOffloads(0) }  // a new driver has acked nothing yet
         mergeable = false; guestChecksum = false; largeFrames = false
     }
 

@@ -20,7 +20,7 @@ extension VirtioPciDevice {
             image.append(driverFeatureSelect < 2 ? UInt32(truncatingIfNeeded: acceptedFeatures >> (32 * UInt64(driverFeatureSelect))) : 0)
             image.append(configVector)
             image.append(UInt16(queues.count))
-            image.append(status)
+            image.append(reportedStatus)
             image.append(configGeneration)
             image.append(queueSelect)
             image.append(q?.size ?? 0)
@@ -115,9 +115,11 @@ extension VirtioPciDevice {
             }
             do {
                 try backend.activate(device: self)
-                for index in queues.indices where canDMA && queues[index].ready && queues[index].hasPending(memory: memory) {
+                for index in queues.indices where servesDoorbell(index) && canDMA && queues[index].ready
+                    && queues[index].hasPending(memory: memory) {
                     backend.queueNotified(index, device: self)  // requests posted before DRIVER_OK
                 }
+                startWorkers()
             } catch {
                 Log.warning("\(name): activation failed: \(error)")
                 failDevice()
@@ -127,7 +129,14 @@ extension VirtioPciDevice {
 
     /// Device reset (§2.1): back to the initial state; MSI-X table and PCI configuration are not touched.
     func reset() {
+        let statusBefore = status
         backend.reset(device: self)
+        resetWorkers(statusBefore: statusBefore)
+        if coordinator != nil {  // a queue worker forgets its queues and anything noted while quiesced
+            holdsQueues = false
+            quiesced = false
+            pendingDoorbells = Array(repeating: false, count: queues.count)
+        }
         for index in queues.indices { queues[index].reset(size: backend.maxQueueSize) }
         unsignalled = Array(repeating: false, count: queues.count)
         Log.flushSuppressed(&guestLog, source: name)

@@ -56,6 +56,17 @@ public protocol VirtioDeviceModel: AnyObject {
     func captureState() -> [UInt8]
     /// Loads what ``captureState()`` returned.
     func restoreState(_ bytes: [UInt8]) throws(SnapshotError)
+
+    // Per-queue placement (VirtioPciDevice+QueueWorkers.swift): a device's backend and its workers' backends.
+    /// The device-wide settings a queue worker's backend follows, as the device's backend has them.
+    func queueWorkerSettings() -> [UInt8]
+    /// A worker's backend takes the settings of ``queueWorkerSettings()``.
+    func applyQueueWorkerSettings(_ settings: [UInt8], device: isolated VirtioPciDevice)
+    /// The backend's state that belongs to queue group `group` (a device's backend: the worker's number; a
+    /// worker's: its own), moved out: the backend forgets it.
+    func takeQueueGroupState(_ group: Int) -> [UInt8]
+    /// Takes what ``takeQueueGroupState(_:)`` gave.
+    func giveQueueGroupState(_ group: Int, _ bytes: [UInt8])
 }
 
 extension VirtioDeviceModel {
@@ -68,6 +79,10 @@ extension VirtioDeviceModel {
     public func restoreState(_ bytes: [UInt8]) throws(SnapshotError) {
         guard bytes.isEmpty else { throw .invalid("\(deviceType) backend: \(bytes.count) bytes of state, expected none") }
     }
+    public func queueWorkerSettings() -> [UInt8] { [] }
+    public func applyQueueWorkerSettings(_ settings: [UInt8], device: isolated VirtioPciDevice) {}
+    public func takeQueueGroupState(_ group: Int) -> [UInt8] { [] }
+    public func giveQueueGroupState(_ group: Int, _ bytes: [UInt8]) {}
 }
 
 /// Host-side failures of a virtio device (the guest sees DEVICE_NEEDS_RESET or an I/O error status).

@@ -43,8 +43,11 @@ extension VirtioPciDevice {
         }
         if !couldDMA && canDMA {
             // Bus mastering is back: serve what the driver queued meanwhile, as after DRIVER_OK.
-            for index in queues.indices where queues[index].ready { backend.queueNotified(index, device: self) }
+            for index in queues.indices where queues[index].ready && servesDoorbell(index) {
+                backend.queueNotified(index, device: self)
+            }
         }
+        updateWorkerView()  // BME and MSI-X enable or mask, for the queue workers
     }
 
     private func touchesWindowData(offset: UInt64, width: Int) -> Bool {

@@ -25,7 +25,15 @@ extension VirtioPciDevice: Snapshottable {
         }
     }
 
-    public func quiesce() {
+    /// Stops serving; with queue workers, they stop first and hand their queues back, so that the state a
+    /// snapshot captures is all here.
+    public func quiesce() async {
+        guard !quiesced else { return }
+        quiesceServing()
+        await quiesceWorkers()
+    }
+
+    func quiesceServing() {
         guard !quiesced else { return }
         quiesced = true
         backend.quiesce(device: self)
@@ -33,11 +41,20 @@ extension VirtioPciDevice: Snapshottable {
 
     public var isQuiesced: Bool { quiesced }
 
-    public func resume() {
+    /// Serves again; with queue workers, an active device then hands them their queues (after its own backend
+    /// has resumed: a restored net backend works out the receive mode the workers follow there).
+    public func resume() async {
+        guard quiesced else { return }
+        resumeServing()
+        await resumeWorkers()
+    }
+
+    /// Serves the queues this actor serves whose doorbells were noted, and sends the interrupts owed.
+    func resumeServing() {
         guard quiesced else { return }
         quiesced = false
         backend.resume(device: self)
-        for index in queues.indices {
+        for index in queues.indices where servesDoorbell(index) {
             if pendingDoorbells[index] {
                 pendingDoorbells[index] = false
                 queueNotified(index)

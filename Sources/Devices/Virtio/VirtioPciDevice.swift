@@ -66,11 +66,33 @@ public actor VirtioPciDevice: PciDevice {
     var quiesced = false
     var pendingDoorbells: [Bool]
 
+    /// Per-queue placement (VirtioPciDevice+QueueWorkers.swift). On a device: its queue workers, and for each
+    /// queue the index of the worker that serves it (nil: the device serves it itself).
+    var workers: [VirtioPciDevice] = []
+    var workerOfQueue: [Int?]
+    /// On a queue worker: the device whose queues it serves (nil on a device), and which of them.
+    public nonisolated let coordinator: VirtioPciDevice?
+    public nonisolated let servedQueues: [Int]
+    /// On a device: what the workers were last told; on a worker: what it was told (see ``WorkerView``).
+    var workerView = WorkerView()
+    /// On a device being reset: workers that have not yet confirmed their reset, and the status until they have.
+    var resetsOutstanding = 0
+    var statusBeforeReset: UInt8 = 0
+    /// On a worker: it holds the served queues' state (between a hand-off and a hand-back or reset).
+    var holdsQueues = false
+
     /// Creates the device with `backend`, placing BAR0 at `barAddress`. `vectors` must hold
     /// `backend.queueCount + 1` MSI targets (one per queue, one for configuration changes).
+    ///
+    /// With `coordinator`, the actor is that device's queue worker for `servedQueues` (per-queue placement):
+    /// it shares the device's doorbell eventfds and vectors and serves only those queues, on its own `loop`.
     public init(name: String, loop: EventLoop, memory: GuestMemory, backend: sending any VirtioDeviceModel,
-                barAddress: UInt64, vectors: [any MsiTarget], msiController: any MsiController) throws(Errno) {
+                barAddress: UInt64, vectors: [any MsiTarget], msiController: any MsiController,
+                coordinator: VirtioPciDevice? = nil, servedQueues: [Int] = []) throws(Errno) {
         precondition(vectors.count == backend.queueCount + 1, "one MSI-X vector per queue plus one for config")
+        self.coordinator = coordinator
+        self.servedQueues = servedQueues
+        workerOfQueue = Array(repeating: nil, count: backend.queueCount)
         self.name = name
         self.loop = loop
         self.memory = memory
@@ -112,6 +134,11 @@ public actor VirtioPciDevice: PciDevice {
                                                writable: writable)
         config = space
 
+        if let coordinator {
+            precondition(coordinator.notifyFDs.count == backend.queueCount, "a worker's backend has its device's queues")
+            notifyFDs = coordinator.notifyFDs  // the device's: it closes them
+            return
+        }
         var fds: [Int32] = []
         for _ in 0..<backend.queueCount {
             do {
@@ -126,8 +153,9 @@ public actor VirtioPciDevice: PciDevice {
 
     /// Starts watching the doorbell eventfds on the device's loop (after init: the handlers capture the
     /// actor). A doorbell then runs ``queueNotified(_:)`` on the loop thread, inside this actor.
+    /// With queue workers, each watches the doorbells of the queues it serves and the device the rest.
     public func watchDoorbells() throws(Errno) {
-        for (index, fd) in notifyFDs.enumerated() {
+        for (index, fd) in notifyFDs.enumerated() where servesDoorbell(index) {
             notifyRegistrations.append(try register(fd: fd) { device, _ in
                 device.recorder?.record(.doorbell, queue: UInt16(index))
                 EventFD.drainRaw(fd)
@@ -141,15 +169,18 @@ public actor VirtioPciDevice: PciDevice {
         self.recorder = recorder
     }
 
-    /// Stops watching doorbells and host descriptors (before the VM is torn down).
-    public func stop() {
+    /// Stops watching doorbells and host descriptors (before the VM is torn down), then stops the queue
+    /// workers, if any, the same way.
+    public func stop() async {
         for registration in notifyRegistrations { loop.deregister(registration) }
         notifyRegistrations.removeAll()
         backend.reset(device: self)
         Log.flushSuppressed(&guestLog, source: name)
+        await stopWorkers()
     }
 
     deinit {
+        guard coordinator == nil else { return }  // a worker's doorbells are its device's
         for fd in notifyFDs { close(fd) }
     }
 
@@ -207,6 +238,7 @@ public actor VirtioPciDevice: PciDevice {
             if queue < notifyFDs.count { EventFD.signalRaw(notifyFDs[queue]) }
         case Self.msixTableOffset..<(Self.msixTableOffset + 0x1000):
             msix.writeTable(offset: offset - Self.msixTableOffset, width: width, value: value)
+            updateWorkerView()
         default:
             break
         }
@@ -216,14 +248,18 @@ public actor VirtioPciDevice: PciDevice {
 
     /// The driver notified queue `index` (or the device re-queued its own unfinished work).
     public func queueNotified(_ index: Int) {
+        if coordinator == nil, index < workerOfQueue.count, workerOfQueue[index] != nil {
+            return EventFD.signalRaw(notifyFDs[index])  // a worker's queue: its doorbell, on its loop
+        }
         counters.notifications &+= 1
         guard canDMA, index < queues.count, queues[index].ready else { return }
         backend.queueNotified(index, device: self)
     }
 
     /// Whether the device may touch the queues in guest memory: DRIVER_OK without NEEDS_RESET, and PCI
-    /// Bus Master Enable set (a function with BME clear must not DMA).
-    var canDMA: Bool { isActive && config.busMaster }
+    /// Bus Master Enable set (a function with BME clear must not DMA). A queue worker follows what its device
+    /// told it of BME.
+    var canDMA: Bool { isActive && (coordinator == nil ? config.busMaster : workerView.mayDMA) }
 
     /// Counts bytes the device read from guest buffers.
     public func countRead(_ bytes: Int) { counters.bytesRead &+= UInt64(bytes) }
@@ -233,6 +269,7 @@ public actor VirtioPciDevice: PciDevice {
 
     func raise(vector: UInt16, isrBit: UInt8) {
         counters.interrupts &+= 1
+        if coordinator != nil { return raiseFromWorker(vector: vector) }
         if !msix.enabled { isr |= isrBit }
         msix.signal(Int(vector))
         recorder?.record(.interrupt, queue: vector)
@@ -241,6 +278,7 @@ public actor VirtioPciDevice: PciDevice {
     /// DEVICE_NEEDS_RESET (§2.1.2): the driver must reset the device; a configuration interrupt tells it.
     func failDevice() {
         guard status & Self.needsReset == 0 else { return }
+        if coordinator != nil { return failFromWorker() }
         status |= Self.needsReset
         configGeneration &+= 1
         raise(vector: configVector, isrBit: 2)
