@@ -1,4 +1,5 @@
 import ActorVmm
+import CKvm
 @testable import Devices
 import EpollLoop
 import Glibc
