@@ -18,6 +18,7 @@ let releaseLink: [LinkerSetting] = [.unsafeFlags([
     "-static-executable", "-use-ld=lld",
     "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Tests/Footprint/actor-vmm.order",
     "-Xlinker", "--no-warn-symbol-ordering",
+    "-Xlinker", "--script=\(Context.packageDirectory)/Tests/Footprint/actor-vmm.ld",
 ], .when(configuration: .release))]
 
 let package = Package(

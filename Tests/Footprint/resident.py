@@ -206,6 +206,40 @@ def with_native_ifuncs(order, chosen):
     return result
 
 
+def touched_functions(binary, guest, order, runs=5):
+    """The functions on the .text pages a native run of the start row touches (fault-around off: see
+    Sources/CKvm/footprint.c), in address order: the ones valgrind does not see run too (seccomp's, the vDSO's
+    set-up, paths that depend on timing), with the neighbours that share their pages."""
+    text = next(((s, e) for s, e, n in sections(binary) if n == '.text'), (0, 0))
+    out = subprocess.run(['nm', '-n', '-S', '--defined-only', binary], capture_output=True, text=True,
+                         check=True).stdout
+    functions = []
+    for line in out.splitlines():
+        fields = line.split(' ', 3)
+        if len(fields) == 4 and fields[2] in 'tTwW':  # (assembly functions such as crt's have size 0)
+            functions.append((int(fields[0], 16), max(int(fields[1], 16), 1), fields[3]))
+    env = dict(os.environ, ACTOR_VMM_NO_FAULT_AROUND='1')
+    touched = set()
+    for _ in range(runs):  # some paths depend on timing (a device's loop busy or not): the union of a few runs
+        process = run_stopped(binary, guest, env)
+        try:
+            for start, end, _, path, _, _ in mappings(process.pid):
+                low, high = max(start, text[0] & ~(PAGE - 1)), min(end, text[1])
+                if path == binary and low < high:
+                    touched.update(present_pages(process.pid, low, high))
+        finally:
+            process.kill()
+            process.wait()
+    # Only what the order file does not place yet (beyond the functions it lists, which lld puts first), or
+    # placed because an earlier native run added it: not the thousands of symbols inside the big sections
+    # lld can only move whole (the standard library's .text), which the order already places.
+    listed = set(order)
+    ordered_end = max((address + size for address, size, name in functions if name in listed), default=0)
+    return [name for address, size, name in functions
+            if (address >= ordered_end or name in listed)
+            and any(page in touched for page in range(address & ~(PAGE - 1), address + size, PAGE))]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--binary', default=os.path.join(ROOT, '.build/release/actor-vmm'))
@@ -216,7 +250,19 @@ def main():
     parser.add_argument('--write-guest', metavar='PATH', help="only write the start row's guest to PATH")
     parser.add_argument('--native-ifuncs', metavar='ORDER', help='only print the order file ORDER with the '
                         'string and math function variants this CPU runs added (symbol-order.sh)')
+    parser.add_argument('--touched-functions', metavar='ORDER',
+                        help='only print the functions on the .text pages a native run touches that the order '
+                        'file ORDER (the one the binary was linked with) does not place (symbol-order.sh)')
     args = parser.parse_args()
+    if args.touched_functions:
+        with tempfile.TemporaryDirectory() as work:
+            guest = os.path.join(work, 'guest.elf')
+            with open(guest, 'wb') as f:
+                f.write(start_guest())
+            with open(args.touched_functions) as f:
+                order = [line.rstrip('\n') for line in f]
+            print('\n'.join(touched_functions(os.path.realpath(args.binary), guest, order)))
+        return
     if args.write_guest:
         with open(args.write_guest, 'wb') as f:
             f.write(start_guest())

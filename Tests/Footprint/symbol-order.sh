@@ -70,10 +70,16 @@ remote shutdown
 remote shutdown-vmm
 wait "$vmm"
 
+# The start row natively, page by page (fault-around off: Sources/CKvm/footprint.c): the functions on the
+# pages it touches that the current order file does not place (those valgrind never sees run, with the
+# neighbours that share their pages).
+python3 "$here/resident.py" --binary "$binary" --touched-functions "$here/actor-vmm.order" > "$work/native"
+
 # Every function named in a record (callgrind writes "fn=(id) name" and "cfn=(id) name" once per name;
 # a "'N" suffix marks a recursion level), plus Seccomp's: record by record, in the order of the runs above
 # (the start row's first, the API's last; a name goes where it is first seen).
-# The seccomp code, which every run executes natively, goes with the start row's functions. Then the string
+# The seccomp code, which every run executes natively, and the native run's functions go with the start row's
+# functions. Then the string
 # and math functions this CPU runs are added next to the variants valgrind's CPU ran (resident.py).
 {
   for name in start exits devices-shared devices-per-device api; do
@@ -81,6 +87,7 @@ wait "$vmm"
     if [ "$name" = start ]; then
       nm --defined-only "$binary" \
         | awk '$2 ~ /[tT]/ && $3 ~ /Seccomp|BpfProgram|BpfInstruction|SyscallRule|ArgEquals|ThreadKind|ckvm_seccomp/ { print $3 }'
+      cat "$work/native"
     fi
   done
 } | sed "s/'[0-9]*\$//" | grep -v '^0x\|^(below main)$' | awk '!seen[$0]++' > "$work/order"
