@@ -77,17 +77,18 @@ python3 "$here/resident.py" --binary "$binary" --touched-functions "$here/actor-
 
 # Every function named in a record (callgrind writes "fn=(id) name" and "cfn=(id) name" once per name;
 # a "'N" suffix marks a recursion level), plus Seccomp's: record by record, in the order of the runs above
-# (the start row's first, the API's last; a name goes where it is first seen).
+# (the start row's first, the API's last; a name goes where it is first seen), sorted within a record (the
+# order callgrind writes names in changes from run to run; sorted, the file changes only with the code).
 # The seccomp code, which every run executes natively, and the native run's functions go with the start row's
 # functions. Then the string
 # and math functions this CPU runs are added next to the variants valgrind's CPU ran (resident.py).
 {
   for name in start exits devices-shared devices-per-device api; do
-    sed -n "s/^c\?fn=([0-9]*) \(.*\)$/\1/p" "$work/$name.cg"
+    sed -n "s/^c\?fn=([0-9]*) \(.*\)$/\1/p" "$work/$name.cg" | sed "s/'[0-9]*\$//" | LC_ALL=C sort -u
     if [ "$name" = start ]; then
       nm --defined-only "$binary" \
         | awk '$2 ~ /[tT]/ && $3 ~ /Seccomp|BpfProgram|BpfInstruction|SyscallRule|ArgEquals|ThreadKind|ckvm_seccomp/ { print $3 }'
-      cat "$work/native"
+      LC_ALL=C sort -u "$work/native"
     fi
   done
 } | sed "s/'[0-9]*\$//" | grep -v '^0x\|^(below main)$' | awk '!seen[$0]++' > "$work/order"
