@@ -21,6 +21,7 @@ root=$(cd "$here/../.." && pwd)
 binary=${1:-$root/.build/release/actor-vmm}
 [ -x "$binary" ] || { echo "symbol-order.sh: no $binary (swift build -c release first)" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "symbol-order.sh: needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "symbol-order.sh: needs python3 (for Tests/Footprint/resident.py)" >&2; exit 2; }
 guest=$("$root/Tests/Guest/build.sh")
 work=$(mktemp -d /tmp/actor-vmm-order.XXXXXX)
 trap 'rm -rf "$work"' EXIT
