@@ -2,7 +2,10 @@
 """Which pages of actor-vmm are resident in the start row's steady state, and where they are in the binary.
 
     Tests/Footprint/resident.py [--binary PATH] [--map LLD_MAP] [--env NAME=VALUE ...]
-    Tests/Footprint/resident.py --write-guest PATH   (the guest only; symbol-order.sh records with it)
+    Tests/Footprint/resident.py --env ACTOR_VMM_NO_FAULT_AROUND=1   (the pages touched, not those mapped around)
+    Tests/Footprint/resident.py --write-guest PATH | --touched-functions ORDER | --native-ifuncs ORDER
+        (for symbol-order.sh: the guest; the functions a native run needs that ORDER does not place; ORDER
+        with the string functions this CPU runs)
 
 Runs actor-vmm as the benchmark's start row does (1 vCPU, 128 MiB, the row's tiny guest: 'S', 10,000 OUT/IN
 round trips, 'M', 10,000 more, power-off), stops it (SIGSTOP) when the guest has written 'M', and reads

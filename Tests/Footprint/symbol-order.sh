@@ -77,12 +77,11 @@ wait "$vmm"
 python3 "$here/resident.py" --binary "$binary" --touched-functions "$here/actor-vmm.order" > "$work/native"
 
 # Every function named in a record (callgrind writes "fn=(id) name" and "cfn=(id) name" once per name;
-# a "'N" suffix marks a recursion level), plus Seccomp's: record by record, in the order of the runs above
-# (the start row's first, the API's last; a name goes where it is first seen), sorted within a record (the
-# order callgrind writes names in changes from run to run; sorted, the file changes only with the code).
-# The seccomp code, which every run executes natively, and the native run's functions go with the start row's
-# functions. Then the string
-# and math functions this CPU runs are added next to the variants valgrind's CPU ran (resident.py).
+# a "'N" suffix marks a recursion level): record by record, in the order of the runs above (the start row's
+# first, the API's last; a name goes where it is first seen), sorted within a record (callgrind writes names
+# in a different order every run). The seccomp code, which every run executes natively, and the native run's
+# functions go with the start row's. Then the string and math functions this CPU runs are added next to the
+# variants valgrind's CPU ran (resident.py).
 {
   for name in start exits devices-shared devices-per-device api; do
     sed -n "s/^c\?fn=([0-9]*) \(.*\)$/\1/p" "$work/$name.cg" | sed "s/'[0-9]*\$//" | LC_ALL=C sort -u
