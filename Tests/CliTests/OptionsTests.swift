@@ -63,6 +63,12 @@ import Testing
         #expect(parseByteSize("-1M") == nil)
         #expect(parseByteSize("99999999999999999999G") == nil)
         #expect(parseByteSize("17179869184G") == nil, "overflows 64 bits")
+        // Digits are ASCII 0-9 only (compared as bytes): other Unicode digits, signs and spaces are refused.
+        #expect(parseByteSize("\u{0661}\u{0662}M") == nil, "Arabic-Indic digits")
+        #expect(parseByteSize("\u{FF11}G") == nil, "a full-width digit")
+        #expect(parseByteSize("+4M") == nil)
+        #expect(parseByteSize("4 M") == nil)
+        #expect(parseByteSize("0009") == 9)
     }
 
     /// Every bad input is one error naming the option and what was expected.

@@ -8,9 +8,12 @@
 #   Tests/Footprint/symbol-order.sh [ACTOR_VMM_RELEASE_BINARY]
 #
 # Records with valgrind's callgrind (which lists every function executed, in the binary's own symbol names)
-# while actor-vmm runs: the test guest's exit checks; every virtio device with the guest's drivers; the API
-# with actor-vmm-remote (create, boot, info, counters, pause, resume, shutdown). seccomp is off under valgrind
-# (it does not know the system call), so Seccomp's own functions are added by name. A stale file is harmless:
+# while actor-vmm runs: the start row's own guest (first, so that its functions are placed first); the test
+# guest's exit checks; every virtio device with the guest's drivers; the API with actor-vmm-remote (create,
+# boot, info, counters, pause, resume, shutdown). seccomp is off under valgrind
+# (it does not know the system call), so Seccomp's own functions are added by name; valgrind's CPU has no
+# AVX-512, so glibc's string functions are the AVX2 ones there: the ones this CPU runs are added (read from the
+# binary's IFUNC slots in a native run). A stale file is harmless:
 # a name the binary no longer has is skipped, a function missing from the file is placed after the others.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +21,7 @@ root=$(cd "$here/../.." && pwd)
 binary=${1:-$root/.build/release/actor-vmm}
 [ -x "$binary" ] || { echo "symbol-order.sh: no $binary (swift build -c release first)" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "symbol-order.sh: needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "symbol-order.sh: needs python3 (for Tests/Footprint/resident.py)" >&2; exit 2; }
 guest=$("$root/Tests/Guest/build.sh")
 work=$(mktemp -d /tmp/actor-vmm-order.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -31,6 +35,10 @@ record() {  # NAME ARGS...: one callgrind run of actor-vmm
       echo "symbol-order.sh: the $name run failed:" >&2; tail -5 "$work/$name.log" >&2; exit 1; }
 }
 
+# First the start row's own run (docs/benchmarks.md, row 5: its guest, 1 vCPU, 128 MiB): its functions go first
+# and together, so that what a started VM keeps resident is as few 64 KiB blocks as can be.
+python3 "$here/resident.py" --write-guest "$work/start.elf"
+record start --kernel "$work/start.elf" --memory size=128M --cpus boot=1 --serial tty --console off
 record exits --kernel "$guest" --cmdline "tests=serial,cmdline,pio,mmio" --memory size=64M --cpus boot=1 \
   --serial tty --console off
 truncate -s 1M "$work/a.raw" && truncate -s 1M "$work/b.raw"
@@ -63,10 +71,26 @@ remote shutdown
 remote shutdown-vmm
 wait "$vmm"
 
+# The start row natively, page by page (fault-around off: Sources/CKvm/footprint.c): the functions on the
+# pages it touches that the current order file does not place (those valgrind never sees run, with the
+# neighbours that share their pages).
+python3 "$here/resident.py" --binary "$binary" --touched-functions "$here/actor-vmm.order" > "$work/native"
+
 # Every function named in a record (callgrind writes "fn=(id) name" and "cfn=(id) name" once per name;
-# a "'N" suffix marks a recursion level), plus Seccomp's, in the order they were first seen.
+# a "'N" suffix marks a recursion level): record by record, in the order of the runs above (the start row's
+# first, the API's last; a name goes where it is first seen), sorted within a record (callgrind writes names
+# in a different order every run). The seccomp code, which every run executes natively, and the native run's
+# functions go with the start row's. Then the string and math functions this CPU runs are added next to the
+# variants valgrind's CPU ran (resident.py).
 {
-  for file in "$work"/*.cg; do sed -n "s/^c\?fn=([0-9]*) \(.*\)$/\1/p" "$file"; done
-  nm --defined-only "$binary" | awk '$2 ~ /[tT]/ && $3 ~ /Seccomp/ { print $3 }'
-} | sed "s/'[0-9]*\$//" | grep -v '^0x\|^(below main)$' | awk '!seen[$0]++' > "$here/actor-vmm.order"
+  for name in start exits devices-shared devices-per-device api; do
+    sed -n "s/^c\?fn=([0-9]*) \(.*\)$/\1/p" "$work/$name.cg" | sed "s/'[0-9]*\$//" | LC_ALL=C sort -u
+    if [ "$name" = start ]; then
+      nm --defined-only "$binary" \
+        | awk '$2 ~ /[tT]/ && $3 ~ /Seccomp|BpfProgram|BpfInstruction|SyscallRule|ArgEquals|ThreadKind|ckvm_seccomp/ { print $3 }'
+      LC_ALL=C sort -u "$work/native"
+    fi
+  done
+} | sed "s/'[0-9]*\$//" | grep -v '^0x\|^(below main)$' | awk '!seen[$0]++' > "$work/order"
+python3 "$here/resident.py" --binary "$binary" --native-ifuncs "$work/order" > "$here/actor-vmm.order"
 echo "symbol-order.sh: $(wc -l < "$here/actor-vmm.order") functions in Tests/Footprint/actor-vmm.order" >&2
