@@ -73,16 +73,6 @@ import Testing
 /// virtio-blk's request path: the header read in one piece or gathered, and single requests served without
 /// the ring.
 @Suite struct BlockPathTests {
-    func makeRingBlock(file: TempFile, memory: GuestMemory, loop: EventLoop) throws -> VirtioDriver? {
-        let backend = try VirtioBlock(options: .init(path: file.path, engine: .ioUring))
-        guard backend.engine == .ioUring else {
-            print("skipped: io_uring is unavailable on this host")
-            return nil
-        }
-        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
-        return VirtioDriver(device: device, memory: memory, msi: msi)
-    }
-
     /// A read alone in its doorbell is served at once, not through the ring; two in one doorbell go through
     /// the ring; both give the file's bytes.
     @Test func aSingleReadSkipsTheRing() async throws {
@@ -95,7 +85,7 @@ import Testing
         close(fd)
         _ = readFully(file.path)  // in the page cache
         let memory = testMemory()
-        guard var driver = try makeRingBlock(file: file, memory: memory, loop: loop) else { return }
+        guard var driver = try makeIoUringBlock(file: file, memory: memory, loop: loop) else { return }
         #expect(await driver.initialize(queueCount: 1) == 0xF)
         let one = await driver.blockRequest(type: 0, sector: 8, readLength: 4096)
         #expect(one.status == 0 && one.used == 4097 && one.data == Array(bytes[4096..<8192]))

@@ -68,15 +68,15 @@ import Testing
         #expect(used.map(\.head) == [UInt32(flush)], "the flush after the restore never came back")
         await target.device.stop()
     }
+}
 
-    /// A virtio-blk device on io_uring; nil (the test says why) when this host has none.
-    func makeIoUringBlock(file: TempFile, memory: GuestMemory, loop: EventLoop) throws -> VirtioDriver? {
-        let backend = try VirtioBlock(options: .init(path: file.path, engine: .ioUring))
-        guard backend.engine == .ioUring else {
-            print("skipped: io_uring is unavailable on this host")
-            return nil
-        }
-        let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
-        return VirtioDriver(device: device, memory: memory, msi: msi)
+/// A virtio-blk device on io_uring (BlockSnapshotTests, BlockPathTests); nil (the test says why) when this host has none.
+func makeIoUringBlock(file: TempFile, memory: GuestMemory, loop: EventLoop) throws -> VirtioDriver? {
+    let backend = try VirtioBlock(options: .init(path: file.path, engine: .ioUring))
+    guard backend.engine == .ioUring else {
+        print("skipped: io_uring is unavailable on this host")
+        return nil
     }
+    let (device, msi) = try makeDevice(backend, memory: memory, loop: loop)
+    return VirtioDriver(device: device, memory: memory, msi: msi)
 }

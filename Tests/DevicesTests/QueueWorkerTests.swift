@@ -13,9 +13,7 @@ import Testing
     @Test func eachQueueIsServedOnItsOwnLoopThread() async throws {
         let rig = try PerQueueRig(queues: 3) { _ in ThreadRecordingBackend(queueCount: 3) }
         defer { rig.shutdown() }
-        try await rig.start()
-        var driver = rig.driver
-        #expect(await driver.initialize(queueCount: 3) == 0xF)
+        var driver = try await rig.startedDriver(queueCount: 3)
         for q in [2, 0, 1] {
             _ = driver.queues[q].post([(driver.queues[q].allocate(8), 8, true)])
             await driver.kick(q)
@@ -37,9 +35,7 @@ import Testing
         let opened = try VirtioBlock.open(.init(path: file.path, numQueues: 2))
         let rig = try PerQueueRig(queues: 2, device: { VirtioBlock(opened.forDeviceWithQueueWorkers) }) { _ in VirtioBlock(opened) }
         defer { rig.shutdown() }
-        try await rig.start()
-        var driver = rig.driver
-        #expect(await driver.initialize(queueCount: 2) == 0xF)
+        var driver = try await rig.startedDriver(queueCount: 2)
         let data = [UInt8](repeating: 0x5C, count: 4096)
         #expect(await driver.blockRequest(type: 1, sector: 8, data: data, queue: 1).status == 0)
         let read = await driver.blockRequest(type: 0, sector: 8, readLength: 4096, queue: 0)
@@ -57,9 +53,7 @@ import Testing
     @Test func statusReadsZeroOnlyOnceTheWorkersHaveReset() async throws {
         let rig = try PerQueueRig(queues: 2) { _ in ThreadRecordingBackend(queueCount: 2) }
         defer { rig.shutdown() }
-        try await rig.start()
-        var driver = rig.driver
-        #expect(await driver.initialize(queueCount: 2) == 0xF)
+        var driver = try await rig.startedDriver(queueCount: 2)
         rig.workerLoops[1].execute { usleep(200_000) }  // worker 1 is busy for a while
         await driver.w(VirtioDriver.common + 0x14, 1, 0)
         #expect(await driver.r(VirtioDriver.common + 0x14, 1) == 0xF, "status read 0 before the busy worker reset")
@@ -84,9 +78,7 @@ import Testing
     @Test func workersFollowBusMasterEnableAndVectorMasks() async throws {
         let rig = try PerQueueRig(queues: 2) { _ in ThreadRecordingBackend(queueCount: 2) }
         defer { rig.shutdown() }
-        try await rig.start()
-        var driver = rig.driver
-        #expect(await driver.initialize(queueCount: 2) == 0xF)
+        var driver = try await rig.startedDriver(queueCount: 2)
         await rig.device.configWrite(offset: 0x04, width: 2, value: 0x2)  // memory decoding, no bus mastering
         _ = driver.queues[1].post([(driver.queues[1].allocate(8), 8, true)])
         await driver.kick(1)
@@ -209,6 +201,14 @@ extension PerQueueRig {
         await device.adopt(workers: workers)
         try await device.watchDoorbells()
         for worker in workers { try await worker.watchDoorbells() }
+    }
+
+    /// ``start()``, then a driver that has set up `queueCount` queues and reached DRIVER_OK.
+    func startedDriver(queueCount: Int) async throws -> VirtioDriver {
+        try await start()
+        var driver = self.driver
+        #expect(await driver.initialize(queueCount: queueCount) == 0xF)
+        return driver
     }
 }
 
