@@ -1,4 +1,5 @@
 @testable import ActorVmm
+import Glibc
 import Testing
 
 /// `GuestMemory.discard` (virtio-mem's unplug): the pages read zero afterwards; a range that is not
@@ -19,5 +20,35 @@ import Testing
         #expect(try memory.readBytes(at: GuestAddress(0x100000), count: 0x4000).allSatisfy { $0 == 0xCD })
         #expect(try memory.readBytes(at: GuestAddress(0xF000), count: 0x1000).allSatisfy { $0 == 0xAB })
         try memory.discard(at: GuestAddress(0), count: 0)  // nothing to do
+    }
+}
+
+/// `GuestMemory.zero` over a large range (a kernel's BSS): exactly the range reads zero, its partial first
+/// and last pages included, the bytes around it keep their values, and the whole pages in between are given
+/// back to the host rather than written (no longer resident).
+@Suite struct GuestMemoryZeroTests {
+    @Test func aLargeUnalignedRangeReadsZeroAndOnlyItDoes() throws {
+        let size = 0x40000
+        let memory = try GuestMemory(layout: [(GuestAddress(0), UInt64(size))])
+        try memory.write(bytes: [UInt8](repeating: 0x5A, count: size), at: GuestAddress(0))
+        let start = 0x1234, count = 0x30000 + 0x567
+        #expect(count >= GuestMemory.zeroByDroppingPagesFrom)
+        try memory.zero(at: GuestAddress(UInt64(start)), count: count)
+        let all = try memory.readBytes(at: GuestAddress(0), count: size)
+        #expect(all[..<start].allSatisfy { $0 == 0x5A })
+        #expect(all[start..<(start + count)].allSatisfy { $0 == 0 })
+        #expect(all[(start + count)...].allSatisfy { $0 == 0x5A })
+    }
+
+    @Test func theWholePagesInsideAreNotResidentAfterwards() throws {
+        let size = 0x40000
+        let memory = try GuestMemory(layout: [(GuestAddress(0), UInt64(size))])
+        try memory.write(bytes: [UInt8](repeating: 1, count: size), at: GuestAddress(0))
+        try memory.zero(at: GuestAddress(0x800), count: 0x20000)
+        let base = try memory.hostPointer(GuestAddress(0), size)
+        var resident = [UInt8](repeating: 0, count: size / 4096)
+        #expect(mincore(base, size, &resident) == 0)
+        #expect(resident[1..<0x20].allSatisfy { $0 & 1 == 0 }, "pages 1...0x1F were written, not dropped")
+        #expect(resident[0] & 1 == 1 && resident[0x20] & 1 == 1)  // the partial pages at the ends
     }
 }
