@@ -30,7 +30,7 @@ bench_self_ipi_and_wait:
     movq    $0, bench_irq_tsc(%rip)
     rdtsc
     movl    %esi, (%rdi)
-    // fall through
+    jmp     wait_for_bench_irq      // not into bench_wait_again below: it clears t0
 
 // uint64_t bench_wait_again(void)
 // Waits for one more interrupt of the benchmarked vector (a device that completes a doorbell's requests
