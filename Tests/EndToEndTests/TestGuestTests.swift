@@ -157,3 +157,53 @@ struct GuestFaultTests {
         #expect(reboots >= 2 && boots >= reboots, "\(reboots) reboots for \(boots) boots: \(result.stderr.suffix(2000))")
     }
 }
+
+/// Bad input: one line on stderr naming the option, exit code 2, and no VM (runs without /dev/kvm too).
+@Suite struct BadInputTests {
+    func expectRejected(_ arguments: [String], _ fragment: String) {
+        let result = Harness.run(Harness.vmmPath, arguments, timeout: 30)
+        #expect(result.status == 2, "\(arguments): \(result.stderr)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.hasPrefix("actor-vmm: error: "))
+        #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test func missingKernelFile() { expectRejected(["--kernel", "/nonexistent/vmlinux"], "--kernel /nonexistent/vmlinux: cannot read: No such file or directory") }
+    @Test func kernelIsADirectory() { expectRejected(["--kernel", "/tmp"], "--kernel /tmp: cannot read: not a regular file") }
+    @Test func kernelIsNotElf() {
+        let path = NSTemporaryDirectory() + "actor-vmm-notelf-\(getpid())"
+        _ = FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x41, count: 4096))
+        defer { unlink(path) }
+        expectRejected(["--kernel", path], "not a kernel ActorVMM can boot: no ELF magic (expected an ELF64 vmlinux or a bzImage)")
+    }
+    @Test func memoryZero() { expectRejected(["--kernel", "/bin/true", "--memory", "size=0"], "--memory size=0: must be at least 4M") }
+    @Test func memoryMalformed() { expectRejected(["--kernel", "/bin/true", "--memory", "size=lots"], "--memory size=lots: expected a size") }
+    @Test func memoryTooLarge() { expectRejected(["--kernel", "/bin/true", "--memory", "size=64T"], "more than the host's") }
+    @Test func unknownOption() { expectRejected(["--kernel", "/bin/true", "--disk-image", "x"], "unknown option '--disk-image'") }
+    @Test func unknownKey() { expectRejected(["--kernel", "/bin/true", "--cpus", "count=2"], "--cpus: unknown key 'count'") }
+    @Test func valueOutOfRange() { expectRejected(["--kernel", "/bin/true", "--cpus", "boot=999"], "--cpus boot=999: expected an integer from 1 to 254") }
+    @Test func hostElfIsNotAKernel() { expectRejected(["--kernel", "/bin/true"], "--kernel /bin/true: not a kernel ActorVMM can boot: e_type 3, expected 2 (ET_EXEC)") }
+    @Test(arguments: [
+        ("tap=,mac=52:54:00:12:34,ip=,mask=", "--net mac=52:54:00:12:34: expected six hex bytes like 52:54:00:12:34:56"),
+        ("tap=,mac=,ip=192.168.249.300,mask=", "--net ip=192.168.249.300: expected a dotted IPv4 address"),
+        ("tap=,mac=,ip=,mask=255.255.0.255", "--net mask=255.255.0.255: not a contiguous netmask"),
+        ("tap=a-tap-name-too-long,mac=,ip=,mask=", "--net tap=a-tap-name-too-long: interface names have at most 15 bytes"),
+    ])
+    func badNetValues(net: String, fragment: String) {
+        expectRejected(["--kernel", "/bin/true", "--net", net], fragment)
+    }
+    @Test func missingInitramfs() {
+        let kernel = Harness.writeTinyKernel("initrd", code: [0xEB, 0xFE])
+        defer { unlink(kernel) }
+        expectRejected(["--kernel", kernel, "--initramfs", "/nonexistent.cpio"], "--initramfs /nonexistent.cpio: cannot read: No such file or directory")
+    }
+    @Test func kernelThatDoesNotFit() {
+        let kernel = Harness.writeTinyKernel("fit", code: [0xEB, 0xFE])
+        defer { unlink(kernel) }
+        // Loads at 2 MiB: fine in 4 MiB of RAM. A 2047-byte command line is fine, 2048 is not.
+        expectRejected(["--kernel", kernel, "--memory", "size=4M", "--cmdline", String(repeating: "x", count: 2048)],
+                       "--cmdline: 2048 bytes is too long (at most 2047 bytes)")
+    }
+}
