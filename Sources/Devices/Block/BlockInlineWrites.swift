@@ -12,8 +12,10 @@ import Glibc
 /// `pwritev` on the loop — as the synchronous engine does, and as Firecracker's default engine does — within
 /// a budget per queue turn: unlimited for a disk with a loop of its own (`--event-loops per-device` or
 /// `per-queue`: a stalled write stalls only this disk, whose writes the kernel serialises on the file's lock
-/// anyway), ``sharedLoopBytes`` on the shared loop (a long write, or one the kernel throttles, stalls every
-/// device on the loop). A write over the budget, or while a write is on the ring (it holds the file's lock:
+/// anyway) and on a VMM that may run on one CPU only (the worker's copy would take that CPU from the loop and
+/// the guest all the same: the hand-off is pure cost), ``sharedLoopBytes`` on the shared loop otherwise (a
+/// long write, or one the kernel throttles, stalls every device on the loop, where the worker would copy on
+/// another CPU meanwhile). A write over the budget, or while a write is on the ring (it holds the file's lock:
 /// the loop would wait for the worker), goes on the ring. Reads always go on the ring (page-cache hits
 /// complete inside `io_uring_enter`). Only with ``VirtioBlock/Engine/auto``: `ACTOR_VMM_BLOCK_IO=io_uring`
 /// puts every write on the ring, `=sync` every request on the loop. Not for `direct=on` (O_DIRECT writes are
@@ -25,11 +27,12 @@ extension VirtioBlock {
     /// `ACTOR_VMM_BLOCK_INLINE_WRITES=BYTES` overrides the budget per queue turn on any loop (0: none).
     public static let inlineWritesVariable = "ACTOR_VMM_BLOCK_INLINE_WRITES"
 
-    /// The budget per queue turn for `options` on `engine` (`.auto` after the environment was read).
-    static func inlineWriteBudget(_ options: Options, engine: Engine, ring: Bool, environment: String?) -> Int {
+    /// The budget per queue turn for `options` on `engine` (`.auto` after the environment was read), with
+    /// `cpus` the CPUs the VMM may run on (-1: unknown).
+    static func inlineWriteBudget(_ options: Options, engine: Engine, ring: Bool, environment: String?, cpus: Int) -> Int {
         guard ring, engine == .auto, !options.direct, !options.readonly else { return 0 }
         if let environment, let bytes = Int(environment), bytes >= 0 { return bytes }
-        return options.loopOfItsOwn ? Int.max : sharedLoopBytes
+        return options.loopOfItsOwn || cpus == 1 ? Int.max : sharedLoopBytes
     }
 
     /// Serves a write on the loop when the policy above allows it: its status, or nil to put it on the ring.

@@ -165,7 +165,8 @@ public final class VirtioBlock: VirtioDeviceModel {
         let engine = Self.resolvedEngine(options)
         ring = Self.makeRing(options, engine: engine, fd: opened.file.fd, entries: slots)
         inlineWriteBudget = Self.inlineWriteBudget(options, engine: engine, ring: ring != nil,
-                                                   environment: getenv(Self.inlineWritesVariable).map { String(cString: $0) })
+                                                   environment: getenv(Self.inlineWritesVariable).map { String(cString: $0) },
+                                                   cpus: Int(ckvm_usable_cpus()))
     }
 
     /// Opens `options.path` and builds the backend (for tests and single-step callers).
