@@ -21,8 +21,8 @@ import Glibc
 /// puts every write on the ring, `=sync` every request on the loop. Not for `direct=on` (O_DIRECT writes are
 /// truly asynchronous on the ring).
 extension VirtioBlock {
-    /// Inline write bytes per queue turn on the shared loop: one 128 KiB write (about 30 µs of copying into
-    /// the page cache on this host) — the 4 KiB random writes, not the 1 MiB sequential ones.
+    /// Inline write bytes per queue turn on the shared loop (with more than one CPU): up to one 128 KiB write
+    /// — the 4 KiB random writes, not the 1 MiB sequential ones.
     public static let sharedLoopBytes = 128 << 10
     /// `ACTOR_VMM_BLOCK_INLINE_WRITES=BYTES` overrides the budget per queue turn on any loop (0: none).
     public static let inlineWritesVariable = "ACTOR_VMM_BLOCK_INLINE_WRITES"
