@@ -18,7 +18,10 @@
 # randwrite-qd1, randread-qd32, randwrite-qd32, seqread, seqwrite, net-tx, net-rx, net-rr; for diagnosis
 # also dmesg, interrupts, features), VMMS (default "actor-vmm qemu"; also qemu-io_uring: QEMU with
 # aio=io_uring; actor-vmm-enqueue, actor-vmm-per-device: --handoff enqueue, --event-loops per-device;
-# actor-vmm-sync: ACTOR_VMM_BLOCK_IO=sync, block I/O with preadv/pwritev on the device loop; the
+# actor-vmm-sync: ACTOR_VMM_BLOCK_IO=sync, block I/O with preadv/pwritev on the device loop;
+# actor-vmm-io_uring: ACTOR_VMM_BLOCK_IO=io_uring, every read and write through the ring (the default
+# before inline writes); actor-vmm-inline: ACTOR_VMM_BLOCK_INLINE_WRITES=16777216, writes the file
+# system cannot take without blocking served on the shared loop whatever their size; the
 # ratios are against the first qemu* in the list), ACTOR_VMM (the binary; default the
 # release build, rebuilt with `swift build -c release` when older than Sources/), ACTOR_VMM_QEMU_LOCK (a
 # file to `flock` around the L1 run only, e.g. /work/qemu.lock where QEMU is shared). Method and results:
@@ -55,13 +58,14 @@ if [ "${ACTOR_VMM_NESTED_L1:-}" = 1 ]; then
       -display none -serial stdio -no-reboot -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio"
       -append "$append" -device virtio-blk-pci,drive=d0 -device virtio-net-pci,netdev=n0,mac=$mac
       -netdev tap,id=n0,ifname=avmio0,script=no,downscript=no)
-    local variant=() io=io_uring
+    local variant=() io=auto inline=
     case $1 in
       actor-vmm-enqueue) variant=(--handoff enqueue) ;; actor-vmm-per-device) variant=(--event-loops per-device) ;;
-      actor-vmm-sync) io=sync ;;
+      actor-vmm-sync) io=sync ;; actor-vmm-io_uring) io=io_uring ;; actor-vmm-inline) inline=16777216 ;;
     esac
     case $1 in
-      actor-vmm|actor-vmm-enqueue|actor-vmm-per-device|actor-vmm-sync) ACTOR_VMM_BLOCK_IO=$io stamp "$prefix" "$limit" "$VMM" "${variant[@]}" --kernel "$GUEST/vmlinuz" --initramfs "$GUEST/initramfs.cpio" \
+      actor-vmm|actor-vmm-enqueue|actor-vmm-per-device|actor-vmm-sync|actor-vmm-io_uring|actor-vmm-inline) \
+                   ACTOR_VMM_BLOCK_IO=$io ACTOR_VMM_BLOCK_INLINE_WRITES=$inline stamp "$prefix" "$limit" "$VMM" "${variant[@]}" --kernel "$GUEST/vmlinuz" --initramfs "$GUEST/initramfs.cpio" \
                    --cpus boot=1 --memory size=512M --serial tty --console off --cmdline "$append" \
                    --disk "path=$work/scratch.raw" --net "tap=avmio0,mac=$mac" ;;
       qemu) stamp "$prefix" "$limit" "${qemu[@]}" -drive "file=$work/scratch.raw,format=raw,if=none,id=d0" ;;

@@ -14,6 +14,13 @@ long ckvm_rw_nowait(int fd, const struct iovec *iov, int count, int64_t offset, 
     return write ? pwritev2(fd, iov, count, offset, RWF_NOWAIT) : preadv2(fd, iov, count, offset, RWF_NOWAIT);
 }
 
+int ckvm_usable_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    return CPU_COUNT(&set);
+}
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -20,10 +20,11 @@ struct PreparedDevices {
         let idPrefix: String
         let opened: Opened
 
-        /// A new backend for the device actor (a fresh, unshared object, so it can be sent to the actor).
-        func makeBackend() -> any VirtioDeviceModel {
+        /// A new backend for the device actor (a fresh, unshared object, so it can be sent to the actor);
+        /// `loopOfItsOwn` when no other device shares its loop.
+        func makeBackend(loopOfItsOwn: Bool = false) -> any VirtioDeviceModel {
             switch opened {
-            case .block(let o): VirtioBlock(o)
+            case .block(let o): VirtioBlock(loopOfItsOwn ? o.onLoopOfItsOwn : o)
             case .net(let o): VirtioNet(o)
             case .rng(let o): VirtioRng(o)
             case .console(let output, let inputFD): VirtioConsole(output: output, inputFD: inputFD)

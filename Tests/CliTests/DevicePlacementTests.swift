@@ -20,6 +20,10 @@ import Testing
         #expect(device?.queueCount == 3)
         let worker = disk.queueBackendMaker(1)() as? VirtioBlock
         #expect(worker?.queueCount == 3 && worker?.options.engine == .auto, "a worker's backend is the disk as configured")
+        // Inline writes (BlockInlineWrites.swift): a worker's and a per-device disk's loop are their own.
+        #expect(worker?.options.loopOfItsOwn == true)
+        #expect((disk.makeBackend(loopOfItsOwn: true) as? VirtioBlock)?.options.loopOfItsOwn == true)
+        #expect((disk.makeBackend() as? VirtioBlock)?.options.loopOfItsOwn == false, "the shared loop is not its own")
         let rng = PreparedDevices.Virtio(id: "__rng", idPrefix: "", opened: .rng(try VirtioRng.open(path: "/dev/urandom")))
         #expect(rng.queueGroups == nil, "virtio-rng has no queue workers (a loop per device)")
     }

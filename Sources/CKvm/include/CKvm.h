@@ -135,6 +135,8 @@ static const int CKVM_O_DIRECT = 040000;
 // blocking (page-cache hits), else -1 with EAGAIN (or EOPNOTSUPP where the file system cannot tell).
 #include <sys/uio.h>
 long ckvm_rw_nowait(int fd, const struct iovec *iov, int count, int64_t offset, int write);
+// The CPUs the calling thread may run on (sched_getaffinity; _GNU_SOURCE for CPU_COUNT), or -1.
+int ckvm_usable_cpus(void);
 
 // TAP and pty set-up (struct ifreq's unions are awkward from Swift); implemented in shim.c.
 /// Opens or creates TAP `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, 12-byte header, no offloads); returns the fd.

@@ -23,7 +23,7 @@ extension DeviceManager {
         }
         let loop = try Self.makeLoop("vmm-\(id)")
         guard placement == .perQueue, let groups = prepared.queueGroups else {
-            return try await attachVirtio(id: id, backend: prepared.makeBackend(), loop: loop, ownedLoops: [loop])
+            return try await attachVirtio(id: id, backend: prepared.makeBackend(loopOfItsOwn: true), loop: loop, ownedLoops: [loop])
         }
         var loops = [loop], plans: [QueueWorkerPlan] = []
         for (number, queues) in groups.enumerated() {
@@ -98,7 +98,7 @@ extension PreparedDevices.Virtio {
     /// Makes the backend of queue worker `number`.
     func queueBackendMaker(_ number: Int) -> @Sendable () -> any VirtioDeviceModel {
         switch opened {
-        case .block(let o): { VirtioBlock(o) }
+        case .block(let o): { VirtioBlock(o.onLoopOfItsOwn) }
         case .net(let o): { VirtioNet(o, serving: .pair(number)) }
         case .rng, .console: { makeBackend() }
         }

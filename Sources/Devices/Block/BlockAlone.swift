@@ -7,21 +7,23 @@ import Glibc
 /// the ring. The ring's `io_uring_enter` for one request costs more than one `preadv` (docs/benchmarks.md,
 /// row 3), and a write it cannot do without blocking goes to an io-wq worker thread and its wake-up. A
 /// transfer that would block (EAGAIN), a short one, or a file system that cannot tell (EOPNOTSUPP: ext4's
-/// buffered writes, remembered) goes on the ring as before: the loop is never blocked by the image.
+/// buffered writes, tmpfs's reads and writes; remembered per image) goes on the ring as before — or, for a
+/// write, on the loop when BlockInlineWrites.swift says so.
 extension VirtioBlock {
     /// The status and data bytes of a request served at once, or nil to put it on the ring.
     func serveAlone(_ request: borrowing ChainBuffers, write: Bool, sector: UInt64, queue: Int,
                     device: isolated VirtioPciDevice) -> (UInt8?, Int)? {
-        guard !options.direct, inFlight.count == 0, !(write && !nowaitWrites),
+        guard !options.direct, inFlight.count == 0, (write ? nowaitWrites : nowaitReads) != false,
               !device.hasPendingRequests(queue: queue) else { return nil }
         guard let iovecs = fillIovecs(request, write: write, into: &scratch, memory: device.memory),
               iovecs.bytes > 0, checkRange(sector: sector, bytes: iovecs.bytes), let base = scratch.base else { return nil }
         let done = ckvm_rw_nowait(fd, base, Int32(iovecs.count), Int64(sector * Self.sectorSize), write ? 1 : 0)
         guard done == iovecs.bytes else {
-            if done < 0 && errno == EOPNOTSUPP && write { nowaitWrites = false }
+            let supported = !(done < 0 && errno == EOPNOTSUPP)
+            if write { nowaitWrites = supported } else { nowaitReads = supported }
             return nil  // partly done or not at all: the ring does the whole transfer again
         }
-        if write { device.countRead(iovecs.bytes) }
+        if write { nowaitWrites = true; device.countRead(iovecs.bytes) } else { nowaitReads = true }
         servedAlone &+= 1
         return (Self.statusOK, write ? 0 : iovecs.bytes)
     }

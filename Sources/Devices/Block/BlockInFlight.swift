@@ -71,8 +71,9 @@ struct BlockInFlight {
 
     var slots: [Slot]
     private var free: [Int]
-    /// Requests on the ring (submitted or queued), not yet reaped.
+    /// Requests on the ring (submitted or queued), not yet reaped; of them, writes.
     private(set) var count = 0
+    private(set) var writes = 0
 
     init(slots: Int) {
         self.slots = Array(repeating: Slot(), count: slots)
@@ -86,7 +87,17 @@ struct BlockInFlight {
         return slot
     }
 
+    /// Fills in `slot` for a request going on the ring (``Slot/start``), counting writes.
+    mutating func start(_ slot: Int, head: UInt16, queue: Int, status: GuestAddress, write: Bool, flush: Bool, bytes: Int,
+                        offset: UInt64, iovecCount: Int) {
+        slots[slot].start(head: head, queue: queue, status: status, write: write, flush: flush, bytes: bytes,
+                          offset: offset, iovecCount: iovecCount)
+        if write { writes += 1 }
+    }
+
     mutating func release(_ slot: Int) {
+        if slots[slot].write { writes -= 1 }
+        slots[slot].write = false
         free.append(slot)
         count -= 1
     }
@@ -108,8 +119,8 @@ extension VirtioBlock {
                 return false
             }
         }
-        inFlight.slots[slot].start(head: head, queue: queue, status: status, write: write, flush: false,
-                                   bytes: iovecs.bytes, offset: sector * Self.sectorSize, iovecCount: iovecs.count)
+        inFlight.start(slot, head: head, queue: queue, status: status, write: write, flush: false,
+                       bytes: iovecs.bytes, offset: sector * Self.sectorSize, iovecCount: iovecs.count)
         let offset = sector * Self.sectorSize, tag = UInt64(slot)
         if ring.queueTransfer(write: write, iovecs: base, count: iovecs.count, offset: offset, tag: tag) { return true }
         ring.submit()
@@ -119,8 +130,8 @@ extension VirtioBlock {
     /// Puts a FLUSH on the ring: an fdatasync that starts once every request submitted before it is done.
     func queueFlush(slot: Int, head: UInt16, queue: Int, status: GuestAddress) -> Bool {
         guard let ring else { return false }
-        inFlight.slots[slot].start(head: head, queue: queue, status: status, write: false, flush: true,
-                                   bytes: 0, offset: 0, iovecCount: 0)
+        inFlight.start(slot, head: head, queue: queue, status: status, write: false, flush: true,
+                       bytes: 0, offset: 0, iovecCount: 0)
         if ring.queueFlushAfterAll(tag: UInt64(slot)) { return true }
         ring.submit()
         return ring.queueFlushAfterAll(tag: UInt64(slot))

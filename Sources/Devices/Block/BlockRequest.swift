@@ -34,6 +34,9 @@ extension VirtioBlock {
             if ring != nil, let served = serveAlone(request, write: write, sector: sector, queue: queue, device: device) {
                 return served
             }
+            if write, inlineWriteBudget > 0, let status = serveWriteInline(request, sector: sector, device: device) {
+                return (status, 0)
+            }
             if ring != nil, let slot = inFlight.acquire() {
                 if let bytes = fillIovecs(request, write: write, into: &inFlight.slots[slot].iovecs, memory: memory),
                    bytes.bytes > 0, checkRange(sector: sector, bytes: bytes.bytes),

@@ -10,6 +10,13 @@ extension VirtioBlock.Opened {
         return Self(file: file, options: options, capacitySectors: capacitySectors, idBytes: idBytes)
     }
 
+    /// The same image for a backend whose loop no other device shares (`per-device`, a queue worker).
+    public var onLoopOfItsOwn: Self {
+        var options = options
+        options.loopOfItsOwn = true
+        return Self(file: file, options: options, capacitySectors: capacitySectors, idBytes: idBytes)
+    }
+
     /// The number of queues (one worker each).
     public var queueCount: Int { options.numQueues }
 }

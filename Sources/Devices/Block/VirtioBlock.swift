@@ -34,10 +34,14 @@ public final class VirtioBlock: VirtioDeviceModel {
         public var numQueues = 1
         public var queueSize: UInt16 = 128
         public var engine = Engine.auto
+        /// The backend serves its queues on a loop no other device shares (set by the placement, not a user
+        /// option): writes may then take the loop for longer (BlockInlineWrites.swift).
+        public var loopOfItsOwn = false
         public init(path: String, readonly: Bool = false, direct: Bool = false, id: String? = nil,
-                    numQueues: Int = 1, queueSize: UInt16 = 128, engine: Engine = .auto) {
+                    numQueues: Int = 1, queueSize: UInt16 = 128, engine: Engine = .auto, loopOfItsOwn: Bool = false) {
             self.path = path; self.readonly = readonly; self.direct = direct; self.id = id
             self.numQueues = numQueues; self.queueSize = queueSize; self.engine = engine
+            self.loopOfItsOwn = loopOfItsOwn
         }
     }
 
@@ -89,10 +93,18 @@ public final class VirtioBlock: VirtioDeviceModel {
     /// Scratch iovecs for a synchronous transfer and an aligned bounce buffer for `direct` (grown, kept).
     @exclusivity(unchecked) var scratch = IovecStorage()
     var bounce = BounceBuffer()
-    /// False once `pwritev2(RWF_NOWAIT)` said the image's file system cannot tell (``serveAlone``).
-    @exclusivity(unchecked) var nowaitWrites = true
-    /// Requests ``serveAlone`` served without the ring (for the tests).
+    /// Whether the image's file system takes `pwritev2`/`preadv2(RWF_NOWAIT)`: nil until a request asked,
+    /// false after `EOPNOTSUPP` (``serveAlone``, ``serveWriteInline``).
+    @exclusivity(unchecked) var nowaitWrites: Bool?
+    @exclusivity(unchecked) var nowaitReads: Bool?
+    /// Bytes of writes the loop may serve inline per queue turn (0: none; BlockInlineWrites.swift), and
+    /// what is left of it in this turn.
+    let inlineWriteBudget: Int
+    @exclusivity(unchecked) var inlineBudgetLeft = 0
+    /// Requests ``serveAlone`` served without the ring, and writes ``serveWriteInline`` served on the loop
+    /// (for the tests).
     @exclusivity(unchecked) var servedAlone: UInt64 = 0
+    @exclusivity(unchecked) var servedInline: UInt64 = 0
     /// The ring's eventfd on the device's loop while the device is active.
     var completionWatch: Registration?
 
@@ -150,7 +162,11 @@ public final class VirtioBlock: VirtioDeviceModel {
         idBytes = opened.idBytes
         let slots = options.numQueues * Int(options.queueSize)
         inFlight = BlockInFlight(slots: slots)
-        ring = Self.makeRing(options, fd: opened.file.fd, entries: slots)
+        let engine = Self.resolvedEngine(options)
+        ring = Self.makeRing(options, engine: engine, fd: opened.file.fd, entries: slots)
+        inlineWriteBudget = Self.inlineWriteBudget(options, engine: engine, ring: ring != nil,
+                                                   environment: getenv(Self.inlineWritesVariable).map { String(cString: $0) },
+                                                   cpus: Int(ckvm_usable_cpus()))
     }
 
     /// Opens `options.path` and builds the backend (for tests and single-step callers).
@@ -166,11 +182,15 @@ public final class VirtioBlock: VirtioDeviceModel {
         bounce.release()
     }
 
-    static func makeRing(_ options: Options, fd: Int32, entries: Int) -> IoUring? {
-        var engine = options.engine
-        if engine == .auto, let value = getenv(ioEngineVariable).map({ String(cString: $0) }) {
-            engine = Engine(rawValue: value) ?? .auto
+    /// `options.engine`, or for `.auto` what ``ioEngineVariable`` asks.
+    static func resolvedEngine(_ options: Options) -> Engine {
+        guard options.engine == .auto, let value = getenv(ioEngineVariable).map({ String(cString: $0) }) else {
+            return options.engine
         }
+        return Engine(rawValue: value) ?? .auto
+    }
+
+    static func makeRing(_ options: Options, engine: Engine, fd: Int32, entries: Int) -> IoUring? {
         guard engine != .sync else { return nil }
         do {
             return try IoUring(entries: min(entries, 1024), fd: fd)
@@ -217,6 +237,7 @@ public final class VirtioBlock: VirtioDeviceModel {
     }
 
     public func queueNotified(_ index: Int, device: isolated VirtioPciDevice) {
+        inlineBudgetLeft = inlineWriteBudget
         device.drain(queue: index, into: &buffers) { head, buffers in
             start(head: head, buffers, queue: index, device: device)
             return true
