@@ -139,12 +139,7 @@ import Testing
             VirtioBlock(opened)
         }
         defer { target.shutdown() }
-        try await target.start()
-        try await target.device.restoreState(state)
-        await target.device.resume()
-        let rings = driver.queues
-        driver = target.driver
-        driver.queues = rings
+        try await target.takeOver(state, from: &driver)
         #expect(await driver.awaitUsed(queue: 1).count == 1, "the flush posted while paused was not served after the restore")
         _ = driver.queues[0].postBlock(type: 4, sector: 0)
         await driver.kick(0)
@@ -201,6 +196,17 @@ extension PerQueueRig {
         await device.adopt(workers: workers)
         try await device.watchDoorbells()
         for worker in workers { try await worker.watchDoorbells() }
+    }
+
+    /// Starts this rig as the restored device: `state` restored and resumed, and `driver` pointed at it with
+    /// the rings it had (a snapshot's restore, or a migration's destination).
+    func takeOver(_ state: [UInt8], from driver: inout VirtioDriver) async throws {
+        try await start()
+        try await device.restoreState(state)
+        await device.resume()
+        let rings = driver.queues
+        driver = self.driver
+        driver.queues = rings
     }
 
     /// ``start()``, then a driver that has set up `queueCount` queues and reached DRIVER_OK.
@@ -342,12 +348,7 @@ extension VirtioPciDevice {
 
         let target = try rig()
         defer { target.shutdown() }
-        try await target.start()
-        try await target.device.restoreState(state)
-        await target.device.resume()
-        let rings = driver.queues
-        driver = target.driver
-        driver.queues = rings
+        try await target.takeOver(state, from: &driver)
         _ = driver.postReceive(2, count: 2, size: 64)
         await driver.kick(2)
         let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: 0xF4, count: 100)
