@@ -210,7 +210,8 @@ let usage = """
     Devices:
       --serial off|null|tty|file=PATH    8250 UART at 0x3f8, IRQ 4 (default null)
       --console off|null|tty|file=PATH|pty   virtio-console, hvc0 (default tty)
-      --disk path=FILE[,readonly=on][,direct=on][,id=ID] [path=…]   virtio-blk on a raw image (repeatable)
+      --disk path=FILE[,readonly=on][,direct=on][,num_queues=N][,queue_size=M][,id=ID] [path=…]
+                                     virtio-blk on a raw image (repeatable)
       --net [tap=NAME][,mac=MAC][,ip=IP][,mask=MASK][,id=ID] [tap=…]   virtio-net on a TAP interface (repeatable);
                                          no tap: the VMM creates vmtapN and removes it at exit; no mac: random;
                                          no ip/mask: 192.168.249.1/255.255.255.0 on a TAP the VMM creates
