@@ -80,6 +80,10 @@ import Testing
         defer { rig.shutdown() }
         var driver = try await rig.startedDriver(queueCount: 2)
         await rig.device.configWrite(offset: 0x04, width: 2, value: 0x2)  // memory decoding, no bus mastering
+        // The device tells its workers in order, on their loops; a doorbell the worker sees before that
+        // message is served as before (like a request already on its way), so the test waits for it.
+        for _ in 0..<400 where await rig.workers[1].canDMA { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(await rig.workers[1].canDMA == false, "the worker was not told that Bus Master Enable is clear")
         _ = driver.queues[1].post([(driver.queues[1].allocate(8), 8, true)])
         await driver.kick(1)
         try await Task.sleep(for: .milliseconds(50))
@@ -119,6 +123,11 @@ import Testing
         for q in 0..<2 {
             for index in 0..<4 { _ = driver.queues[q].postBlock(type: 1, sector: UInt64(q * 4 + index) * 2048, data: (payload, 1 << 20)) }
             await driver.kick(q)
+        }
+        // The pause comes once each worker has taken its four requests off the ring (what the pause must then
+        // finish); a doorbell not yet seen when the pause comes stays on the ring for after the resume.
+        for q in 0..<2 {
+            for _ in 0..<400 where await rig.workers[q].counters.requests < 4 { try await Task.sleep(for: .milliseconds(5)) }
         }
         await rig.device.quiesce()
         for q in 0..<2 {
@@ -262,16 +271,23 @@ extension VirtioPciDevice {
 
 /// virtio-net with a queue worker per pair, over a fake two-queue TAP (datagram socketpairs).
 @Suite struct NetQueueWorkerTests {
+    /// A two-pair virtio-net opened on a fake TAP whose two queues are datagram socketpairs; `peers` are the
+    /// test's ends (the wire side of queue 0 and of queue 1), closed by the caller.
+    func fakeTwoPairTap() throws -> (opened: VirtioNet.Opened, peers: [Int32]) {
+        var tap0: [Int32] = [0, 0], tap1: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap0) == 0)
+        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap1) == 0)
+        let opened = VirtioNet.Opened(tap: TapDevice(adopting: [tap0[0], tap1[0]], name: "fake"),
+                                      options: VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queuePairs: 2))
+        return (opened, [tap0[1], tap1[1]])
+    }
+
     /// Pair 1 is served by its worker, both ways, once the driver has asked for two pairs on the control
     /// queue (which the device serves, and tells the workers of); a quiesce hands back the frame the worker
     /// read and could not deliver yet, and the resumed worker delivers it.
     @Test func pairOneIsServedByItsWorkerAfterVqPairsSet() async throws {
-        var tap0: [Int32] = [0, 0], tap1: [Int32] = [0, 0]
-        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap0) == 0)
-        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap1) == 0)
-        defer { close(tap0[1]); close(tap1[1]) }
-        let opened = VirtioNet.Opened(tap: TapDevice(adopting: [tap0[0], tap1[0]], name: "fake"),
-                                      options: VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queuePairs: 2))
+        let (opened, peers) = try fakeTwoPairTap()
+        defer { close(peers[0]); close(peers[1]) }
         let rig = try PerQueueRig(queues: 5, groups: [[0, 1], [2, 3]], device: { VirtioNet(opened, serving: .controlQueue) }) {
             VirtioNet(opened, serving: .pair($0))
         }
@@ -281,7 +297,7 @@ extension VirtioPciDevice {
         #expect(await driver.initialize(features: NetFeature.multiQueue | NetFeature.ctrlVq, queueCount: 5) == 0xF)
         func inject(_ marker: UInt8) {
             let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: marker, count: 60)
-            _ = frame.withUnsafeBytes { send(tap1[1], $0.baseAddress, $0.count, 0) }
+            _ = frame.withUnsafeBytes { send(peers[1], $0.baseAddress, $0.count, 0) }
         }
         let buffers = driver.postReceive(2, count: 1, size: 1526)
         await driver.kick(2)
@@ -299,7 +315,7 @@ extension VirtioPciDevice {
         await driver.kick(3)
         #expect(try await driver.waitUsed(3).count == 1)
         var frame = [UInt8](repeating: 0, count: 128)
-        let n = frame.withUnsafeMutableBytes { recv(tap1[1], $0.baseAddress, $0.count, 0) }
+        let n = frame.withUnsafeMutableBytes { recv(peers[1], $0.baseAddress, $0.count, 0) }
         #expect(n == 72 && frame[71] == 0xD2, "pair 1's frame did not leave through TAP queue 1")
         let pair1 = await rig.workers[1].withBackend { ($0 as! VirtioNet).rxFrames + ($0 as! VirtioNet).txFrames }
         #expect(pair1 == 2)
@@ -323,12 +339,8 @@ extension VirtioPciDevice {
     /// A per-queue net device restored from a snapshot: its workers receive in the negotiated mode
     /// (mergeable buffers: a frame larger than one buffer spans two) on the pairs the snapshot had active.
     @Test func aRestoredDevicesWorkersReceiveInTheNegotiatedMode() async throws {
-        var tap0: [Int32] = [0, 0], tap1: [Int32] = [0, 0]
-        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap0) == 0)
-        try #require(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &tap1) == 0)
-        defer { close(tap0[1]); close(tap1[1]) }
-        let opened = VirtioNet.Opened(tap: TapDevice(adopting: [tap0[0], tap1[0]], name: "fake"),
-                                      options: VirtioNet.Options(tap: "fake", mac: [2, 0, 0, 0, 0, 1], queuePairs: 2))
+        let (opened, peers) = try fakeTwoPairTap()
+        defer { close(peers[0]); close(peers[1]) }
         let memory = testMemory()
         func rig() throws -> PerQueueRig {
             try PerQueueRig(queues: 5, groups: [[0, 1], [2, 3]], memory: memory, device: { VirtioNet(opened, serving: .controlQueue) }) {
@@ -352,7 +364,7 @@ extension VirtioPciDevice {
         _ = driver.postReceive(2, count: 2, size: 64)
         await driver.kick(2)
         let frame = [UInt8](repeating: 0, count: 12) + [UInt8](repeating: 0xF4, count: 100)
-        _ = frame.withUnsafeBytes { send(tap1[1], $0.baseAddress, $0.count, 0) }
+        _ = frame.withUnsafeBytes { send(peers[1], $0.baseAddress, $0.count, 0) }
         #expect(try await driver.waitUsed(2, count: 2).map(\.length) == [64, 48], "the frame did not span two mergeable buffers")
         await target.device.stop()
     }
