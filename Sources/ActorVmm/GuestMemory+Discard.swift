@@ -8,11 +8,17 @@ extension GuestMemory {
     public func discard(at address: GuestAddress, count: Int) throws(GuestMemoryError) {
         guard count >= 0, address.rawValue & 0xFFF == 0, count & 0xFFF == 0 else { throw .outOfRange(address, count: count) }
         guard count > 0 else { return }
-        let pointer = try hostPointer(address, count)
-        // SAFETY: [pointer, pointer+count) lies inside one live anonymous mapping of guest RAM (checked by
-        // hostPointer); MADV_DONTNEED only drops its pages, which then read as zero.
-        guard madvise(pointer, count, MADV_DONTNEED) == 0 else {
+        guard GuestMemory.dropPages(try hostPointer(address, count), count) else {
             throw .invalidLayout("madvise(MADV_DONTNEED) at \(address) of \(count) bytes failed: errno \(errno)")
         }
+    }
+
+    /// Drops the whole pages at [pointer, pointer+count) (page-aligned, inside one region, which is a private
+    /// anonymous mapping): they read as zero afterwards and cost no host memory until written. False (errno
+    /// set) if the kernel refused. For ``discard(at:count:)`` and ``zero(at:count:)``.
+    static func dropPages(_ pointer: UnsafeMutableRawPointer, _ count: Int) -> Bool {
+        // SAFETY: the callers checked with hostPointer that the range lies inside one live mapping of guest
+        // RAM; MADV_DONTNEED only drops its pages.
+        madvise(pointer, count, MADV_DONTNEED) == 0
     }
 }

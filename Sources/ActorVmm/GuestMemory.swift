@@ -252,7 +252,7 @@ public final class GuestMemory: @unchecked Sendable {
         // it); the page-aligned middle is a sub-range of it, the two ends are the rest.
         let head = firstWhole - start, middle = endWhole - firstWhole
         memset(pointer, 0, head)
-        if madvise(pointer + head, middle, MADV_DONTNEED) != 0 { memset(pointer + head, 0, middle) }
+        if !GuestMemory.dropPages(pointer + head, middle) { memset(pointer + head, 0, middle) }
         memset(pointer + head + middle, 0, count - head - middle)
     }
 

@@ -17,14 +17,19 @@ extension VirtioBlock {
               !device.hasPendingRequests(queue: queue) else { return nil }
         guard let iovecs = fillIovecs(request, write: write, into: &scratch, memory: device.memory),
               iovecs.bytes > 0, checkRange(sector: sector, bytes: iovecs.bytes), let base = scratch.base else { return nil }
-        let done = ckvm_rw_nowait(fd, base, Int32(iovecs.count), Int64(sector * Self.sectorSize), write ? 1 : 0)
-        guard done == iovecs.bytes else {
-            let supported = !(done < 0 && errno == EOPNOTSUPP)
-            if write { nowaitWrites = supported } else { nowaitReads = supported }
-            return nil  // partly done or not at all: the ring does the whole transfer again
-        }
-        if write { nowaitWrites = true; device.countRead(iovecs.bytes) } else { nowaitReads = true }
+        let done = transferNowait(base, count: iovecs.count, at: sector * Self.sectorSize, write: write)
+        guard done == iovecs.bytes else { return nil }  // partly done or not at all: the ring does it all again
+        if write { device.countRead(iovecs.bytes) }
         servedAlone &+= 1
         return (Self.statusOK, write ? 0 : iovecs.bytes)
+    }
+
+    /// One `preadv2`/`pwritev2(RWF_NOWAIT)`: the bytes done, or -1. What it shows of the file system is
+    /// remembered (`nowaitReads`/`nowaitWrites`): EOPNOTSUPP means it cannot tell, anything else that it can.
+    func transferNowait(_ base: UnsafePointer<iovec>, count: Int, at offset: UInt64, write: Bool) -> Int {
+        let done = ckvm_rw_nowait(fd, base, Int32(count), Int64(offset), write ? 1 : 0)
+        let supported = !(done < 0 && errno == EOPNOTSUPP)
+        if write { nowaitWrites = supported } else { nowaitReads = supported }
+        return done
     }
 }

@@ -45,8 +45,7 @@ extension VirtioBlock {
         if nowaitWrites == nil {
             // The first write asks the file system: done without blocking (it can tell: later writes go on the
             // ring, whose own attempt does the same), would block, or cannot tell (EOPNOTSUPP: inline from now).
-            let done = ckvm_rw_nowait(fd, base, Int32(iovecs.count), Int64(offset), 1)
-            nowaitWrites = !(done < 0 && errno == EOPNOTSUPP)
+            let done = transferNowait(base, count: iovecs.count, at: offset, write: true)
             if done == iovecs.bytes {
                 device.countRead(iovecs.bytes)
                 return Self.statusOK
